@@ -1,0 +1,79 @@
+// The one place that loads the native addon (node-gyp-build picks prebuilds/<platform>-<arch>
+// when one matches, else the local build/).
+import { createRequire } from 'node:module';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+/** Event kinds, as native/core/backend.h numbers them. */
+export const EventKind = { Readable: 1, Writable: 2, Completed: 3, Data: 4, Accepted: 5 } as const;
+
+/** Reactor interest bits, as native/core/backend.h numbers them. */
+export const InterestBits = { Readable: 1, Writable: 2 } as const;
+
+export interface NativeInfo {
+  backend: string;
+  pattern: 'reactor' | 'proactor';
+  features: string[];
+  fallbackReason?: string;
+}
+
+export interface NativeStats {
+  syscalls: number;
+  events: number;
+  wakes: number;
+  batches: number;
+  jsCalls: number;
+}
+
+export interface NativeAddress {
+  family: 'IPv4' | 'IPv6' | 'unix';
+  address: string;
+  port: number;
+}
+
+/** Address family as the native side takes it: 4, 6, or 0 for a Unix domain socket path. */
+export type NativeFamily = 0 | 4 | 6;
+
+/** Every method returns >= 0 on success or a negative errno. */
+export interface NativeLoop {
+  info(): NativeInfo;
+  listen(family: NativeFamily, host: string, port: number, backlog: number, reusePort: boolean, ipv6Only: boolean): number;
+  connect(family: NativeFamily, host: string, port: number, opId: number): number;
+  shutdown(handle: number): number;
+  closeHandle(handle: number, reset: boolean): number;
+  address(handle: number, peer: boolean): NativeAddress | number;
+  watch(handle: number, interest: number): number;
+  tryRead(handle: number, buffer: Uint8Array): number;
+  tryWrite(handle: number, buffer: Uint8Array): number;
+  tryAccept(handle: number): number;
+  read(handle: number, buffer: Uint8Array, opId: number): number;
+  write(handle: number, buffer: Uint8Array, opId: number): number;
+  accept(handle: number, opId: number): number;
+  readStart(handle: number): number;
+  readStop(handle: number): number;
+  acceptStart(handle: number): number;
+  acceptStop(handle: number): number;
+  stats(): NativeStats;
+  ref(): void;
+  unref(): void;
+  close(): void;
+}
+
+export interface NativeModule {
+  NativeLoop: new (backend: string, events: Int32Array, arena: Uint8Array, dispatch: (count: number) => void) => NativeLoop;
+  /** Backends compiled into this binary, most preferred first. */
+  backends: string[];
+  /** Negative errno values as the backends return them. */
+  errors: { EAGAIN: number; ECANCELED: number; EBADF: number; EMFILE: number; ENFILE: number };
+}
+
+const require = createRequire(import.meta.url);
+const loadBinding = require('node-gyp-build') as { (root: string): NativeModule; resolve(root: string): string };
+
+/** The package root: lib/ and dist/ both sit directly below it. */
+const packageRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
+
+export const native: NativeModule = loadBinding(packageRoot);
+
+/** Path of the native binary that was loaded (a prebuild or the local build). */
+export const bindingPath: string = loadBinding.resolve(packageRoot);

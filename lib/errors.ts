@@ -1,0 +1,99 @@
+// Errors shaped like Node's own: argument errors name the argument, system errors carry
+// code/errno/syscall.
+import { getSystemErrorName } from 'node:util';
+
+/** An operating-system failure, with the fields Node's own system errors have. */
+export interface SystemError extends Error {
+  /** The errno name, e.g. `'ECONNREFUSED'`. */
+  code: string;
+  /** The negative errno number, as Node reports it. */
+  errno: number;
+  /** The system call that failed, e.g. `'connect'`. */
+  syscall: string;
+  address?: string;
+  port?: number;
+}
+
+export function systemError(errno: number, syscall: string, address?: string, port?: number): SystemError {
+  const code = errnoName(errno);
+  const where = address === undefined ? '' : port === undefined || port === 0 ? ` ${address}` : ` ${address}:${port}`;
+  const error = new Error(`${syscall} ${code}${where}`) as SystemError;
+  error.code = code;
+  error.errno = errno;
+  error.syscall = syscall;
+  if (address !== undefined) error.address = address;
+  if (port !== undefined && port !== 0) error.port = port;
+  Error.captureStackTrace(error, systemError);
+  return error;
+}
+
+function errnoName(errno: number): string {
+  try {
+    return getSystemErrorName(errno);
+  } catch {
+    return `Unknown system error ${errno}`;
+  }
+}
+
+/** An Error with a Node-style `code` (`ERR_SOCKET_CLOSED`, `ERR_LOOP_CLOSED`, …). */
+export function codedError(code: string, message: string): Error & { code: string } {
+  const error = new Error(message) as Error & { code: string };
+  error.code = code;
+  return error;
+}
+
+export const socketClosed = (): Error & { code: string } => codedError('ERR_SOCKET_CLOSED', 'Socket is closed');
+export const loopClosed = (): Error & { code: string } => codedError('ERR_LOOP_CLOSED', 'The loop is closed');
+
+function describe(value: unknown): string {
+  if (value === null) return 'null';
+  if (typeof value === 'string') return `type string ('${value.length > 25 ? `${value.slice(0, 25)}...` : value}')`;
+  if (typeof value === 'object') return `an instance of ${(value as object).constructor?.name ?? 'Object'}`;
+  if (typeof value === 'function') return 'function';
+  return `type ${typeof value} (${String(value)})`;
+}
+
+export function invalidArgType(name: string, expected: string, value: unknown): TypeError {
+  const error = new TypeError(`The "${name}" argument must be ${expected}. Received ${describe(value)}`) as TypeError & {
+    code: string;
+  };
+  error.code = 'ERR_INVALID_ARG_TYPE';
+  return error;
+}
+
+export function invalidArgValue(name: string, expected: string, value: unknown): TypeError {
+  const error = new TypeError(`The "${name}" argument must be ${expected}. Received ${describe(value)}`) as TypeError & {
+    code: string;
+  };
+  error.code = 'ERR_INVALID_ARG_VALUE';
+  return error;
+}
+
+export function outOfRange(name: string, range: string, value: unknown): RangeError {
+  const error = new RangeError(`The value of "${name}" is out of range. It must be ${range}. Received ${String(value)}`) as RangeError & {
+    code: string;
+  };
+  error.code = 'ERR_OUT_OF_RANGE';
+  return error;
+}
+
+export function validateInteger(name: string, value: unknown, min: number, max: number): asserts value is number {
+  if (typeof value !== 'number') throw invalidArgType(name, 'of type number', value);
+  if (!Number.isInteger(value) || value < min || value > max) throw outOfRange(name, `an integer >= ${min} and <= ${max}`, value);
+}
+
+export function validatePort(name: string, value: unknown): asserts value is number {
+  validateInteger(name, value, 0, 65535);
+}
+
+export function validateBuffer(name: string, value: unknown): asserts value is Uint8Array {
+  if (!(value instanceof Uint8Array)) throw invalidArgType(name, 'an instance of Buffer or Uint8Array', value);
+}
+
+export function validateFunction(name: string, value: unknown): asserts value is (...args: never[]) => unknown {
+  if (typeof value !== 'function') throw invalidArgType(name, 'of type function', value);
+}
+
+export function validateObject(name: string, value: unknown): asserts value is Record<string, unknown> {
+  if (typeof value !== 'object' || value === null) throw invalidArgType(name, 'of type object', value);
+}

@@ -1,0 +1,90 @@
+import { EventEmitter } from 'node:events';
+
+import type { EventTarget, LoopCore } from './core.js';
+import { loopClosed, socketClosed, systemError } from './errors.js';
+
+/** What both sockets and servers are: an open descriptor owned by one loop. */
+export abstract class Handle extends EventEmitter implements EventTarget {
+  /** @internal */
+  readonly core: LoopCore;
+  /** @internal The native handle id (slot and generation), never an fd. */
+  readonly handle: number;
+  /** @internal Reactor callbacks registered through `loop.reactor.watch`. */
+  readonly watchers: { readable?: (() => void) | undefined; writable?: (() => void) | undefined } = {};
+  #closed = false;
+
+  /** @internal */
+  constructor(core: LoopCore, handle: number) {
+    super();
+    this.core = core;
+    this.handle = handle;
+    core.adopt(handle, this);
+  }
+
+  /** True once `close()` was called, or the loop was closed. */
+  get closed(): boolean {
+    return this.#closed;
+  }
+
+  /** Closes the descriptor now. Operations still in flight fail with `ERR_SOCKET_CLOSED`. */
+  close(): void {
+    this.#release(false);
+  }
+
+  /** @internal Throws the error a caller gets for using a closed handle. */
+  assertOpen(): void {
+    if (this.#closed) throw this.closedError();
+  }
+
+  /** @internal The error for using this handle after it (or its loop) was closed. */
+  closedError(): Error {
+    return this.core.closed ? loopClosed() : socketClosed();
+  }
+
+  /** @internal Turns a native return value into a number, throwing a system error if negative. */
+  check(result: number, syscall: string): number {
+    if (result < 0) throw systemError(result, syscall);
+    return result;
+  }
+
+  /** @internal */
+  closeWithReset(reset: boolean): void {
+    this.#release(reset);
+  }
+
+  #release(reset: boolean): void {
+    if (this.#closed) return;
+    this.#closed = true;
+    this.core.native.closeHandle(this.handle, reset);
+    this.core.release(this.handle);
+    this.onClosed();
+    this.emit('close');
+  }
+
+  /** @internal Subclasses settle what still waits on the handle. */
+  protected abstract onClosed(): void;
+
+  /** @internal */
+  onReadable(): void {
+    this.watchers.readable?.();
+  }
+
+  /** @internal */
+  onWritable(): void {
+    this.watchers.writable?.();
+  }
+
+  /** @internal */
+  onData(_chunk: Buffer | null, _status: number): void {}
+
+  /** @internal */
+  onAccepted(_result: number): void {}
+
+  /** @internal */
+  onLoopClose(): void {
+    if (this.#closed) return;
+    this.#closed = true;
+    this.onClosed();
+    this.emit('close');
+  }
+}

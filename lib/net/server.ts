@@ -1,0 +1,100 @@
+import type { NativeAddress } from '../binding.js';
+import { native } from '../binding.js';
+import { reportLater, type LoopCore } from '../core.js';
+import { systemError } from '../errors.js';
+import { Handle } from '../handle.js';
+import { Socket, type SocketOptions } from './socket.js';
+
+/**
+ * Called with each accepted connection. If it returns a promise, the connection is ended and
+ * closed when that promise settles.
+ */
+export type ConnectionHandler = (socket: Socket) => void | Promise<void>;
+
+const { EMFILE, ENFILE } = native.errors;
+// How long accepting pauses when the process is out of descriptors: long enough not to spin a
+// core, short enough to recover promptly once descriptors are freed.
+const kAcceptRetryMs = 100;
+
+/**
+ * A listening socket. Events: `'error'` (accept failed, e.g. EMFILE; accepting resumes by
+ * itself), `'connectionError'` (a handler threw or rejected; the connection is closed).
+ */
+export class Server extends Handle {
+  readonly #handler: ConnectionHandler | undefined;
+  readonly #socketOptions: SocketOptions;
+  #retryTimer: NodeJS.Timeout | null = null;
+
+  /** @internal */
+  constructor(core: LoopCore, handle: number, handler: ConnectionHandler | undefined, socketOptions: SocketOptions) {
+    super(core, handle);
+    this.#handler = handler;
+    this.#socketOptions = socketOptions;
+    if (handler !== undefined) this.check(core.native.acceptStart(handle), 'accept');
+  }
+
+  /** The address it listens on. */
+  address(): NativeAddress {
+    this.assertOpen();
+    const address = this.core.native.address(this.handle, false);
+    if (typeof address === 'number') throw systemError(address, 'getsockname');
+    return address;
+  }
+
+  /** The port it listens on (0 for a Unix socket). */
+  get port(): number {
+    return this.address().port;
+  }
+
+  /** @internal Wraps a native connection handle in a Socket. */
+  adoptConnection(handle: number): Socket {
+    return new Socket(this.core, handle, this.#socketOptions);
+  }
+
+  protected onClosed(): void {
+    if (this.#retryTimer !== null) clearTimeout(this.#retryTimer);
+  }
+
+  /** @internal */
+  override onAccepted(result: number): void {
+    if (result < 0) {
+      const error = systemError(result, 'accept');
+      if (result === EMFILE || result === ENFILE) this.#retryLater();
+      if (this.listenerCount('error') > 0) this.emit('error', error);
+      return;
+    }
+    const socket = this.adoptConnection(result);
+    let outcome: void | Promise<void>;
+    try {
+      outcome = this.#handler!(socket);
+    } catch (error) {
+      this.#connectionFailed(error, socket);
+      return;
+    }
+    if (outcome instanceof Promise) {
+      outcome.then(
+        () => socket.end().catch(() => {}).finally(() => socket.close()),
+        (error: unknown) => this.#connectionFailed(error, socket),
+      );
+    }
+  }
+
+  #connectionFailed(error: unknown, socket: Socket): void {
+    socket.close();
+    if (this.listenerCount('connectionError') > 0) this.emit('connectionError', error, socket);
+    else if (!isConnectionLoss(error)) reportLater(error);
+  }
+
+  #retryLater(): void {
+    this.#retryTimer = setTimeout(() => {
+      this.#retryTimer = null;
+      if (!this.closed) this.core.native.acceptStart(this.handle);
+    }, kAcceptRetryMs);
+  }
+}
+
+// A peer that resets or vanishes is normal life for a server, not a bug to crash on.
+function isConnectionLoss(error: unknown): boolean {
+  const code = (error as { code?: unknown } | null)?.code;
+  return code === 'ECONNRESET' || code === 'EPIPE' || code === 'ETIMEDOUT' || code === 'ERR_SOCKET_CLOSED';
+}

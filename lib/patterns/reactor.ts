@@ -1,0 +1,102 @@
+import { InterestBits, native } from '../binding.js';
+import type { LoopCore } from '../core.js';
+import { invalidArgType, invalidArgValue, systemError, validateBuffer, validateFunction } from '../errors.js';
+import type { Handle } from '../handle.js';
+import { Server } from '../net/server.js';
+import { Socket } from '../net/socket.js';
+
+/** Readiness a reactor can wait for. */
+export type Readiness = 'readable' | 'writable';
+
+const { EAGAIN } = native.errors;
+
+/**
+ * The reactor pattern: the loop says when a socket *can* be read or written, and your callback
+ * does the non-blocking call (`tryRead`, `tryWrite`, `tryAccept`). Level-triggered: the callback
+ * runs again on the next turn of the loop for as long as the socket stays ready and watched.
+ *
+ * @example
+ * loop.reactor.watch(socket, 'readable', () => {
+ *   const n = loop.reactor.tryRead(socket, buffer); // null: nothing to read after all
+ * });
+ */
+export class ReactorApi {
+  readonly #core: LoopCore;
+
+  /** @internal */
+  constructor(core: LoopCore) {
+    this.#core = core;
+  }
+
+  /** Calls `callback` whenever `target` is ready for `readiness`, until `unwatch`. */
+  watch(target: Socket | Server, readiness: Readiness, callback: () => void): void {
+    validateTarget(target);
+    validateReadiness(readiness);
+    validateFunction('callback', callback);
+    target.assertOpen();
+    const previous = target.watchers[readiness];
+    target.watchers[readiness] = callback;
+    const rc = this.#core.native.watch(target.handle, interestOf(target));
+    if (rc < 0) {
+      target.watchers[readiness] = previous;
+      throw systemError(rc, 'watch');
+    }
+  }
+
+  /** Stops watching `readiness` (or both, when omitted). */
+  unwatch(target: Socket | Server, readiness?: Readiness): void {
+    validateTarget(target);
+    if (readiness !== undefined) validateReadiness(readiness);
+    if (target.closed) return;
+    if (readiness === undefined || readiness === 'readable') target.watchers.readable = undefined;
+    if (readiness === undefined || readiness === 'writable') target.watchers.writable = undefined;
+    target.check(this.#core.native.watch(target.handle, interestOf(target)), 'watch');
+  }
+
+  /** Reads what is there into `buffer`: the byte count, 0 at EOF, or null if nothing is ready. */
+  tryRead(socket: Socket, buffer: Uint8Array): number | null {
+    validateSocket(socket);
+    validateBuffer('buffer', buffer);
+    socket.assertOpen();
+    const n = this.#core.native.tryRead(socket.handle, buffer);
+    if (n === EAGAIN) return null;
+    return socket.check(n, 'read');
+  }
+
+  /** Writes what the socket takes now: the byte count, or null if it takes nothing. */
+  tryWrite(socket: Socket, buffer: Uint8Array): number | null {
+    validateSocket(socket);
+    validateBuffer('buffer', buffer);
+    socket.assertOpen();
+    const n = this.#core.native.tryWrite(socket.handle, buffer);
+    if (n === EAGAIN) return null;
+    return socket.check(n, 'write');
+  }
+
+  /** Accepts one pending connection, or returns null if none is waiting. */
+  tryAccept(server: Server): Socket | null {
+    if (!(server instanceof Server)) throw invalidArgType('server', 'a twinloop Server', server);
+    server.assertOpen();
+    const handle = this.#core.native.tryAccept(server.handle);
+    if (handle === EAGAIN) return null;
+    return server.adoptConnection(server.check(handle, 'accept'));
+  }
+}
+
+function interestOf(target: Handle): number {
+  return (target.watchers.readable ? InterestBits.Readable : 0) | (target.watchers.writable ? InterestBits.Writable : 0);
+}
+
+function validateTarget(target: unknown): asserts target is Socket | Server {
+  if (!(target instanceof Socket) && !(target instanceof Server)) {
+    throw invalidArgType('target', 'a twinloop Socket or Server', target);
+  }
+}
+
+function validateSocket(socket: unknown): asserts socket is Socket {
+  if (!(socket instanceof Socket)) throw invalidArgType('socket', 'a twinloop Socket', socket);
+}
+
+function validateReadiness(readiness: unknown): asserts readiness is Readiness {
+  if (readiness !== 'readable' && readiness !== 'writable') throw invalidArgValue('readiness', "'readable' or 'writable'", readiness);
+}

@@ -1,0 +1,163 @@
+#include "posix_socket.h"
+
+#include <arpa/inet.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstring>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <sys/un.h>
+
+namespace twinloop {
+
+int to_sockaddr(const SocketAddress& address, SockAddrStorage& out) {
+  out = {};
+  switch (address.family) {
+    case SocketAddress::Family::kIPv4: {
+      auto* in = reinterpret_cast<sockaddr_in*>(&out.storage);
+      in->sin_family = AF_INET;
+      in->sin_port = htons(address.port);
+      if (inet_pton(AF_INET, address.host.c_str(), &in->sin_addr) != 1) return -EINVAL;
+      out.length = sizeof(sockaddr_in);
+      return 0;
+    }
+    case SocketAddress::Family::kIPv6: {
+      auto* in6 = reinterpret_cast<sockaddr_in6*>(&out.storage);
+      in6->sin6_family = AF_INET6;
+      in6->sin6_port = htons(address.port);
+      if (inet_pton(AF_INET6, address.host.c_str(), &in6->sin6_addr) != 1) return -EINVAL;
+      out.length = sizeof(sockaddr_in6);
+      return 0;
+    }
+    case SocketAddress::Family::kUnix: {
+      auto* un = reinterpret_cast<sockaddr_un*>(&out.storage);
+      un->sun_family = AF_UNIX;
+      if (address.host.empty() || address.host.size() >= sizeof(un->sun_path)) return -ENAMETOOLONG;
+      std::memcpy(un->sun_path, address.host.data(), address.host.size());
+      out.length = static_cast<socklen_t>(offsetof(sockaddr_un, sun_path) + address.host.size() + 1);
+      return 0;
+    }
+  }
+  return -EAFNOSUPPORT;
+}
+
+int socket_address(int fd, bool peer, SocketAddress& out) {
+  SockAddrStorage addr;
+  addr.length = sizeof(addr.storage);
+  auto* raw = reinterpret_cast<sockaddr*>(&addr.storage);
+  int rc = peer ? getpeername(fd, raw, &addr.length) : getsockname(fd, raw, &addr.length);
+  if (rc != 0) return -errno;
+  char text[INET6_ADDRSTRLEN] = {};
+  switch (addr.storage.ss_family) {
+    case AF_INET: {
+      auto* in = reinterpret_cast<sockaddr_in*>(raw);
+      inet_ntop(AF_INET, &in->sin_addr, text, sizeof(text));
+      out = {SocketAddress::Family::kIPv4, text, ntohs(in->sin_port)};
+      return out.port;
+    }
+    case AF_INET6: {
+      auto* in6 = reinterpret_cast<sockaddr_in6*>(raw);
+      inet_ntop(AF_INET6, &in6->sin6_addr, text, sizeof(text));
+      out = {SocketAddress::Family::kIPv6, text, ntohs(in6->sin6_port)};
+      return out.port;
+    }
+    case AF_UNIX: {
+      auto* un = reinterpret_cast<sockaddr_un*>(raw);
+      size_t path_length = addr.length > offsetof(sockaddr_un, sun_path)
+                               ? strnlen(un->sun_path, addr.length - offsetof(sockaddr_un, sun_path))
+                               : 0;
+      out = {SocketAddress::Family::kUnix, std::string(un->sun_path, path_length), 0};
+      return 0;
+    }
+    default:
+      return -EAFNOSUPPORT;
+  }
+}
+
+namespace {
+int open_socket(const SockAddrStorage& addr, UniqueFd& out) {
+  int fd = ::socket(addr.storage.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+  if (fd < 0) return -errno;
+  out.reset(fd);
+  return 0;
+}
+
+int enable(int fd, int level, int option) {
+  int on = 1;
+  return setsockopt(fd, level, option, &on, sizeof(on)) == 0 ? 0 : -errno;
+}
+}  // namespace
+
+int open_listener(const SocketAddress& address, const ListenOptions& options, UniqueFd& out) {
+  SockAddrStorage addr;
+  if (int rc = to_sockaddr(address, addr); rc < 0) return rc;
+  UniqueFd fd;
+  if (int rc = open_socket(addr, fd); rc < 0) return rc;
+  if (address.family != SocketAddress::Family::kUnix) {
+    // As Node's net does: a restarted server can bind while old connections sit in TIME_WAIT.
+    if (int rc = enable(fd.get(), SOL_SOCKET, SO_REUSEADDR); rc < 0) return rc;
+    if (options.reuse_port) {
+      if (int rc = enable(fd.get(), SOL_SOCKET, SO_REUSEPORT); rc < 0) return rc;
+    }
+    if (address.family == SocketAddress::Family::kIPv6 && options.ipv6_only) {
+      if (int rc = enable(fd.get(), IPPROTO_IPV6, IPV6_V6ONLY); rc < 0) return rc;
+    }
+  }
+  if (::bind(fd.get(), addr.get(), addr.length) != 0) return -errno;
+  if (::listen(fd.get(), options.backlog) != 0) return -errno;
+  out = std::move(fd);
+  return 0;
+}
+
+int start_connect(const SocketAddress& address, UniqueFd& out) {
+  SockAddrStorage addr;
+  if (int rc = to_sockaddr(address, addr); rc < 0) return rc;
+  UniqueFd fd;
+  if (int rc = open_socket(addr, fd); rc < 0) return rc;
+  if (address.family != SocketAddress::Family::kUnix) set_no_delay(fd.get());
+  int rc = ::connect(fd.get(), addr.get(), addr.length) == 0 ? 0 : -errno;
+  if (rc == -EAGAIN) rc = -EINPROGRESS;  // Unix sockets say EAGAIN when the backlog is full
+  if (rc != 0 && rc != -EINPROGRESS) return rc;
+  out = std::move(fd);
+  return rc;
+}
+
+int pending_socket_error(int fd) {
+  int error = 0;
+  socklen_t length = sizeof(error);
+  if (getsockopt(fd, SOL_SOCKET, SO_ERROR, &error, &length) != 0) return -errno;
+  return -error;
+}
+
+int accept_connection(int listen_fd) {
+  sockaddr_storage peer;
+  socklen_t length = sizeof(peer);
+  int fd = ::accept4(listen_fd, reinterpret_cast<sockaddr*>(&peer), &length, SOCK_NONBLOCK | SOCK_CLOEXEC);
+  if (fd < 0) return -errno;
+  if (peer.ss_family != AF_UNIX) set_no_delay(fd);
+  return fd;
+}
+
+void set_no_delay(int fd) { enable(fd, IPPROTO_TCP, TCP_NODELAY); }
+
+void set_reset_on_close(int fd) {
+  linger option{1, 0};
+  setsockopt(fd, SOL_SOCKET, SO_LINGER, &option, sizeof(option));
+}
+
+// Results travel as int32: one call moves at most 1 GiB, and the caller continues with the rest.
+constexpr size_t kMaxTransfer = size_t{1} << 30;
+
+int recv_some(int fd, std::span<uint8_t> buffer) {
+  ssize_t n = ::recv(fd, buffer.data(), std::min(buffer.size(), kMaxTransfer), 0);
+  return n >= 0 ? static_cast<int>(n) : -errno;
+}
+
+int send_some(int fd, std::span<const uint8_t> buffer) {
+  // MSG_NOSIGNAL: a peer that went away must be an EPIPE error, not a SIGPIPE that kills Node.
+  ssize_t n = ::send(fd, buffer.data(), std::min(buffer.size(), kMaxTransfer), MSG_NOSIGNAL);
+  return n >= 0 ? static_cast<int>(n) : -errno;
+}
+
+}  // namespace twinloop

@@ -1,0 +1,177 @@
+// The contract every OS backend implements (the role libuv's src/unix/internal.h plays).
+//
+// A backend owns sockets, identified by HandleId, and turns what the kernel reports into Events
+// written to a BatchSink. The binding drains a backend whenever its poll_fd() is readable and
+// hands the whole batch to JavaScript in one call.
+//
+// Both patterns are part of the contract, whatever the backend's native one is:
+//   reactor  — watch() readiness, then try_read()/try_write()/try_accept() do the syscall now;
+//   proactor — submit_read()/submit_write()/submit_accept()/connect() start an operation whose
+//              completion arrives later as a kCompleted event; read_start()/accept_start() are the
+//              streaming forms (multishot on io_uring) that deliver data/connections as they come.
+//
+// Every call returns a value >= 0 on success or a negative errno (libuv's numbering, which is
+// -errno on POSIX) on failure. Nothing here throws.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <span>
+#include <string>
+#include <string_view>
+#include <vector>
+
+namespace twinloop {
+
+// Slot index in the backend's handle table plus a generation, so that a handle kept by JavaScript
+// after close is reported as EBADF instead of aliasing whatever reuses the slot.
+using HandleId = int32_t;
+
+enum class EventKind : int32_t {
+  kReadable = 1,   // reactor: a watched handle can be read (or has EOF / an error pending)
+  kWritable = 2,   // reactor: a watched handle can be written
+  kCompleted = 3,  // proactor: operation `aux` finished with `result` (bytes, new handle, -errno)
+  kData = 4,       // streaming read: `result` bytes at arena offset `aux`; 0 = EOF; < 0 = -errno
+  kAccepted = 5,   // streaming accept: `result` is the new connection's handle or -errno
+};
+
+// The unit JavaScript reads: four int32 per event, in a buffer JavaScript allocated.
+struct Event {
+  HandleId handle;
+  EventKind kind;
+  int32_t result;
+  int32_t aux;
+};
+static_assert(sizeof(Event) == 16, "JavaScript reads events as 4 x int32");
+
+// Where a drain puts its events and the bytes of streaming reads. The memory belongs to the
+// binding (it is shared with JavaScript); a backend only fills it.
+class BatchSink {
+ public:
+  BatchSink(std::span<Event> events, std::span<uint8_t> arena) : events_(events), arena_(arena) {}
+
+  // Full when no event fits or a streaming read found no room in the arena: either way the drain
+  // should stop and let JavaScript consume the batch.
+  bool full() const { return count_ == events_.size() || arena_exhausted_; }
+  size_t count() const { return count_; }
+  void push(const Event& event) { events_[count_++] = event; }
+  void reset() {
+    count_ = 0;
+    arena_used_ = 0;
+    arena_exhausted_ = false;
+  }
+
+  // Free arena space for the next streaming read; empty when the batch cannot take more data.
+  std::span<uint8_t> arena_space(size_t max_bytes) {
+    size_t free_bytes = arena_.size() - arena_used_;
+    if (count_ == events_.size() || free_bytes < kMinArenaRead) {
+      arena_exhausted_ = true;
+      return {};
+    }
+    return arena_.subspan(arena_used_, free_bytes < max_bytes ? free_bytes : max_bytes);
+  }
+  // Records that `bytes` of the span arena_space() returned were filled; returns their offset.
+  int32_t commit_arena(size_t bytes) {
+    auto offset = static_cast<int32_t>(arena_used_);
+    arena_used_ += bytes;
+    return offset;
+  }
+
+ private:
+  // Smaller reads would split a typical message over several events.
+  static constexpr size_t kMinArenaRead = 4096;
+
+  std::span<Event> events_;
+  std::span<uint8_t> arena_;
+  size_t count_ = 0;
+  size_t arena_used_ = 0;
+  bool arena_exhausted_ = false;
+};
+
+enum class Interest : uint32_t { kNone = 0, kReadable = 1, kWritable = 2 };
+
+struct SocketAddress {
+  enum class Family { kIPv4, kIPv6, kUnix } family = Family::kIPv4;
+  std::string host;  // numeric address for IP families (JavaScript resolves names), path for Unix
+  uint16_t port = 0;
+};
+
+struct ListenOptions {
+  int backlog = 511;
+  bool reuse_port = false;
+  bool ipv6_only = false;
+};
+
+// Counters that the benchmark divides by round trips; each backend counts its own syscalls.
+struct Stats {
+  uint64_t syscalls = 0;
+  uint64_t events = 0;
+};
+
+struct BackendInfo {
+  std::string name;            // "epoll", "io_uring", "kqueue", "iocp"
+  std::string native_pattern;  // "reactor" or "proactor"
+  std::vector<std::string> features;
+};
+
+class Backend {
+ public:
+  virtual ~Backend() = default;
+
+  virtual const BackendInfo& info() const = 0;
+  // The descriptor Node's loop watches for readability; -1 where the OS has none (IOCP).
+  virtual int poll_fd() const = 0;
+
+  // Sockets. listen()/connect() return a new handle; connect() completes as operation `op_id`.
+  virtual int listen(const SocketAddress& address, const ListenOptions& options) = 0;
+  virtual int connect(const SocketAddress& address, int32_t op_id) = 0;
+  virtual int shutdown(HandleId handle) = 0;
+  // Releases the handle at once; operations still in flight complete with -ECANCELED.
+  // `reset` closes with an RST instead of a FIN.
+  virtual int close(HandleId handle, bool reset) = 0;
+  // Writes the local (or, with `peer`, remote) address into `out`; returns its port.
+  virtual int address(HandleId handle, bool peer, SocketAddress& out) = 0;
+
+  // Reactor.
+  virtual int watch(HandleId handle, uint32_t interest) = 0;
+  virtual int try_read(HandleId handle, std::span<uint8_t> buffer) = 0;         // -EAGAIN if not ready
+  virtual int try_write(HandleId handle, std::span<const uint8_t> buffer) = 0;  // -EAGAIN if full
+  virtual int try_accept(HandleId handle) = 0;                                   // new handle
+
+  // Proactor. The caller keeps every buffer alive until the operation's completion.
+  virtual int submit_read(HandleId handle, std::span<uint8_t> buffer, int32_t op_id) = 0;
+  // Returns 1 when the whole buffer was taken at once (no event follows), 0 when an event will.
+  virtual int submit_write(HandleId handle, std::span<const uint8_t> buffer, int32_t op_id) = 0;
+  virtual int submit_accept(HandleId handle, int32_t op_id) = 0;
+  virtual int read_start(HandleId handle) = 0;
+  virtual int read_stop(HandleId handle) = 0;
+  virtual int accept_start(HandleId handle) = 0;
+  virtual int accept_stop(HandleId handle) = 0;
+
+  // Moves what is ready into `sink` without blocking, until it is full or nothing is left.
+  virtual void drain(BatchSink& sink) = 0;
+  // Hands queued submissions to the kernel (io_uring); a no-op where calls take effect at once.
+  virtual void flush() = 0;
+
+  virtual Stats stats() const = 0;
+};
+
+// Each backend file registers its factory with one static BackendRegistration, so the build's
+// list of files is the only list of backends. A factory that cannot work on this host returns null
+// and sets `error` to a negative errno and `reason` to why, in words.
+using BackendFactory = std::unique_ptr<Backend> (*)(int& error, std::string& reason);
+
+struct BackendEntry {
+  std::string_view name;
+  BackendFactory make;
+  int preference;  // `auto` tries the highest first
+};
+
+const std::vector<BackendEntry>& registered_backends();
+
+struct BackendRegistration {
+  explicit BackendRegistration(BackendEntry entry);
+};
+
+}  // namespace twinloop

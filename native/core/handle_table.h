@@ -1,0 +1,82 @@
+// Slot table that maps HandleIds to a backend's per-socket state.
+//
+// A HandleId packs a slot index (low 24 bits) and the slot's generation (next 7 bits), so ids stay
+// positive int32 for JavaScript and a stale id — kept after close — never reaches the state of a
+// socket that reuses the slot. Freed slots go on a free list: no allocation once the table has
+// grown to the peak number of sockets.
+#pragma once
+
+#include <cstdint>
+#include <vector>
+
+#include "backend.h"
+
+namespace twinloop {
+
+template <typename State>
+class HandleTable {
+ public:
+  static constexpr uint32_t kSlotBits = 24;
+  static constexpr uint32_t kSlotMask = (1u << kSlotBits) - 1;
+  static constexpr uint32_t kGenerationMask = 0x7f;
+
+  // Returns the new handle, or -1 when all 2^24 slots are in use.
+  HandleId insert(State state) {
+    uint32_t slot;
+    if (!free_.empty()) {
+      slot = free_.back();
+      free_.pop_back();
+    } else {
+      if (slots_.size() > kSlotMask) return -1;
+      slot = static_cast<uint32_t>(slots_.size());
+      slots_.emplace_back();
+    }
+    Slot& entry = slots_[slot];
+    entry.state = std::move(state);
+    entry.live = true;
+    ++live_count_;
+    return static_cast<HandleId>((entry.generation << kSlotBits) | slot);
+  }
+
+  // The state behind a live handle, or null for an unknown or stale one.
+  State* find(HandleId handle) {
+    if (handle < 0) return nullptr;
+    uint32_t slot = static_cast<uint32_t>(handle) & kSlotMask;
+    uint32_t generation = static_cast<uint32_t>(handle) >> kSlotBits;
+    if (slot >= slots_.size()) return nullptr;
+    Slot& entry = slots_[slot];
+    if (!entry.live || entry.generation != generation) return nullptr;
+    return &entry.state;
+  }
+
+  void erase(HandleId handle) {
+    uint32_t slot = static_cast<uint32_t>(handle) & kSlotMask;
+    Slot& entry = slots_[slot];
+    entry.state = State{};
+    entry.live = false;
+    entry.generation = (entry.generation + 1) & kGenerationMask;
+    free_.push_back(slot);
+    --live_count_;
+  }
+
+  size_t size() const { return live_count_; }
+
+  template <typename Fn>
+  void for_each(Fn&& fn) {
+    for (uint32_t slot = 0; slot < slots_.size(); ++slot) {
+      if (slots_[slot].live) fn(static_cast<HandleId>((slots_[slot].generation << kSlotBits) | slot), slots_[slot].state);
+    }
+  }
+
+ private:
+  struct Slot {
+    State state{};
+    uint32_t generation = 0;
+    bool live = false;
+  };
+  std::vector<Slot> slots_;
+  std::vector<uint32_t> free_;
+  size_t live_count_ = 0;
+};
+
+}  // namespace twinloop
