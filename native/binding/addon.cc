@@ -14,6 +14,7 @@
 #include <uv.h>
 
 #include <cerrno>
+#include <cstdlib>
 #include <cstring>
 #include <memory>
 #include <string>
@@ -98,6 +99,13 @@ class NativeLoop : public Napi::ObjectWrap<NativeLoop> {
     }
     poll_->data = this;
     uv_unref(reinterpret_cast<uv_handle_t*>(poll_));  // JavaScript refs the loop while handles are open
+    // Submissions made outside a batch (a timer, a promise settled elsewhere) are flushed once per
+    // turn of Node's loop, just before it blocks, so they are batched too.
+    flusher_ = new uv_prepare_t;
+    uv_prepare_init(uv_loop, flusher_);
+    flusher_->data = this;
+    uv_prepare_start(flusher_, on_prepare);
+    uv_unref(reinterpret_cast<uv_handle_t*>(flusher_));
     napi_add_env_cleanup_hook(env, on_env_teardown, this);
     cleanup_hook_added_ = true;
   }
@@ -109,13 +117,33 @@ class NativeLoop : public Napi::ObjectWrap<NativeLoop> {
     return static_cast<uint8_t*>(array.ArrayBuffer().Data()) + array.ByteOffset();
   }
 
+  // TWINLOOP_DISABLE_BACKENDS=io_uring,... makes backends unavailable, as a seccomp profile or a
+  // sysctl would: how tests and users check the fallback of `auto`.
+  static bool disabled_by_environment(std::string_view name) {
+    const char* list = std::getenv("TWINLOOP_DISABLE_BACKENDS");
+    if (list == nullptr) return false;
+    std::string_view rest(list);
+    while (!rest.empty()) {
+      size_t comma = rest.find(',');
+      if (rest.substr(0, comma) == name) return true;
+      if (comma == std::string_view::npos) break;
+      rest.remove_prefix(comma + 1);
+    }
+    return false;
+  }
+
   bool open_backend(const std::string& requested) {
     std::string reasons;
     for (const BackendEntry& entry : registered_backends()) {
       if (requested != "auto" && entry.name != requested) continue;
       int error = 0;
       std::string reason;
-      backend_ = entry.make(error, reason);
+      if (disabled_by_environment(entry.name)) {
+        error = -ENOSYS;
+        reason = "disabled by TWINLOOP_DISABLE_BACKENDS";
+      } else {
+        backend_ = entry.make(error, reason);
+      }
       if (backend_) {
         if (!reasons.empty()) fallback_reason_ = reasons;
         return true;
@@ -136,6 +164,11 @@ class NativeLoop : public Napi::ObjectWrap<NativeLoop> {
     auto* loop = static_cast<NativeLoop*>(self);
     loop->cleanup_hook_added_ = false;
     loop->shut_down();
+  }
+
+  static void on_prepare(uv_prepare_t* handle) {
+    auto* self = static_cast<NativeLoop*>(handle->data);
+    if (self != nullptr && self->backend_) self->backend_->flush();
   }
 
   static void on_poll(uv_poll_t* handle, int status, int /*events*/) {
@@ -176,6 +209,12 @@ class NativeLoop : public Napi::ObjectWrap<NativeLoop> {
       uv_poll_stop(poll_);
       uv_close(reinterpret_cast<uv_handle_t*>(poll_), [](uv_handle_t* handle) { delete reinterpret_cast<uv_poll_t*>(handle); });
       poll_ = nullptr;
+    }
+    if (flusher_ != nullptr) {
+      flusher_->data = nullptr;
+      uv_prepare_stop(flusher_);
+      uv_close(reinterpret_cast<uv_handle_t*>(flusher_), [](uv_handle_t* handle) { delete reinterpret_cast<uv_prepare_t*>(handle); });
+      flusher_ = nullptr;
     }
     backend_.reset();  // closes every socket the backend still owns, and its own descriptors
   }
@@ -372,6 +411,7 @@ class NativeLoop : public Napi::ObjectWrap<NativeLoop> {
   Napi::ObjectReference arena_ref_;
   Napi::FunctionReference dispatch_;
   uv_poll_t* poll_ = nullptr;
+  uv_prepare_t* flusher_ = nullptr;
   bool cleanup_hook_added_ = false;
   std::string fallback_reason_;
   std::string open_error_message_;
