@@ -142,7 +142,7 @@ class EpollBackend final : public Backend {
     Socket* s = sockets_.find(handle);
     if (!s) return -EBADF;
     if (!s->listener) return -EINVAL;
-    return accept_one(*s);
+    return accept_one(s->fd.get());
   }
 
   int submit_read(HandleId handle, std::span<uint8_t> buffer, int32_t op_id) override {
@@ -219,7 +219,7 @@ class EpollBackend final : public Backend {
     return update_interest(handle, *s);
   }
 
-  int update_interest(HandleId handle, Socket& s) {
+  static uint32_t wanted_events(const Socket& s) {
     uint32_t want = 0;
     if ((s.watched & static_cast<uint32_t>(Interest::kReadable)) || s.streaming_read || s.streaming_accept ||
         !s.reads.empty() || !s.accepts.empty()) {
@@ -228,7 +228,15 @@ class EpollBackend final : public Backend {
     if ((s.watched & static_cast<uint32_t>(Interest::kWritable)) || !s.writes.empty() || s.connect_op >= 0) {
       want |= EPOLLOUT;
     }
-    if (want == s.registered) return 0;
+    return want;
+  }
+
+  // Widening the mask happens at once. Narrowing waits until an unwanted event actually arrives
+  // (`narrow`): a proactor read that completes is usually followed by the next read within the
+  // same batch, and the epoll_ctl pair DEL + ADD per read would double the syscalls per message.
+  int update_interest(HandleId handle, Socket& s, bool narrow = false) {
+    uint32_t want = wanted_events(s);
+    if (want == s.registered || (!narrow && (want & ~s.registered) == 0)) return 0;
     epoll_event ev{};
     ev.events = want;
     ev.data.u64 = static_cast<uint64_t>(handle);
@@ -264,9 +272,9 @@ class EpollBackend final : public Backend {
     if (::write(wake_fd_.get(), &one, sizeof(one)) == sizeof(one)) wake_pending_ = true;
   }
 
-  int accept_one(Socket& listener) {
+  int accept_one(int listen_fd) {
     ++stats_.syscalls;
-    int fd = accept_connection(listener.fd.get());
+    int fd = accept_connection(listen_fd);
     if (fd < 0) return fd;
     Socket socket;
     socket.fd.reset(fd);
@@ -286,27 +294,18 @@ class EpollBackend final : public Backend {
     if (!s) return;  // closed earlier in this batch
     bool failed = ready.events & (EPOLLERR | EPOLLHUP);
     if ((ready.events & EPOLLIN) || failed) on_readable(handle, *s, sink);
+    s = sockets_.find(handle);  // accepting may have moved it
     if ((ready.events & EPOLLOUT) || failed) on_writable(handle, *s, sink);
-    update_interest(handle, *s);
+    // Readiness nobody waits for any more: now is the time to narrow the mask (see update_interest).
+    update_interest(handle, *s, wanted_events(*s) != s->registered);
   }
 
   void on_readable(HandleId handle, Socket& s, BatchSink& sink) {
     if (s.listener) {
-      for (int i = 0; i < kMaxAcceptsPerWake && (!s.accepts.empty() || s.streaming_accept); ++i) {
-        int result = accept_one(s);
-        if (result == -EAGAIN) break;
-        if (!s.accepts.empty()) {
-          emit(sink, {handle, EventKind::kCompleted, result, s.accepts.front()});
-          s.accepts.erase(s.accepts.begin());
-        } else {
-          emit(sink, {handle, EventKind::kAccepted, result, 0});
-          // Out of descriptors (EMFILE) and the like: stop, or level triggering would spin on the
-          // pending connection. JavaScript decides when to try again.
-          if (result < 0) s.streaming_accept = false;
-        }
-        if (result < 0) break;
-      }
-    } else if (!s.reads.empty()) {
+      on_listener_readable(handle, sink);
+      return;
+    }
+    if (!s.reads.empty()) {
       PendingRead read = s.reads.front();
       ++stats_.syscalls;
       int n = recv_some(s.fd.get(), read.buffer);
@@ -328,6 +327,30 @@ class EpollBackend final : public Backend {
       }
     }
     if (s.watched & static_cast<uint32_t>(Interest::kReadable)) emit(sink, {handle, EventKind::kReadable, 0, 0});
+  }
+
+  // Accepting inserts into the handle table, which may move every Socket: the listener is looked
+  // up again after each accept instead of held by reference.
+  void on_listener_readable(HandleId handle, BatchSink& sink) {
+    for (int i = 0; i < kMaxAcceptsPerWake; ++i) {
+      Socket* listener = sockets_.find(handle);
+      if (listener->accepts.empty() && !listener->streaming_accept) break;
+      int result = accept_one(listener->fd.get());
+      if (result == -EAGAIN) break;
+      listener = sockets_.find(handle);
+      if (!listener->accepts.empty()) {
+        emit(sink, {handle, EventKind::kCompleted, result, listener->accepts.front()});
+        listener->accepts.erase(listener->accepts.begin());
+      } else {
+        emit(sink, {handle, EventKind::kAccepted, result, 0});
+        // Out of descriptors (EMFILE) and the like: stop, or level triggering would spin on the
+        // pending connection. JavaScript decides when to try again.
+        if (result < 0) listener->streaming_accept = false;
+      }
+      if (result < 0) break;
+    }
+    Socket* listener = sockets_.find(handle);
+    if (listener->watched & static_cast<uint32_t>(Interest::kReadable)) emit(sink, {handle, EventKind::kReadable, 0, 0});
   }
 
   void on_writable(HandleId handle, Socket& s, BatchSink& sink) {

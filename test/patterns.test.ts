@@ -1,0 +1,234 @@
+// The two patterns themselves, each on every backend: the reactor API (watch, then try*) and the
+// proactor API (submit, then completion). Together with the backends this is the 2×2 comparison.
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+
+import { open, type Loop, type Server, type Socket } from '../lib/index.js';
+import { backends, listenEcho, randomBytes, readBytes, sha256 } from './helpers.js';
+
+/** An echo server written with the reactor API only. */
+function reactorEcho(loop: Loop, server: Server): void {
+  loop.reactor.watch(server, 'readable', () => {
+    let socket: Socket | null;
+    while ((socket = loop.reactor.tryAccept(server)) !== null) serve(socket);
+  });
+  function serve(socket: Socket): void {
+    const buffer = Buffer.alloc(64 * 1024);
+    let pending: Buffer | null = null;  // bytes read but not yet written
+    const flush = (): void => {
+      while (pending !== null) {
+        const n = loop.reactor.tryWrite(socket, pending);
+        if (n === null) return;  // full: the writable watcher calls flush again
+        pending = n === pending.length ? null : pending.subarray(n);
+      }
+      loop.reactor.unwatch(socket, 'writable');
+      loop.reactor.watch(socket, 'readable', onReadable);
+    };
+    const onReadable = (): void => {
+      const n = loop.reactor.tryRead(socket, buffer);
+      if (n === null) return;
+      if (n === 0) return socket.close();
+      pending = Buffer.from(buffer.subarray(0, n));
+      // Stop reading until this chunk is out: that is the reactor's back-pressure.
+      loop.reactor.unwatch(socket, 'readable');
+      loop.reactor.watch(socket, 'writable', flush);
+    };
+    loop.reactor.watch(socket, 'readable', onReadable);
+  }
+}
+
+/** An echo server written with the proactor API only. */
+function proactorEcho(loop: Loop, server: Server): void {
+  const acceptNext = (): void => {
+    loop.proactor.accept(server, (error, socket) => {
+      if (error) return;  // server closed
+      acceptNext();
+      void serve(socket!);
+    });
+  };
+  acceptNext();
+  async function serve(socket: Socket): Promise<void> {
+    const buffer = Buffer.alloc(64 * 1024);
+    for (;;) {
+      const n = await loop.proactor.read(socket, buffer).catch(() => 0);
+      if (n === 0) return socket.close();
+      await loop.proactor.write(socket, buffer.subarray(0, n));
+    }
+  }
+}
+
+/** Sends `payload` with the given API and returns what came back. */
+async function roundTrip(loop: Loop, api: 'reactor' | 'proactor', port: number, payload: Buffer): Promise<Buffer> {
+  const socket = await loop.connect({ host: '127.0.0.1', port });
+  const received = Buffer.alloc(payload.length);
+  let got = 0;
+  if (api === 'proactor') {
+    const reading = (async () => {
+      while (got < payload.length) {
+        const n = await loop.proactor.read(socket, received.subarray(got));
+        if (n === 0) break;
+        got += n;
+      }
+    })();
+    for (let offset = 0; offset < payload.length; offset += 256 * 1024) {
+      const written = await loop.proactor.write(socket, payload.subarray(offset, offset + 256 * 1024));
+      expect(written).toBe(Math.min(256 * 1024, payload.length - offset));
+    }
+    await reading;
+  } else {
+    await new Promise<void>((resolve, reject) => {
+      let sent = 0;
+      loop.reactor.watch(socket, 'writable', () => {
+        const n = loop.reactor.tryWrite(socket, payload.subarray(sent));
+        if (n !== null) sent += n;
+        if (sent === payload.length) loop.reactor.unwatch(socket, 'writable');
+      });
+      loop.reactor.watch(socket, 'readable', () => {
+        try {
+          const n = loop.reactor.tryRead(socket, received.subarray(got));
+          if (n === null) return;
+          got += n;
+          if (n === 0 || got === payload.length) {
+            loop.reactor.unwatch(socket);
+            resolve();
+          }
+        } catch (error) {
+          reject(error);
+        }
+      });
+    });
+  }
+  socket.close();
+  return received.subarray(0, got);
+}
+
+describe.each(backends)('patterns on %s', (backend) => {
+  let loop: Loop;
+  beforeEach(() => {
+    loop = open({ backend });
+  });
+  afterEach(async () => {
+    await loop.close();
+  });
+
+  describe.each(['reactor', 'proactor'] as const)('%s API', (api) => {
+    it('serves an echo that returns 8 MiB from 10 clients byte for byte', async () => {
+      const server = await loop.listen({ host: '127.0.0.1', port: 0 });
+      (api === 'reactor' ? reactorEcho : proactorEcho)(loop, server);
+      const payloads = Array.from({ length: 10 }, () => randomBytes(800 * 1024));
+      const echoed = await Promise.all(payloads.map((payload) => roundTrip(loop, api, server.port, payload)));
+      echoed.forEach((bytes, i) => expect(sha256(bytes)).toBe(sha256(payloads[i]!)));
+    });
+
+    it('talks to the net layer of the same loop', async () => {
+      const server = await listenEcho(loop);
+      const payload = randomBytes(3 * 1024 * 1024);
+      expect(sha256(await roundTrip(loop, api, server.port, payload))).toBe(sha256(payload));
+    });
+  });
+
+  it('reactor: tryRead returns null when nothing is ready, 0 at EOF', async () => {
+    let peer: Socket | undefined;
+    const server = await loop.listen({ host: '127.0.0.1', port: 0 }, (socket) => {
+      peer = socket;
+    });
+    const socket = await loop.connect({ host: '127.0.0.1', port: server.port });
+    expect(loop.reactor.tryRead(socket, Buffer.alloc(16))).toBeNull();
+    await expect.poll(() => peer).toBeDefined();
+    await peer!.end();
+    const n = await new Promise<number | null>((resolve) =>
+      loop.reactor.watch(socket, 'readable', () => resolve(loop.reactor.tryRead(socket, Buffer.alloc(16)))),
+    );
+    expect(n).toBe(0);
+  });
+
+  it('reactor: readiness repeats while data stays unread (level-triggered)', async () => {
+    const server = await loop.listen({ host: '127.0.0.1', port: 0 }, async (socket) => {
+      await socket.write('abcdef');
+    });
+    const socket = await loop.connect({ host: '127.0.0.1', port: server.port });
+    const parts: string[] = [];
+    await new Promise<void>((resolve) => {
+      loop.reactor.watch(socket, 'readable', () => {
+        const buffer = Buffer.alloc(2);  // read only part: the rest must be reported again
+        const n = loop.reactor.tryRead(socket, buffer);
+        if (n) parts.push(buffer.toString('latin1', 0, n));
+        if (parts.join('') === 'abcdef') resolve();
+      });
+    });
+    expect(parts.join('')).toBe('abcdef');
+  });
+
+  it('proactor: a write completes only once the kernel has taken every byte', async () => {
+    let peer: Socket | undefined;
+    const server = await loop.listen({ host: '127.0.0.1', port: 0 }, (socket) => {
+      peer = socket;
+    });
+    const socket = await loop.connect({ host: '127.0.0.1', port: server.port });
+    const payload = randomBytes(24 * 1024 * 1024);  // larger than the kernel's socket buffers
+    let completed = false;
+    const write = loop.proactor.write(socket, payload).then((n) => {
+      completed = true;
+      return n;
+    });
+    await new Promise((resolve) => setTimeout(resolve, 100));
+    expect(completed).toBe(false);
+    await expect.poll(() => peer).toBeDefined();
+    const received = await readBytes(peer!, payload.length);
+    expect(await write).toBe(payload.length);
+    expect(sha256(received)).toBe(sha256(payload));
+  });
+
+  it('proactor: closing a socket completes its reads and writes in flight with ERR_SOCKET_CLOSED', async () => {
+    const server = await loop.listen({ host: '127.0.0.1', port: 0 }, () => {});
+    const socket = await loop.connect({ host: '127.0.0.1', port: server.port });
+    const read = loop.proactor.read(socket, Buffer.alloc(1024));
+    const write = loop.proactor.write(socket, randomBytes(32 * 1024 * 1024));
+    await new Promise((resolve) => setTimeout(resolve, 50));
+    socket.close();
+    await expect(read).rejects.toMatchObject({ code: 'ERR_SOCKET_CLOSED' });
+    await expect(write).rejects.toMatchObject({ code: 'ERR_SOCKET_CLOSED' });
+  });
+
+  it('proactor: the callback form reports errors as the first argument, never synchronously', async () => {
+    const server = await listenEcho(loop);
+    const socket = await loop.connect({ host: '127.0.0.1', port: server.port });
+    socket.close();
+    let synchronous = true;
+    const error = await new Promise<Error | null>((resolve) => {
+      loop.proactor.read(socket, Buffer.alloc(8), (err) => resolve(err));
+      synchronous = false;
+    });
+    expect(synchronous).toBe(false);
+    expect(error).toMatchObject({ code: 'ERR_SOCKET_CLOSED' });
+  });
+
+  it('proactor: an accept in flight fails cleanly when its server closes', async () => {
+    const server = await loop.listen({ host: '127.0.0.1', port: 0 });
+    const accept = loop.proactor.accept(server);
+    server.close();
+    await expect(accept).rejects.toMatchObject({ code: 'ERR_SOCKET_CLOSED' });
+  });
+
+  it('an exception thrown by a callback reaches uncaughtException without losing other events', async () => {
+    const server = await listenEcho(loop);
+    const a = await loop.connect({ host: '127.0.0.1', port: server.port });
+    const b = await loop.connect({ host: '127.0.0.1', port: server.port });
+    const listeners = process.listeners('uncaughtException');
+    process.removeAllListeners('uncaughtException');
+    const caught: unknown[] = [];
+    process.on('uncaughtException', (error) => caught.push(error));
+    try {
+      loop.reactor.watch(a, 'writable', () => {
+        loop.reactor.unwatch(a, 'writable');
+        throw new Error('boom');
+      });
+      await b.write('ok');
+      expect((await readBytes(b, 2)).toString()).toBe('ok');
+      await expect.poll(() => caught.length).toBe(1);
+      expect((caught[0] as Error).message).toBe('boom');
+    } finally {
+      process.removeAllListeners('uncaughtException');
+      for (const listener of listeners) process.on('uncaughtException', listener);
+    }
+  });
+});
