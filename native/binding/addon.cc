@@ -87,18 +87,11 @@ class NativeLoop : public Napi::ObjectWrap<NativeLoop> {
 
     uv_loop_t* uv_loop = nullptr;
     napi_get_uv_event_loop(env, &uv_loop);
-    poll_ = new uv_poll_t;
-    int rc = uv_poll_init(uv_loop, poll_, backend_->poll_fd());
-    if (rc == 0) rc = uv_poll_start(poll_, UV_READABLE, on_poll);
-    if (rc != 0) {
-      delete poll_;
-      poll_ = nullptr;
+    if (int rc = start_watching(uv_loop); rc != 0) {
       backend_.reset();
-      Napi::Error::New(env, std::string("uv_poll failed: ") + uv_strerror(rc)).ThrowAsJavaScriptException();
+      Napi::Error::New(env, std::string("cannot watch the backend: ") + uv_strerror(rc)).ThrowAsJavaScriptException();
       return;
     }
-    poll_->data = this;
-    uv_unref(reinterpret_cast<uv_handle_t*>(poll_));  // JavaScript refs the loop while handles are open
     // Submissions made outside a batch (a timer, a promise settled elsewhere) are flushed once per
     // turn of Node's loop, just before it blocks, so they are batched too.
     flusher_ = new uv_prepare_t;
@@ -166,6 +159,41 @@ class NativeLoop : public Napi::ObjectWrap<NativeLoop> {
     loop->shut_down();
   }
 
+  // Node's loop learns of work through the backend's descriptor (uv_poll), or, where there is none
+  // (an IOCP cannot be polled by libuv), through an async handle the backend's thread signals.
+  int start_watching(uv_loop_t* uv_loop) {
+    int rc;
+    if (backend_->poll_fd() >= 0) {
+      poll_ = new uv_poll_t;
+      rc = uv_poll_init(uv_loop, poll_, backend_->poll_fd());
+      if (rc == 0) rc = uv_poll_start(poll_, UV_READABLE, on_poll);
+      if (rc != 0) {
+        delete poll_;
+        poll_ = nullptr;
+        return rc;
+      }
+      poll_->data = this;
+      watcher_ = reinterpret_cast<uv_handle_t*>(poll_);
+    } else {
+      auto* async = new uv_async_t;
+      rc = uv_async_init(uv_loop, async, on_async);
+      if (rc != 0) {
+        delete async;
+        return rc;
+      }
+      async->data = this;
+      watcher_ = reinterpret_cast<uv_handle_t*>(async);
+      backend_->set_wake([](void* handle) { uv_async_send(static_cast<uv_async_t*>(handle)); }, async);
+    }
+    uv_unref(watcher_);  // JavaScript refs the loop while handles are open
+    return 0;
+  }
+
+  static void on_async(uv_async_t* handle) {
+    auto* self = static_cast<NativeLoop*>(handle->data);
+    if (self != nullptr) self->on_wake();
+  }
+
   static void on_prepare(uv_prepare_t* handle) {
     auto* self = static_cast<NativeLoop*>(handle->data);
     if (self != nullptr && self->backend_) self->backend_->flush();
@@ -204,19 +232,25 @@ class NativeLoop : public Napi::ObjectWrap<NativeLoop> {
       napi_remove_env_cleanup_hook(Env(), on_env_teardown, this);
       cleanup_hook_added_ = false;
     }
-    if (poll_ != nullptr) {
-      poll_->data = nullptr;
-      uv_poll_stop(poll_);
-      uv_close(reinterpret_cast<uv_handle_t*>(poll_), [](uv_handle_t* handle) { delete reinterpret_cast<uv_poll_t*>(handle); });
-      poll_ = nullptr;
-    }
+    if (poll_ != nullptr) uv_poll_stop(poll_);  // before the backend closes the descriptor
     if (flusher_ != nullptr) {
       flusher_->data = nullptr;
       uv_prepare_stop(flusher_);
       uv_close(reinterpret_cast<uv_handle_t*>(flusher_), [](uv_handle_t* handle) { delete reinterpret_cast<uv_prepare_t*>(handle); });
       flusher_ = nullptr;
     }
-    backend_.reset();  // closes every socket the backend still owns, and its own descriptors
+    // Closes every socket the backend still owns and its own descriptors, and joins its waiting
+    // thread if it has one — which must happen before that thread's async handle goes away.
+    backend_.reset();
+    if (watcher_ != nullptr) {
+      watcher_->data = nullptr;
+      uv_close(watcher_, [](uv_handle_t* handle) {
+        if (handle->type == UV_POLL) delete reinterpret_cast<uv_poll_t*>(handle);
+        else delete reinterpret_cast<uv_async_t*>(handle);
+      });
+      watcher_ = nullptr;
+      poll_ = nullptr;
+    }
   }
 
   // Argument helpers: lib/ validates what users pass, so a failure here is an internal bug; it
@@ -390,12 +424,12 @@ class NativeLoop : public Napi::ObjectWrap<NativeLoop> {
   }
 
   Napi::Value ref(const Napi::CallbackInfo&) {
-    if (poll_ != nullptr) uv_ref(reinterpret_cast<uv_handle_t*>(poll_));
+    if (watcher_ != nullptr) uv_ref(watcher_);
     return Env().Undefined();
   }
 
   Napi::Value unref(const Napi::CallbackInfo&) {
-    if (poll_ != nullptr) uv_unref(reinterpret_cast<uv_handle_t*>(poll_));
+    if (watcher_ != nullptr) uv_unref(watcher_);
     return Env().Undefined();
   }
 
@@ -410,6 +444,7 @@ class NativeLoop : public Napi::ObjectWrap<NativeLoop> {
   Napi::ObjectReference events_ref_;
   Napi::ObjectReference arena_ref_;
   Napi::FunctionReference dispatch_;
+  uv_handle_t* watcher_ = nullptr;  // poll_, or the async handle of a backend without a descriptor
   uv_poll_t* poll_ = nullptr;
   uv_prepare_t* flusher_ = nullptr;
   bool cleanup_hook_added_ = false;

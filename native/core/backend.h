@@ -122,6 +122,12 @@ class Backend {
   virtual const BackendInfo& info() const = 0;
   // The descriptor Node's loop watches for readability; -1 where the OS has none (IOCP).
   virtual int poll_fd() const = 0;
+  // Only for backends whose poll_fd() is -1: the binding hands over a thread-safe `wake`, which
+  // the backend's own waiting thread calls (coalesced, once per batch) when drain() has work.
+  virtual void set_wake(void (*wake)(void* context), void* context) {
+    (void)wake;
+    (void)context;
+  }
 
   // Sockets. listen()/connect() return a new handle; connect() completes as operation `op_id`.
   virtual int listen(const SocketAddress& address, const ListenOptions& options) = 0;
