@@ -1,6 +1,7 @@
 #include "posix_socket.h"
 
 #include <arpa/inet.h>
+#include <fcntl.h>
 
 #include <algorithm>
 #include <cerrno>
@@ -76,16 +77,44 @@ int socket_address(int fd, bool peer, SocketAddress& out) {
 }
 
 namespace {
-int open_socket(const SockAddrStorage& addr, UniqueFd& out) {
-  int fd = ::socket(addr.storage.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-  if (fd < 0) return -errno;
-  out.reset(fd);
-  return 0;
-}
-
 int enable(int fd, int level, int option) {
   int on = 1;
   return setsockopt(fd, level, option, &on, sizeof(on)) == 0 ? 0 : -errno;
+}
+
+#ifndef SOCK_NONBLOCK
+// What SOCK_NONBLOCK | SOCK_CLOEXEC (and accept4) do atomically where the OS lacks them (macOS):
+// the flags are set right after creation, as libuv does there. A fork+exec in another thread in
+// between can leak the descriptor into the child; nothing closes that window on macOS.
+int make_nonblocking_cloexec(int fd) {
+  int flags = fcntl(fd, F_GETFL);
+  if (flags < 0 || fcntl(fd, F_SETFL, flags | O_NONBLOCK) != 0) return -errno;
+  return fcntl(fd, F_SETFD, FD_CLOEXEC) == 0 ? 0 : -errno;
+}
+#endif
+
+// macOS has no MSG_NOSIGNAL for send(): the socket itself must be told not to raise SIGPIPE.
+int suppress_sigpipe(int fd) {
+#ifdef __APPLE__
+  return enable(fd, SOL_SOCKET, SO_NOSIGPIPE);
+#else
+  (void)fd;
+  return 0;
+#endif
+}
+
+int open_socket(const SockAddrStorage& addr, UniqueFd& out) {
+#ifdef SOCK_NONBLOCK
+  UniqueFd fd(::socket(addr.storage.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0));
+  if (!fd) return -errno;
+#else
+  UniqueFd fd(::socket(addr.storage.ss_family, SOCK_STREAM, 0));
+  if (!fd) return -errno;
+  if (int rc = make_nonblocking_cloexec(fd.get()); rc < 0) return rc;
+#endif
+  if (int rc = suppress_sigpipe(fd.get()); rc < 0) return rc;
+  out = std::move(fd);
+  return 0;
 }
 }  // namespace
 
@@ -133,8 +162,18 @@ int pending_socket_error(int fd) {
 int accept_connection(int listen_fd) {
   sockaddr_storage peer;
   socklen_t length = sizeof(peer);
+#ifdef SOCK_NONBLOCK
   int fd = ::accept4(listen_fd, reinterpret_cast<sockaddr*>(&peer), &length, SOCK_NONBLOCK | SOCK_CLOEXEC);
   if (fd < 0) return -errno;
+#else
+  int fd = ::accept(listen_fd, reinterpret_cast<sockaddr*>(&peer), &length);
+  if (fd < 0) return -errno;
+  if (int rc = make_nonblocking_cloexec(fd); rc < 0) {
+    ::close(fd);
+    return rc;
+  }
+#endif
+  suppress_sigpipe(fd);
   if (peer.ss_family != AF_UNIX) set_no_delay(fd);
   return fd;
 }
@@ -154,9 +193,22 @@ int recv_some(int fd, std::span<uint8_t> buffer) {
   return n >= 0 ? static_cast<int>(n) : -errno;
 }
 
+// A peer that went away must be an EPIPE error, not a SIGPIPE that kills Node: MSG_NOSIGNAL where
+// send() has it, else the socket's SO_NOSIGPIPE (suppress_sigpipe).
+#ifdef MSG_NOSIGNAL
+constexpr int kSendFlags = MSG_NOSIGNAL;
+#else
+constexpr int kSendFlags = 0;
+#endif
+
 int send_some(int fd, std::span<const uint8_t> buffer) {
-  // MSG_NOSIGNAL: a peer that went away must be an EPIPE error, not a SIGPIPE that kills Node.
-  ssize_t n = ::send(fd, buffer.data(), std::min(buffer.size(), kMaxTransfer), MSG_NOSIGNAL);
+  size_t length = std::min(buffer.size(), kMaxTransfer);
+  ssize_t n = ::send(fd, buffer.data(), length, kSendFlags);
+#ifdef __APPLE__
+  // macOS can fail a send with EPROTOTYPE while the peer tears the connection down; libuv retries
+  // (src/unix/stream.c), and the retry returns the real error (EPIPE) or succeeds.
+  while (n < 0 && errno == EPROTOTYPE) n = ::send(fd, buffer.data(), length, kSendFlags);
+#endif
   return n >= 0 ? static_cast<int>(n) : -errno;
 }
 
