@@ -1,10 +1,20 @@
 {
+  "variables": {
+    # The benchmark's own targets (native_echo, loadgen) are built only where bench/ is: it is not
+    # published, so a source install from the npm tarball builds the addon alone; and prebuilds
+    # carry only twinloop.node (scripts/prebuild.sh sets npm_config_twinloop_bench=0, which is
+    # node-gyp's --twinloop_bench=0).
+    "twinloop_bench%": "<!(node -p \"+require('fs').existsSync('bench/loadgen/loadgen.cc')\")",
+    # Where a kqueue emulation is installed, to build the kqueue backend on Linux (see below).
+    "twinloop_kqueue_prefix%": ""
+  },
   "targets": [
     {
       "target_name": "twinloop",
       "sources": [
         "native/core/registry.cc",
-        "native/binding/addon.cc"
+        "native/binding/addon.cc",
+        "native/binding/uv_watcher.cc"
       ],
       "include_dirs": ["<!(node -p \"require('node-addon-api').include_dir\")"],
       "defines": ["NAPI_VERSION=8", "NAPI_DISABLE_CPP_EXCEPTIONS", "NODE_ADDON_API_DISABLE_DEPRECATED"],
@@ -15,18 +25,99 @@
         ["OS=='linux'", {
           "sources": [
             "native/backends/posix_socket.cc",
-            "native/backends/epoll.cc"
+            "native/backends/epoll.cc",
+            "native/backends/io_uring_ring.cc",
+            "native/backends/io_uring.cc"
           ]
+        }],
+        # Optional: the kqueue backend on Linux as well, built against a kqueue emulation installed
+        # under this prefix (include/kqueue/sys/event.h, lib/libkqueue.*), to run the kqueue suite
+        # without a Mac: node-gyp rebuild -- -Dtwinloop_kqueue_prefix=/path/to/prefix
+        ["OS=='linux' and twinloop_kqueue_prefix!=''", {
+          "sources": ["native/backends/kqueue.cc"],
+          "include_dirs": ["<(twinloop_kqueue_prefix)/include/kqueue"],
+          "libraries": [
+            "-L<(twinloop_kqueue_prefix)/lib",
+            "-lkqueue",
+            "-Wl,-rpath,<(twinloop_kqueue_prefix)/lib"
+          ]
+        }],
+        ["OS=='mac'", {
+          "sources": [
+            "native/backends/posix_socket.cc",
+            "native/backends/kqueue.cc"
+          ],
+          # On macOS node-gyp takes the compiler flags from xcode_settings, not from cflags_cc.
+          "xcode_settings": {
+            "CLANG_CXX_LANGUAGE_STANDARD": "c++20",
+            "CLANG_CXX_LIBRARY": "libc++",
+            "GCC_ENABLE_CPP_EXCEPTIONS": "NO",
+            "MACOSX_DEPLOYMENT_TARGET": "10.15",
+            "OTHER_CPLUSPLUSFLAGS": ["-Wall", "-Wextra", "-Werror"]
+          }
+        }],
+        ["OS=='freebsd'", {
+          "sources": [
+            "native/backends/posix_socket.cc",
+            "native/backends/kqueue.cc"
+          ]
+        }],
+        # Windows: the IOCP backend, woken through a thread-safe function instead of libuv handles
+        # (native/binding/loop_watcher.h). CMakeLists.txt cross-builds the same sources with MinGW.
+        ["OS=='win'", {
+          "sources!": ["native/binding/uv_watcher.cc"],
+          "sources": [
+            "native/binding/tsfn_watcher.cc",
+            "native/backends/iocp.cc"
+          ],
+          "defines": ["WIN32_LEAN_AND_MEAN", "NOMINMAX", "_WIN32_WINNT=0x0A00"],
+          "libraries": ["ws2_32.lib"],
+          "msvs_settings": {
+            "VCCLCompilerTool": {
+              "AdditionalOptions": ["/std:c++20", "/utf-8"],
+              "WarningLevel": 4,
+              "WarnAsError": "true"
+            }
+          }
         }]
       ]
-    },
-    {
-      "target_name": "loadgen",
-      "type": "executable",
-      "sources": ["bench/loadgen/loadgen.cc"],
-      "cflags_cc!": ["-std=gnu++17", "-std=c++17"],
-      "cflags_cc": ["-std=c++20", "-O2", "-Wall", "-Wextra", "-Werror"],
-      "conditions": [["OS!='linux'", {"type": "none", "sources!": ["bench/loadgen/loadgen.cc"]}]]
     }
+  ],
+  "conditions": [
+    ["twinloop_bench==1", {
+      "targets": [
+        {
+          "target_name": "native_echo",
+          "target_conditions": [["_type=='loadable_module'", {"product_extension": "so"}]],
+          "sources": [
+            "native/core/registry.cc",
+            "native/binding/native_echo.cc"
+          ],
+          "include_dirs": ["<!(node -p \"require('node-addon-api').include_dir\")"],
+          "defines": ["NAPI_VERSION=8", "NAPI_DISABLE_CPP_EXCEPTIONS", "NODE_ADDON_API_DISABLE_DEPRECATED"],
+          "cflags!": ["-fno-exceptions"],
+          "cflags_cc!": ["-fno-exceptions", "-std=gnu++17", "-std=c++17"],
+          "cflags_cc": ["-std=c++20", "-fno-exceptions", "-Wall", "-Wextra", "-Werror"],
+          "conditions": [
+            ["OS=='linux'", {
+              "sources": [
+                "native/backends/posix_socket.cc",
+                "native/backends/epoll.cc",
+                "native/backends/io_uring_ring.cc",
+                "native/backends/io_uring.cc"
+              ]
+            }]
+          ]
+        },
+        {
+          "target_name": "loadgen",
+          "type": "executable",
+          "sources": ["bench/loadgen/loadgen.cc"],
+          "cflags_cc!": ["-std=gnu++17", "-std=c++17"],
+          "cflags_cc": ["-std=c++20", "-O2", "-Wall", "-Wextra", "-Werror"],
+          "conditions": [["OS!='linux'", {"type": "none", "sources!": ["bench/loadgen/loadgen.cc"]}]]
+        }
+      ]
+    }]
   ]
 }

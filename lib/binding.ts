@@ -73,7 +73,11 @@ const loadBinding = require('node-gyp-build') as { (root: string): NativeModule;
 /** The package root: lib/ and dist/ both sit directly below it. */
 const packageRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 
-export const native: NativeModule = loadBinding(packageRoot);
+// TWINLOOP_BINARY names another build of the addon to load instead: a sanitizer build, or a
+// cross-compiled one under test.
+const override = process.env.TWINLOOP_BINARY;
 
 /** Path of the native binary that was loaded (a prebuild or the local build). */
-export const bindingPath: string = loadBinding.resolve(packageRoot);
+export const bindingPath: string = override || loadBinding.resolve(packageRoot);
+
+export const native: NativeModule = override ? (require(override) as NativeModule) : loadBinding(packageRoot);

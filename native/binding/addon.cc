@@ -1,25 +1,26 @@
 // The only file that knows N-API: a NativeLoop object per open(), driving one backend from
 // Node's own event loop.
 //
-// How events reach JavaScript: the backend's descriptor is watched by one uv_poll_t. When it
-// turns readable, the backend drains everything ready into the event buffer and data arena that
-// JavaScript allocated and shares with us, and JavaScript's dispatch function is called once for
-// the whole batch (N events cost one N-API call). Submissions made during that call are flushed
-// to the kernel once, after it returns.
+// How events reach JavaScript: a LoopWatcher (loop_watcher.h: a uv_poll_t on the backend's
+// descriptor, or a thread-safe wake-up where there is none) says when there is work. Then the
+// backend drains everything ready into the event buffer and data arena that JavaScript allocated
+// and shares with us, and JavaScript's dispatch function is called once for the whole batch
+// (N events cost one N-API call). Submissions made during that call are flushed to the kernel
+// once, after it returns.
 //
 // Every method returns a number: >= 0 for success (a handle, a byte count) or a negative errno,
 // which lib/ turns into a Node-style Error. TypeErrors are thrown only for misuse of this internal
 // interface; C++ exceptions are disabled.
 #include <napi.h>
-#include <uv.h>
 
-#include <cerrno>
 #include <cstdlib>
 #include <cstring>
 #include <memory>
 #include <string>
 
 #include "../core/backend.h"
+#include "loop_watcher.h"
+#include "platform_errors.h"
 
 namespace twinloop {
 namespace {
@@ -85,20 +86,13 @@ class NativeLoop : public Napi::ObjectWrap<NativeLoop> {
         std::span<uint8_t>(typed_data(arena), arena.ByteLength()));
     async_context_ = std::make_unique<Napi::AsyncContext>(env, "twinloop");
 
-    uv_loop_t* uv_loop = nullptr;
-    napi_get_uv_event_loop(env, &uv_loop);
-    if (int rc = start_watching(uv_loop); rc != 0) {
+    watcher_ = make_loop_watcher();
+    if (std::string failure = watcher_->start(env, *backend_, on_watcher_wake, this); !failure.empty()) {
+      watcher_.reset();
       backend_.reset();
-      Napi::Error::New(env, std::string("cannot watch the backend: ") + uv_strerror(rc)).ThrowAsJavaScriptException();
+      Napi::Error::New(env, "cannot watch the backend: " + failure).ThrowAsJavaScriptException();
       return;
     }
-    // Submissions made outside a batch (a timer, a promise settled elsewhere) are flushed once per
-    // turn of Node's loop, just before it blocks, so they are batched too.
-    flusher_ = new uv_prepare_t;
-    uv_prepare_init(uv_loop, flusher_);
-    flusher_->data = this;
-    uv_prepare_start(flusher_, on_prepare);
-    uv_unref(reinterpret_cast<uv_handle_t*>(flusher_));
     napi_add_env_cleanup_hook(env, on_env_teardown, this);
     cleanup_hook_added_ = true;
   }
@@ -132,7 +126,7 @@ class NativeLoop : public Napi::ObjectWrap<NativeLoop> {
       int error = 0;
       std::string reason;
       if (disabled_by_environment(entry.name)) {
-        error = -ENOSYS;
+        error = platform_errors::kENOSYS;
         reason = "disabled by TWINLOOP_DISABLE_BACKENDS";
       } else {
         backend_ = entry.make(error, reason);
@@ -146,7 +140,7 @@ class NativeLoop : public Napi::ObjectWrap<NativeLoop> {
       reasons += std::string(entry.name) + ": " + reason;
     }
     if (reasons.empty()) {
-      open_error_ = -ENOSYS;
+      open_error_ = platform_errors::kENOSYS;
       reasons = "backend '" + requested + "' is not available on this platform";
     }
     open_error_message_ = reasons;
@@ -159,51 +153,7 @@ class NativeLoop : public Napi::ObjectWrap<NativeLoop> {
     loop->shut_down();
   }
 
-  // Node's loop learns of work through the backend's descriptor (uv_poll), or, where there is none
-  // (an IOCP cannot be polled by libuv), through an async handle the backend's thread signals.
-  int start_watching(uv_loop_t* uv_loop) {
-    int rc;
-    if (backend_->poll_fd() >= 0) {
-      poll_ = new uv_poll_t;
-      rc = uv_poll_init(uv_loop, poll_, backend_->poll_fd());
-      if (rc == 0) rc = uv_poll_start(poll_, UV_READABLE, on_poll);
-      if (rc != 0) {
-        delete poll_;
-        poll_ = nullptr;
-        return rc;
-      }
-      poll_->data = this;
-      watcher_ = reinterpret_cast<uv_handle_t*>(poll_);
-    } else {
-      auto* async = new uv_async_t;
-      rc = uv_async_init(uv_loop, async, on_async);
-      if (rc != 0) {
-        delete async;
-        return rc;
-      }
-      async->data = this;
-      watcher_ = reinterpret_cast<uv_handle_t*>(async);
-      backend_->set_wake([](void* handle) { uv_async_send(static_cast<uv_async_t*>(handle)); }, async);
-    }
-    uv_unref(watcher_);  // JavaScript refs the loop while handles are open
-    return 0;
-  }
-
-  static void on_async(uv_async_t* handle) {
-    auto* self = static_cast<NativeLoop*>(handle->data);
-    if (self != nullptr) self->on_wake();
-  }
-
-  static void on_prepare(uv_prepare_t* handle) {
-    auto* self = static_cast<NativeLoop*>(handle->data);
-    if (self != nullptr && self->backend_) self->backend_->flush();
-  }
-
-  static void on_poll(uv_poll_t* handle, int status, int /*events*/) {
-    auto* self = static_cast<NativeLoop*>(handle->data);
-    if (self == nullptr || status < 0) return;
-    self->on_wake();
-  }
+  static void on_watcher_wake(void* self) { static_cast<NativeLoop*>(self)->on_wake(); }
 
   void on_wake() {
     Napi::Env env = Env();
@@ -232,25 +182,11 @@ class NativeLoop : public Napi::ObjectWrap<NativeLoop> {
       napi_remove_env_cleanup_hook(Env(), on_env_teardown, this);
       cleanup_hook_added_ = false;
     }
-    if (poll_ != nullptr) uv_poll_stop(poll_);  // before the backend closes the descriptor
-    if (flusher_ != nullptr) {
-      flusher_->data = nullptr;
-      uv_prepare_stop(flusher_);
-      uv_close(reinterpret_cast<uv_handle_t*>(flusher_), [](uv_handle_t* handle) { delete reinterpret_cast<uv_prepare_t*>(handle); });
-      flusher_ = nullptr;
-    }
+    if (watcher_ != nullptr) watcher_->stop();  // before the backend closes its descriptor
     // Closes every socket the backend still owns and its own descriptors, and joins its waiting
-    // thread if it has one — which must happen before that thread's async handle goes away.
+    // thread if it has one — which must happen before the watcher that thread signals goes away.
     backend_.reset();
-    if (watcher_ != nullptr) {
-      watcher_->data = nullptr;
-      uv_close(watcher_, [](uv_handle_t* handle) {
-        if (handle->type == UV_POLL) delete reinterpret_cast<uv_poll_t*>(handle);
-        else delete reinterpret_cast<uv_async_t*>(handle);
-      });
-      watcher_ = nullptr;
-      poll_ = nullptr;
-    }
+    watcher_.reset();
   }
 
   // Argument helpers: lib/ validates what users pass, so a failure here is an internal bug; it
@@ -424,12 +360,12 @@ class NativeLoop : public Napi::ObjectWrap<NativeLoop> {
   }
 
   Napi::Value ref(const Napi::CallbackInfo&) {
-    if (watcher_ != nullptr) uv_ref(watcher_);
+    if (watcher_ != nullptr) watcher_->ref();
     return Env().Undefined();
   }
 
   Napi::Value unref(const Napi::CallbackInfo&) {
-    if (watcher_ != nullptr) uv_unref(watcher_);
+    if (watcher_ != nullptr) watcher_->unref();
     return Env().Undefined();
   }
 
@@ -444,9 +380,7 @@ class NativeLoop : public Napi::ObjectWrap<NativeLoop> {
   Napi::ObjectReference events_ref_;
   Napi::ObjectReference arena_ref_;
   Napi::FunctionReference dispatch_;
-  uv_handle_t* watcher_ = nullptr;  // poll_, or the async handle of a backend without a descriptor
-  uv_poll_t* poll_ = nullptr;
-  uv_prepare_t* flusher_ = nullptr;
+  std::unique_ptr<LoopWatcher> watcher_;
   bool cleanup_hook_added_ = false;
   std::string fallback_reason_;
   std::string open_error_message_;
@@ -467,11 +401,11 @@ static Napi::Object init_twinloop(Napi::Env env, Napi::Object exports) {
   exports.Set("backends", names);
   // The few errno values lib/ must recognise, in the numbering the backends return.
   auto errors = Napi::Object::New(env);
-  errors.Set("EAGAIN", -EAGAIN);
-  errors.Set("ECANCELED", -ECANCELED);
-  errors.Set("EBADF", -EBADF);
-  errors.Set("EMFILE", -EMFILE);
-  errors.Set("ENFILE", -ENFILE);
+  errors.Set("EAGAIN", platform_errors::kEAGAIN);
+  errors.Set("ECANCELED", platform_errors::kECANCELED);
+  errors.Set("EBADF", platform_errors::kEBADF);
+  errors.Set("EMFILE", platform_errors::kEMFILE);
+  errors.Set("ENFILE", platform_errors::kENFILE);
   exports.Set("errors", errors);
   return exports;
 }
