@@ -1,14 +1,14 @@
 import { createHash, randomBytes } from 'node:crypto';
-import { readdirSync } from 'node:fs';
+import { existsSync, readdirSync } from 'node:fs';
 
 import { availableBackends, type Loop, type Server, type Socket } from '../lib/index.js';
 
 /** Every backend this host really has: each suite runs once per backend. */
 export const backends = availableBackends();
 
-/** Open descriptors of this process. */
+/** Open descriptors of this process (Linux has /proc, macOS and BSD /dev/fd). */
 export function openFdCount(): number {
-  return readdirSync('/proc/self/fd').length;
+  return readdirSync(existsSync('/proc/self/fd') ? '/proc/self/fd' : '/dev/fd').length;
 }
 
 export function sha256(...chunks: Uint8Array[]): string {

@@ -3,7 +3,7 @@
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 
 import { open, type Loop, type Server, type Socket } from '../lib/index.js';
-import { backends, listenEcho, randomBytes, readBytes, sha256 } from './helpers.js';
+import { backends, listenEcho, openFdCount, randomBytes, readBytes, sha256 } from './helpers.js';
 
 /** An echo server written with the reactor API only. */
 function reactorEcho(loop: Loop, server: Server): void {
@@ -178,15 +178,22 @@ describe.each(backends)('patterns on %s', (backend) => {
     expect(sha256(received)).toBe(sha256(payload));
   });
 
-  it('proactor: closing a socket completes its reads and writes in flight with ERR_SOCKET_CLOSED', async () => {
+  it('proactor: closing sockets with reads and writes in flight fails them with ERR_SOCKET_CLOSED and leaks no descriptor', async () => {
     const server = await loop.listen({ host: '127.0.0.1', port: 0 }, () => {});
-    const socket = await loop.connect({ host: '127.0.0.1', port: server.port });
-    const read = loop.proactor.read(socket, Buffer.alloc(1024));
-    const write = loop.proactor.write(socket, randomBytes(32 * 1024 * 1024));
-    await new Promise((resolve) => setTimeout(resolve, 50));
-    socket.close();
-    await expect(read).rejects.toMatchObject({ code: 'ERR_SOCKET_CLOSED' });
-    await expect(write).rejects.toMatchObject({ code: 'ERR_SOCKET_CLOSED' });
+    const before = openFdCount();
+    for (let round = 0; round < 20; round++) {
+      const socket = await loop.connect({ host: '127.0.0.1', port: server.port });
+      const read = loop.proactor.read(socket, Buffer.alloc(1024));
+      const write = loop.proactor.write(socket, randomBytes(8 * 1024 * 1024));
+      await new Promise((resolve) => setTimeout(resolve, 5));
+      socket.close();
+      await expect(read).rejects.toMatchObject({ code: 'ERR_SOCKET_CLOSED' });
+      await expect(write).rejects.toMatchObject({ code: 'ERR_SOCKET_CLOSED' });
+    }
+    // The server side of each connection is still open (its handler kept it): close the server's
+    // loop-side sockets by closing the loop, then every descriptor must be gone.
+    await loop.close();
+    expect(openFdCount()).toBeLessThanOrEqual(before - 1);
   });
 
   it('proactor: the callback form reports errors as the first argument, never synchronously', async () => {
