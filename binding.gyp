@@ -25,6 +25,8 @@
         ["OS=='linux'", {
           "sources": [
             "native/backends/posix_socket.cc",
+            "native/backends/threadpool.cc",
+            "native/backends/pooled_files.cc",
             "native/backends/epoll.cc",
             "native/backends/io_uring_ring.cc",
             "native/backends/io_uring.cc"
@@ -102,6 +104,8 @@
             ["OS=='linux'", {
               "sources": [
                 "native/backends/posix_socket.cc",
+                "native/backends/threadpool.cc",
+                "native/backends/pooled_files.cc",
                 "native/backends/epoll.cc",
                 "native/backends/io_uring_ring.cc",
                 "native/backends/io_uring.cc"

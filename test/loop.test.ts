@@ -13,7 +13,8 @@ const run = promisify(execFile);
 const distEntry = fileURLToPath(new URL('../dist/index.js', import.meta.url));
 
 describe.each(backends)('loop lifecycle on %s', (backend) => {
-  it('close() with open servers and sockets closes them all and leaves no descriptor behind', async () => {
+  // Descriptors are counted through /proc or /dev/fd, which Windows lacks.
+  it.skipIf(process.platform === 'win32')('close() with open servers and sockets closes them all and leaves no descriptor behind', async () => {
     const before = openFdCount();
     const loop = open({ backend });
     const server = await listenEcho(loop);

@@ -180,7 +180,7 @@ describe.each(backends)('patterns on %s', (backend) => {
 
   it('proactor: closing sockets with reads and writes in flight fails them with ERR_SOCKET_CLOSED and leaks no descriptor', async () => {
     const server = await loop.listen({ host: '127.0.0.1', port: 0 }, () => {});
-    const before = openFdCount();
+    const before = process.platform === 'win32' ? 0 : openFdCount();
     for (let round = 0; round < 20; round++) {
       const socket = await loop.connect({ host: '127.0.0.1', port: server.port });
       const read = loop.proactor.read(socket, Buffer.alloc(1024));
@@ -193,7 +193,7 @@ describe.each(backends)('patterns on %s', (backend) => {
     // The server side of each connection is still open (its handler kept it): close the server's
     // loop-side sockets by closing the loop, then every descriptor must be gone.
     await loop.close();
-    expect(openFdCount()).toBeLessThanOrEqual(before - 1);
+    if (process.platform !== 'win32') expect(openFdCount()).toBeLessThanOrEqual(before - 1);
   });
 
   it('proactor: the callback form reports errors as the first argument, never synchronously', async () => {

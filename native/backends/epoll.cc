@@ -10,6 +10,7 @@
 // reported.
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
+#include <sys/timerfd.h>
 
 #include <algorithm>
 #include <cerrno>
@@ -17,6 +18,9 @@
 
 #include "../core/event_queue.h"
 #include "../core/handle_table.h"
+#include "../core/timer_heap.h"
+#include "monotonic_clock.h"
+#include "pooled_files.h"
 #include "posix_socket.h"
 
 namespace twinloop {
@@ -26,6 +30,7 @@ constexpr int kMaxEpollEvents = 256;
 constexpr size_t kMaxStreamRead = 64 * 1024;
 constexpr int kMaxAcceptsPerWake = 64;  // so one busy listener cannot monopolise a drain
 constexpr uint64_t kWakeToken = ~uint64_t{0};
+constexpr uint64_t kTimerToken = ~uint64_t{0} - 1;  // no HandleId is negative
 
 struct PendingRead {
   std::span<uint8_t> buffer;
@@ -33,8 +38,9 @@ struct PendingRead {
 };
 
 struct PendingWrite {
-  std::span<const uint8_t> buffer;
+  std::span<const uint8_t> buffer;  // what is left to send
   int32_t op_id;
+  size_t sent = 0;                  // > 0: the peer has a prefix, cancelling would tear the stream
 };
 
 // Per-socket state: 96 bytes plus the queues, which allocate only once an operation has to wait,
@@ -47,6 +53,7 @@ struct Socket {
   bool streaming_read = false;  // read_start
   bool streaming_accept = false;
   int32_t connect_op = -1;      // >= 0 while a connect is in progress
+  bool write_torn = false;      // a write was cancelled half-sent: no later byte may follow it
   std::vector<PendingRead> reads;
   std::vector<PendingWrite> writes;
   std::vector<int32_t> accepts;
@@ -157,6 +164,8 @@ class EpollBackend final : public Backend {
     Socket* s = sockets_.find(handle);
     if (!s) return -EBADF;
     if (s->connect_op >= 0) return -ENOTCONN;
+    if (s->write_torn) return -EPIPE;
+    size_t size = buffer.size();
     if (s->writes.empty()) {
       // Speculative send: a socket with room takes the bytes now, saving a wait for EPOLLOUT.
       while (!buffer.empty()) {
@@ -168,7 +177,7 @@ class EpollBackend final : public Backend {
       }
       if (buffer.empty()) return 1;
     }
-    s->writes.push_back({buffer, op_id});
+    s->writes.push_back({buffer, op_id, size - buffer.size()});
     int rc = update_interest(handle, *s);
     return rc < 0 ? rc : 0;
   }
@@ -186,8 +195,71 @@ class EpollBackend final : public Backend {
   int accept_start(HandleId handle) override { return set_streaming(handle, &Socket::streaming_accept, true); }
   int accept_stop(HandleId handle) override { return set_streaming(handle, &Socket::streaming_accept, false); }
 
+  // Timers and cancellation. A queued operation never reached the kernel, so cancelling it is
+  // taking it off the socket's queue; its -ECANCELED goes through the deferred queue like every
+  // completion made outside a drain.
+  int cancel(HandleId handle, int32_t op_id) override {
+    if (handle == -1) {
+      if (!timers_.cancel(op_id)) return -ENOENT;
+      // The timerfd stays armed: firing once for nothing costs less than a timerfd_settime per
+      // cancel, and per-request timeouts are nearly always cancelled.
+      defer({-1, EventKind::kCompleted, -ECANCELED, op_id});
+      return 0;
+    }
+    Socket* s = sockets_.find(handle);
+    if (!s) return -EBADF;
+    if (s->connect_op == op_id) {
+      s->connect_op = -1;
+      defer({handle, EventKind::kCompleted, -ECANCELED, op_id});
+      return 0;
+    }
+    auto read = std::find_if(s->reads.begin(), s->reads.end(), [op_id](const PendingRead& r) { return r.op_id == op_id; });
+    if (read != s->reads.end()) {
+      s->reads.erase(read);
+      defer({handle, EventKind::kCompleted, -ECANCELED, op_id});
+      return 0;
+    }
+    auto accept = std::find(s->accepts.begin(), s->accepts.end(), op_id);
+    if (accept != s->accepts.end()) {
+      s->accepts.erase(accept);
+      defer({handle, EventKind::kCompleted, -ECANCELED, op_id});
+      return 0;
+    }
+    auto write = std::find_if(s->writes.begin(), s->writes.end(), [op_id](const PendingWrite& w) { return w.op_id == op_id; });
+    if (write == s->writes.end()) return -ENOENT;
+    if (write->sent == 0) {
+      s->writes.erase(write);
+      defer({handle, EventKind::kCompleted, -ECANCELED, op_id});
+      return 0;
+    }
+    // Only the head of the queue can be half-sent: withdrawing the rest of it tears the byte
+    // stream (see Backend::cancel), so nothing queued may follow it either.
+    defer({handle, EventKind::kCompleted, clamp_count(write->sent), op_id});
+    for (auto later = write + 1; later != s->writes.end(); ++later) defer({handle, EventKind::kCompleted, -ECANCELED, later->op_id});
+    s->writes.clear();
+    s->write_torn = true;
+    return 0;
+  }
+
+  int start_timer(uint64_t delay_ms, int32_t op_id) override {
+    if (!timer_fd_) {
+      // Made on first use: a loop without timers spends no descriptor on them.
+      UniqueFd fd(timerfd_create(CLOCK_MONOTONIC, TFD_NONBLOCK | TFD_CLOEXEC));
+      if (!fd) return -errno;
+      epoll_event ev{};
+      ev.events = EPOLLIN;
+      ev.data.u64 = kTimerToken;
+      stats_.syscalls += 2;
+      if (epoll_ctl(epoll_fd_.get(), EPOLL_CTL_ADD, fd.get(), &ev) != 0) return -errno;
+      timer_fd_ = std::move(fd);
+    }
+    if (!timers_.push(deadline_after_ms(delay_ms), op_id)) return -EEXIST;
+    return arm_timer();
+  }
+
   void drain(BatchSink& sink) override {
     in_drain_ = true;
+    collect_files();
     deferred_.drain_into(sink);
     while (!sink.full()) {
       epoll_event ready[kMaxEpollEvents];
@@ -203,7 +275,24 @@ class EpollBackend final : public Backend {
 
   void flush() override {}
 
-  Stats stats() const override { return stats_; }
+  int file_open(const std::string& path, const FileOpenOptions& options, int32_t op_id) override {
+    return files_.open(path, options, op_id);
+  }
+  int file_read(HandleId file, std::span<uint8_t> buffer, int64_t position, int32_t op_id) override {
+    return files_.read(file, buffer, position, op_id);
+  }
+  int file_write(HandleId file, std::span<const uint8_t> buffer, int64_t position, int32_t op_id) override {
+    return files_.write(file, buffer, position, op_id);
+  }
+  int file_sync(HandleId file, bool data_only, int32_t op_id) override { return files_.sync(file, data_only, op_id); }
+  int file_close(HandleId file, int32_t op_id) override { return files_.close(file, op_id); }
+  void set_thread_pool_size(int threads) override { files_.set_threads(threads); }
+
+  Stats stats() const override {
+    Stats stats = stats_;
+    stats.syscalls += files_.syscalls();
+    return stats;
+  }
 
  private:
   HandleId insert(Socket socket) {
@@ -272,6 +361,22 @@ class EpollBackend final : public Backend {
     if (::write(wake_fd_.get(), &one, sizeof(one)) == sizeof(one)) wake_pending_ = true;
   }
 
+  // Thread-pool workers signal the eventfd directly: write(2) is safe from any thread, and the
+  // counter coalesces their wakes until the loop reads it.
+  static void wake_from_pool(void* self) {
+    uint64_t one = 1;
+    [[maybe_unused]] ssize_t n = ::write(static_cast<EpollBackend*>(self)->wake_fd_.get(), &one, sizeof(one));
+  }
+
+  void collect_files() {
+    finished_files_.clear();
+    files_.collect(finished_files_);
+    for (const Event& event : finished_files_) {
+      ++stats_.events;
+      deferred_.push(event);
+    }
+  }
+
   int accept_one(int listen_fd) {
     ++stats_.syscalls;
     int fd = accept_connection(listen_fd);
@@ -282,10 +387,15 @@ class EpollBackend final : public Backend {
   }
 
   void dispatch(const epoll_event& ready, BatchSink& sink) {
+    if (ready.data.u64 == kTimerToken) {
+      on_timer(sink);
+      return;
+    }
     if (ready.data.u64 == kWakeToken) {
       uint64_t count;
       ++stats_.syscalls;
       if (::read(wake_fd_.get(), &count, sizeof(count)) == sizeof(count)) wake_pending_ = false;
+      collect_files();
       deferred_.drain_into(sink);
       return;
     }
@@ -370,12 +480,39 @@ class EpollBackend final : public Backend {
         n = send_some(s.fd.get(), write.buffer);
         if (n < 0) break;
         write.buffer = write.buffer.subspan(static_cast<size_t>(n));
+        write.sent += static_cast<size_t>(n);
       }
       if (n == -EAGAIN) break;
       emit(sink, {handle, EventKind::kCompleted, n < 0 ? n : 0, write.op_id});
     }
     s.writes.erase(s.writes.begin(), s.writes.begin() + static_cast<std::ptrdiff_t>(done));
     if (s.watched & static_cast<uint32_t>(Interest::kWritable)) emit(sink, {handle, EventKind::kWritable, 0, 0});
+  }
+
+  static int32_t clamp_count(size_t bytes) { return static_cast<int32_t>(std::min<size_t>(bytes, INT32_MAX)); }
+
+  // Arms the timerfd to the earliest deadline unless it is already armed to go off no later. One
+  // timerfd for every timer of the loop: see timer_heap.h.
+  int arm_timer() {
+    if (timers_.empty() || (armed_deadline_ != 0 && armed_deadline_ <= timers_.earliest())) return 0;
+    uint64_t deadline = timers_.earliest();
+    itimerspec spec{};
+    spec.it_value.tv_sec = static_cast<time_t>(deadline / 1'000'000'000u);
+    spec.it_value.tv_nsec = static_cast<long>(deadline % 1'000'000'000u);
+    if (spec.it_value.tv_sec == 0 && spec.it_value.tv_nsec == 0) spec.it_value.tv_nsec = 1;  // zero disarms
+    ++stats_.syscalls;
+    if (timerfd_settime(timer_fd_.get(), TFD_TIMER_ABSTIME, &spec, nullptr) != 0) return -errno;
+    armed_deadline_ = deadline;
+    return 0;
+  }
+
+  void on_timer(BatchSink& sink) {
+    uint64_t expirations;
+    ++stats_.syscalls;
+    [[maybe_unused]] ssize_t n = ::read(timer_fd_.get(), &expirations, sizeof(expirations));
+    armed_deadline_ = 0;
+    timers_.pop_expired(monotonic_now_ns(), [&](int32_t op_id) { emit(sink, {-1, EventKind::kCompleted, 0, op_id}); });
+    arm_timer();
   }
 
   UniqueFd epoll_fd_;
@@ -386,6 +523,11 @@ class EpollBackend final : public Backend {
   Stats stats_;
   bool wake_pending_ = false;
   bool in_drain_ = false;
+  UniqueFd timer_fd_;
+  TimerHeap timers_;
+  uint64_t armed_deadline_ = 0;  // what the timerfd is set to; 0 = disarmed (or already fired)
+  std::vector<Event> finished_files_;
+  PooledFiles files_{wake_from_pool, this};  // after wake_fd_: its workers stop before the eventfd closes
 };
 
 std::unique_ptr<Backend> make_epoll_backend(int& error, std::string& reason) {

@@ -120,8 +120,8 @@ class IoUringBackend final : public Backend {
  public:
   IoUringBackend() = default;
 
-  int init(std::string& reason, unsigned max_buffers) {
-    if (int rc = ring_.open(kSqEntries, kCqEntries, reason); rc < 0) return rc;
+  int init(std::string& reason, unsigned max_buffers, unsigned cq_entries) {
+    if (int rc = ring_.open(std::min(kSqEntries, cq_entries), cq_entries, reason); rc < 0) return rc;
     for (uint8_t op : {IORING_OP_RECV, IORING_OP_SEND, IORING_OP_SENDMSG, IORING_OP_ACCEPT, IORING_OP_CONNECT,
                        IORING_OP_POLL_ADD, IORING_OP_POLL_REMOVE, IORING_OP_ASYNC_CANCEL, IORING_OP_NOP}) {
       if (!ring_.supports(op)) {
@@ -917,9 +917,18 @@ unsigned max_buffers_from_environment() {
   return value >= 1 && value <= 32768 ? static_cast<unsigned>(value) : kMaxBuffers;
 }
 
+// TWINLOOP_IO_URING_CQ_ENTRIES=n shrinks the completion queue (and the submission queue with it,
+// as the kernel wants CQ >= SQ): tests use a tiny ring to overflow the CQ and fill the SQ.
+unsigned cq_entries_from_environment() {
+  const char* text = std::getenv("TWINLOOP_IO_URING_CQ_ENTRIES");
+  if (text == nullptr) return kCqEntries;
+  long value = std::strtol(text, nullptr, 10);
+  return value >= 2 && value <= 65536 ? static_cast<unsigned>(value) : kCqEntries;
+}
+
 std::unique_ptr<Backend> make_io_uring_backend(int& error, std::string& reason) {
   auto backend = std::make_unique<IoUringBackend>();
-  if (int rc = backend->init(reason, max_buffers_from_environment()); rc < 0) {
+  if (int rc = backend->init(reason, max_buffers_from_environment(), cq_entries_from_environment()); rc < 0) {
     error = rc;
     return nullptr;
   }

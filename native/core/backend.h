@@ -14,6 +14,7 @@
 // -errno on POSIX) on failure. Nothing here throws.
 #pragma once
 
+#include <cerrno>
 #include <cstddef>
 #include <cstdint>
 #include <memory>
@@ -97,6 +98,17 @@ struct SocketAddress {
   uint16_t port = 0;
 };
 
+struct FileOpenOptions {
+  bool read = true;
+  bool write = false;
+  bool create = false;
+  bool truncate = false;
+  bool append = false;
+  bool exclusive = false;
+  bool direct = false;  // O_DIRECT where the filesystem allows it: bypass the page cache
+  int mode = 0666;
+};
+
 struct ListenOptions {
   int backlog = 511;
   bool reuse_port = false;
@@ -154,6 +166,62 @@ class Backend {
   virtual int read_stop(HandleId handle) = 0;
   virtual int accept_start(HandleId handle) = 0;
   virtual int accept_stop(HandleId handle) = 0;
+
+  // Cancels operation `op_id` of `handle` (-1 for a timer): it completes with -ECANCELED once the
+  // kernel has let go of its buffer, or with its real result if it finished first. Returns
+  // -ENOENT when no such operation is in flight.
+  virtual int cancel(HandleId handle, int32_t op_id) {
+    (void)handle;
+    (void)op_id;
+    return -ENOSYS;
+  }
+
+  // A one-shot timer in the backend's own wait (timerfd, IORING_OP_TIMEOUT, EVFILT_TIMER, …):
+  // completes as operation `op_id` with 0 once `delay_ms` have passed.
+  virtual int start_timer(uint64_t delay_ms, int32_t op_id) {
+    (void)delay_ms;
+    (void)op_id;
+    return -ENOSYS;
+  }
+
+  // Regular files. Each call completes as operation `op_id`: open with the new file handle,
+  // read/write with the byte count (0 at EOF), sync and close with 0, or -errno. A readiness
+  // backend cannot wait for a regular file — it is always "ready" — so the reactors run these on a
+  // thread pool, as libuv does; the proactors submit them to the kernel.
+  virtual int file_open(const std::string& path, const FileOpenOptions& options, int32_t op_id) {
+    (void)path;
+    (void)options;
+    (void)op_id;
+    return -ENOSYS;
+  }
+  virtual int file_read(HandleId file, std::span<uint8_t> buffer, int64_t position, int32_t op_id) {
+    (void)file;
+    (void)buffer;
+    (void)position;
+    (void)op_id;
+    return -ENOSYS;
+  }
+  virtual int file_write(HandleId file, std::span<const uint8_t> buffer, int64_t position, int32_t op_id) {
+    (void)file;
+    (void)buffer;
+    (void)position;
+    (void)op_id;
+    return -ENOSYS;
+  }
+  virtual int file_sync(HandleId file, bool data_only, int32_t op_id) {
+    (void)file;
+    (void)data_only;
+    (void)op_id;
+    return -ENOSYS;
+  }
+  // Closes once the operations in flight on the file have completed.
+  virtual int file_close(HandleId file, int32_t op_id) {
+    (void)file;
+    (void)op_id;
+    return -ENOSYS;
+  }
+  // Threads for blocking work (file I/O on the reactors); takes effect before the first file op.
+  virtual void set_thread_pool_size(int threads) { (void)threads; }
 
   // Moves what is ready into `sink` without blocking, until it is full or nothing is left.
   virtual void drain(BatchSink& sink) = 0;

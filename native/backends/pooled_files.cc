@@ -1,0 +1,150 @@
+#include "pooled_files.h"
+
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+
+namespace twinloop {
+
+namespace {
+// Results travel as int32: one call moves at most 1 GiB, as with sockets.
+constexpr size_t kMaxTransfer = size_t{1} << 30;
+
+int open_flags(const FileOpenOptions& options, int& flags) {
+  flags = options.read && options.write ? O_RDWR : options.write ? O_WRONLY : O_RDONLY;
+  if (options.create) flags |= O_CREAT;
+  if (options.truncate) flags |= O_TRUNC;
+  if (options.append) flags |= O_APPEND;
+  if (options.exclusive) flags |= O_EXCL;
+  if (options.direct) {
+#ifdef O_DIRECT
+    flags |= O_DIRECT;
+#else
+    return -ENOTSUP;
+#endif
+  }
+  return 0;
+}
+}  // namespace
+
+PooledFiles::~PooledFiles() {
+  if (!pool_) return;
+  pool_->stop();
+  // What the workers finished but the loop never collected: an opened descriptor nobody owns yet,
+  // or a descriptor a worker already closed, which the table must not close again.
+  finished_.clear();
+  pool_->take_finished(finished_);
+  for (const FileJob& job : finished_) {
+    if (job.kind == FileJob::Kind::kOpen && job.result >= 0) ::close(job.result);
+    if (job.kind == FileJob::Kind::kClose) {
+      if (OpenFile* open_file = files_.find(job.file)) (void)open_file->fd.release();
+    }
+  }
+}
+
+ThreadPool& PooledFiles::pool() {
+  if (!pool_) pool_ = std::make_unique<ThreadPool>(threads_, wake_, context_);
+  return *pool_;
+}
+
+int PooledFiles::open(const std::string& path, const FileOpenOptions& options, int32_t op_id) {
+  FileJob job;
+  job.kind = FileJob::Kind::kOpen;
+  if (int rc = open_flags(options, job.open_flags); rc < 0) return rc;
+  job.op_id = op_id;
+  job.path = path;
+  job.mode = options.mode;
+  pool().submit(std::move(job));
+  return 0;
+}
+
+int PooledFiles::submit(HandleId file, FileJob job) {
+  OpenFile* open_file = files_.find(file);
+  if (!open_file || open_file->close_op >= 0) return -EBADF;
+  job.fd = open_file->fd.get();
+  job.file = file;
+  ++open_file->in_flight;
+  pool().submit(std::move(job));
+  return 0;
+}
+
+int PooledFiles::read(HandleId file, std::span<uint8_t> buffer, int64_t position, int32_t op_id) {
+  FileJob job;
+  job.kind = FileJob::Kind::kRead;
+  job.op_id = op_id;
+  job.buffer = buffer.first(std::min(buffer.size(), kMaxTransfer));
+  job.position = position;
+  return submit(file, std::move(job));
+}
+
+int PooledFiles::write(HandleId file, std::span<const uint8_t> buffer, int64_t position, int32_t op_id) {
+  FileJob job;
+  job.kind = FileJob::Kind::kWrite;
+  job.op_id = op_id;
+  // The worker only reads from it; one job type serves both directions.
+  job.buffer = {const_cast<uint8_t*>(buffer.data()), std::min(buffer.size(), kMaxTransfer)};
+  job.position = position;
+  return submit(file, std::move(job));
+}
+
+int PooledFiles::sync(HandleId file, bool data_only, int32_t op_id) {
+  FileJob job;
+  job.kind = data_only ? FileJob::Kind::kDataSync : FileJob::Kind::kSync;
+  job.op_id = op_id;
+  return submit(file, std::move(job));
+}
+
+int PooledFiles::close(HandleId file, int32_t op_id) {
+  OpenFile* open_file = files_.find(file);
+  if (!open_file || open_file->close_op >= 0) return -EBADF;
+  open_file->close_op = op_id;
+  // A worker may still be reading the descriptor: it closes only once they are done, or a new
+  // file could reuse the number under a read in flight.
+  if (open_file->in_flight == 0) start_close(file, *open_file);
+  return 0;
+}
+
+void PooledFiles::start_close(HandleId file, OpenFile& open_file) {
+  FileJob job;
+  job.kind = FileJob::Kind::kClose;
+  job.op_id = open_file.close_op;
+  job.file = file;
+  job.fd = open_file.fd.get();
+  ++open_file.in_flight;
+  pool().submit(std::move(job));
+}
+
+void PooledFiles::collect(std::vector<Event>& out) {
+  if (!pool_) return;
+  finished_.clear();
+  pool_->take_finished(finished_);
+  for (FileJob& job : finished_) {
+    ++syscalls_;
+    int result = job.result;
+    if (job.kind == FileJob::Kind::kOpen) {
+      if (result >= 0) {
+        OpenFile open_file;
+        open_file.fd.reset(result);
+        result = files_.insert(std::move(open_file));
+        if (result < 0) result = -EMFILE;  // the fd closed with the OpenFile that was dropped
+      }
+      out.push_back({-1, EventKind::kCompleted, result, job.op_id});
+      continue;
+    }
+    OpenFile* open_file = files_.find(job.file);
+    if (open_file) {
+      --open_file->in_flight;
+      if (job.kind == FileJob::Kind::kClose) {
+        (void)open_file->fd.release();  // the worker closed it
+        files_.erase(job.file);
+      } else if (open_file->close_op >= 0 && open_file->in_flight == 0) {
+        start_close(job.file, *open_file);
+      }
+    }
+    out.push_back({job.file, EventKind::kCompleted, result, job.op_id});
+  }
+}
+
+}  // namespace twinloop

@@ -1,0 +1,56 @@
+// Regular files for the readiness backends (epoll, kqueue): each operation runs on the thread
+// pool and completes as an event collected by the backend's drain().
+#pragma once
+
+#include <memory>
+#include <vector>
+
+#include "../core/handle_table.h"
+#include "posix_socket.h"
+#include "threadpool.h"
+
+namespace twinloop {
+
+class PooledFiles {
+ public:
+  // `wake` must be safe to call from any thread; it makes the backend's poll_fd() readable.
+  PooledFiles(void (*wake)(void* context), void* context) : wake_(wake), context_(context) {}
+  ~PooledFiles();
+  PooledFiles(const PooledFiles&) = delete;
+  PooledFiles& operator=(const PooledFiles&) = delete;
+
+  void set_threads(int threads) { threads_ = threads; }
+
+  int open(const std::string& path, const FileOpenOptions& options, int32_t op_id);
+  int read(HandleId file, std::span<uint8_t> buffer, int64_t position, int32_t op_id);
+  int write(HandleId file, std::span<const uint8_t> buffer, int64_t position, int32_t op_id);
+  int sync(HandleId file, bool data_only, int32_t op_id);
+  int close(HandleId file, int32_t op_id);
+
+  // Appends the completions of every finished job to `out`.
+  void collect(std::vector<Event>& out);
+
+  // Syscalls made on the loop thread's behalf by the workers.
+  uint64_t syscalls() const { return syscalls_; }
+
+ private:
+  struct OpenFile {
+    UniqueFd fd;
+    int in_flight = 0;
+    int32_t close_op = -1;  // >= 0: close once in_flight drops to 0
+  };
+
+  int submit(HandleId file, FileJob job);
+  void start_close(HandleId file, OpenFile& open_file);
+  ThreadPool& pool();
+
+  void (*wake_)(void*);
+  void* context_;
+  int threads_ = 4;  // libuv's default for Node's fs
+  HandleTable<OpenFile> files_;
+  std::vector<FileJob> finished_;
+  uint64_t syscalls_ = 0;
+  std::unique_ptr<ThreadPool> pool_;  // last: its threads stop before the files above close
+};
+
+}  // namespace twinloop
