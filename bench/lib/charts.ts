@@ -1,0 +1,72 @@
+// SVG charts of a run, specified in Vega-Lite and rendered by Vega without a browser.
+import * as vega from 'vega';
+import * as vl from 'vega-lite';
+import type { TopLevelSpec } from 'vega-lite';
+
+import type { SummaryRow } from './results.js';
+import { serverLabel } from './table.js';
+
+export interface Chart {
+  name: string;
+  title: string;
+  svg: string;
+}
+
+interface Datum {
+  cell: string;
+  server: string;
+  value: number;
+  low: number;
+  high: number;
+}
+
+// Cells side by side, one bar per server; the whisker spans the rounds' minimum and maximum.
+function barsByCell(title: string, axis: string, data: Datum[], servers: string[], options: { rule?: number; sharedScale?: boolean } = {}): TopLevelSpec {
+  const cells = [...new Set(data.map((d) => d.cell))];
+  const x = { field: 'server', type: 'nominal', sort: servers, title: null, axis: { labelAngle: -40 } } as const;
+  const layers: object[] = [
+    { mark: 'bar', encoding: { x, y: { field: 'value', type: 'quantitative', title: axis }, color: { field: 'server', type: 'nominal', scale: { domain: servers }, legend: null } } },
+    { mark: { type: 'rule', color: '#333' }, encoding: { x, y: { field: 'low', type: 'quantitative' }, y2: { field: 'high' } } },
+    { mark: { type: 'text', dy: -6, fontSize: 9 }, encoding: { x, y: { field: 'high', type: 'quantitative' }, text: { field: 'value', type: 'quantitative', format: '.3~r' } } },
+  ];
+  if (options.rule !== undefined) layers.push({ mark: { type: 'rule', strokeDash: [4, 3], color: '#c00' }, encoding: { y: { datum: options.rule } } });
+  return {
+    $schema: 'https://vega.github.io/schema/vega-lite/v6.json',
+    title: { text: title, anchor: 'start' },
+    data: { values: data },
+    facet: { field: 'cell', type: 'nominal', sort: cells, title: null },
+    columns: Math.min(4, cells.length),
+    spec: { width: Math.max(120, servers.length * 22), height: 180, layer: layers },
+    resolve: { scale: { y: options.sharedScale ? 'shared' : 'independent' } },
+  } as TopLevelSpec;
+}
+
+async function render(spec: TopLevelSpec): Promise<string> {
+  const view = new vega.View(vega.parse(vl.compile(spec).spec), { renderer: 'none' });
+  const svg = await view.toSVG();
+  view.finalize();
+  return svg;
+}
+
+export async function renderCharts(summary: SummaryRow[]): Promise<Chart[]> {
+  const servers = [...new Set(summary.map((row) => serverLabel(row.server)))];
+  const rows = summary.filter((row) => row.cost !== null);
+  const load = rows.filter((row) => row.workload.kind !== 'idle');
+  const idle = rows.filter((row) => row.workload.kind === 'idle');
+  const datum = (row: SummaryRow, r: { median: number; min: number; max: number }, scale = 1): Datum => ({
+    cell: row.cell, server: serverLabel(row.server), value: r.median * scale, low: r.min * scale, high: r.max * scale,
+  });
+  const specs: [string, string, TopLevelSpec | null][] = [
+    ['cpu', 'Server CPU time per round trip (µs, lower is better)',
+      load.length ? barsByCell('Server CPU µs per round trip (lower is better; whiskers: min–max over rounds)', 'µs per round trip', load.map((row) => datum(row, row.cost!)), servers) : null],
+    ['vs-net', 'Ratio to Node net (server CPU per round trip; higher is better)',
+      load.some((row) => row.vsNet) ? barsByCell('Node net CPU ÷ server CPU per round trip, same round (higher is better; dashed: net)', '× Node net', load.filter((row) => row.vsNet).map((row) => datum(row, row.vsNet!)), servers, { rule: 1, sharedScale: true }) : null],
+    ['latency', 'p99 latency (µs)',
+      load.length ? barsByCell('p99 latency, µs (median over rounds)', 'p99 µs', load.filter((row) => row.latencyUs.p99 !== null).map((row) => ({ cell: row.cell, server: serverLabel(row.server), value: row.latencyUs.p99!, low: row.latencyUs.p99!, high: row.latencyUs.p99! })), servers) : null],
+    ['idle', 'RSS per idle connection (KiB)',
+      idle.length ? barsByCell('Server RSS per idle connection, KiB (lower is better)', 'KiB per connection', idle.map((row) => datum(row, row.cost!, 1 / 1024)), servers) : null],
+  ];
+  const charts: Chart[] = [];
+  for (const [name, title, spec] of specs) if (spec !== null) charts.push({ name, title, svg: await render(spec) });
+  return charts;
+}

@@ -1,0 +1,131 @@
+// One measurement: one workload against one running server, with the server's own CPU time,
+// counters and memory taken over the load generator's measured window.
+import { setTimeout as sleep } from 'node:timers/promises';
+
+import type { Snapshot } from '../servers/control.js';
+import { startLoadgen, type LoadgenReport } from './loadgen.js';
+import type { ServerProcess } from './server.js';
+
+export type Workload =
+  | { kind: 'echo'; size: number; connections: number; depth: number }
+  | { kind: 'churn'; connections: number }
+  | { kind: 'rate'; size: number; connections: number; rate: number }
+  | { kind: 'idle'; connections: number };
+
+export interface Timing {
+  warmupS: number;
+  durationS: number;
+}
+
+export interface LoadResult {
+  roundTripsPerS: number;
+  mbPerS: number;
+  /** The primary figure: the server process's user + system CPU per round trip. */
+  serverCpuUsPerRoundTrip: number;
+  /** Cores the server kept busy. */
+  serverCpuShare: number;
+  /** The backend's own syscall count (loop.stats(); not libuv's epoll_wait); null for Node net. */
+  syscallsPerRoundTrip: number | null;
+  wakesPerRoundTrip: number | null;
+  latencyUs: LoadgenReport['latency_us'];
+  starvedConnections: number;
+  errors: number;
+  clientCpuShare: number;
+}
+
+export interface IdleResult {
+  rssBytesPerConnection: number;
+  heapBytesPerConnection: number;
+}
+
+const kConnectTimeoutMs = 120_000;
+
+export function describe(workload: Workload): string {
+  const size = (bytes: number): string => (bytes >= 1024 ? `${bytes / 1024} KiB` : `${bytes} B`);
+  switch (workload.kind) {
+    case 'echo':
+      return `echo ${size(workload.size)} × ${workload.connections}${workload.depth > 1 ? ` depth ${workload.depth}` : ''}`;
+    case 'churn':
+      return `churn × ${workload.connections}`;
+    case 'rate':
+      return `rate ${workload.rate}/s ${size(workload.size)} × ${workload.connections}`;
+    case 'idle':
+      return `idle × ${workload.connections}`;
+  }
+}
+
+function loadgenArgs(server: ServerProcess, workload: Exclude<Workload, { kind: 'idle' }>, timing: Timing): string[] {
+  const args = ['--host', '127.0.0.1', '--port', String(server.ready.port), '--connections', String(workload.connections)];
+  args.push('--warmup', String(timing.warmupS), '--duration', String(timing.durationS));
+  if (workload.kind === 'echo') args.push('--size', String(workload.size), '--depth', String(workload.depth));
+  if (workload.kind === 'rate') args.push('--size', String(workload.size), '--rate', String(workload.rate));
+  if (workload.kind === 'churn') args.push('--churn');
+  return args;
+}
+
+export async function measureLoad(
+  server: ServerProcess,
+  workload: Exclude<Workload, { kind: 'idle' }>,
+  timing: Timing,
+  clientCpu: number | null,
+): Promise<LoadResult> {
+  const run = startLoadgen(loadgenArgs(server, workload, timing), clientCpu);
+  await Promise.race([run.measuring, run.report]);
+  // The window ends before the load generator's does, so closing connections stays outside it.
+  const start = await server.snapshot();
+  await sleep(timing.durationS * 900);
+  const end = await server.snapshot();
+  const report = (await run.report)!;
+  await drained(server);
+  if (report.round_trips === 0) {
+    throw new Error(`no round trip completed in ${timing.durationS} s${report.first_error ? ` (${report.first_error})` : ''}`);
+  }
+
+  const seconds = (end.timeUs - start.timeUs) / 1e6;
+  const roundTripsPerS = report.round_trips / report.duration_s;
+  const perRoundTrip = (counter: (s: Snapshot) => number | undefined): number | null => {
+    const [a, b] = [counter(start), counter(end)];
+    return a === undefined || b === undefined || roundTripsPerS === 0 ? null : (b - a) / seconds / roundTripsPerS;
+  };
+  return {
+    roundTripsPerS,
+    mbPerS: report.mb_per_s_one_way,
+    serverCpuUsPerRoundTrip: perRoundTrip((s) => s.cpuUs)!,
+    serverCpuShare: (end.cpuUs - start.cpuUs) / 1e6 / seconds,
+    syscallsPerRoundTrip: perRoundTrip((s) => s.loop?.syscalls),
+    wakesPerRoundTrip: perRoundTrip((s) => s.loop?.wakes),
+    latencyUs: report.latency_us,
+    starvedConnections: report.starved.distinct,
+    errors: report.errors,
+    clientCpuShare: report.client_cpu_s / report.duration_s,
+  };
+}
+
+/** Holds `connections` idle connections and reports what each costs the server in memory. */
+export async function measureIdle(server: ServerProcess, connections: number, clientCpu: number | null): Promise<IdleResult> {
+  const before = await server.snapshot(true);
+  // One round trip per second in total keeps the load generator's connections open and checked.
+  const args = ['--host', '127.0.0.1', '--port', String(server.ready.port), '--connections', String(connections)];
+  const run = startLoadgen([...args, '--rate', '1', '--duration', '3600'], clientCpu);
+  let failed: unknown = null;
+  run.report.catch((error: unknown) => (failed = error));
+  const deadline = Date.now() + kConnectTimeoutMs;
+  while ((await server.snapshot()).connections < connections) {
+    if (failed !== null) throw failed;
+    if (Date.now() > deadline) throw new Error(`only ${(await server.snapshot()).connections} of ${connections} connections after ${kConnectTimeoutMs / 1000} s`);
+    await sleep(200);
+  }
+  const held = await server.snapshot(true);
+  run.stop();
+  await run.report;
+  await drained(server);
+  return {
+    rssBytesPerConnection: (held.rssBytes - before.rssBytes) / connections,
+    heapBytesPerConnection: (held.heapUsedBytes - before.heapUsedBytes) / connections,
+  };
+}
+
+// The next measurement starts only once the server has closed this one's connections.
+async function drained(server: ServerProcess): Promise<void> {
+  for (let i = 0; i < 100 && (await server.snapshot()).connections > 0; i++) await sleep(100);
+}

@@ -1,0 +1,70 @@
+// Starts a benchmark server as its own process (pinned to a CPU when asked) and talks to it over
+// its control channel (bench/servers/control.ts).
+import { spawn, type ChildProcess } from 'node:child_process';
+import { createInterface } from 'node:readline';
+
+import type { Ready, Snapshot } from '../servers/control.js';
+import { root } from './paths.js';
+
+export interface ServerSpec {
+  /** Short stable name: `net`, `epoll/reactor`, `io_uring/native`, … */
+  id: string;
+  /** Node `net`, or the twinloop backend. */
+  backend: string;
+  /** `node net`, or twinloop's `net` | `reactor` | `proactor` | `native`. */
+  api: string;
+}
+
+export class ServerProcess {
+  readonly spec: ServerSpec;
+  readonly ready: Ready;
+  readonly #child: ChildProcess;
+  readonly #replies: ((line: string) => void)[];
+
+  private constructor(spec: ServerSpec, child: ChildProcess, ready: Ready, replies: ((line: string) => void)[]) {
+    this.spec = spec;
+    this.#child = child;
+    this.ready = ready;
+    this.#replies = replies;
+  }
+
+  static async start(spec: ServerSpec, cpu: number | null): Promise<ServerProcess> {
+    const script =
+      spec.backend === 'node'
+        ? ['bench/servers/net-server.ts']
+        : ['bench/servers/twinloop-server.ts', '--backend', spec.backend, '--api', spec.api];
+    const node = [process.execPath, '--expose-gc', '--import', 'tsx', ...script];
+    const [command, ...args] = cpu === null ? node : ['taskset', '-c', String(cpu), ...node];
+    const child = spawn(command!, args, { cwd: root, stdio: ['pipe', 'pipe', 'inherit'] });
+    const replies: ((line: string) => void)[] = [];
+    const lines = createInterface({ input: child.stdout! });
+    const ready = await new Promise<Ready>((resolve, reject) => {
+      child.once('exit', (code) => reject(new Error(`server ${spec.id} exited with code ${code} before listening`)));
+      lines.once('line', (line) => resolve(JSON.parse(line) as Ready));
+    });
+    child.removeAllListeners('exit');
+    lines.on('line', (line) => replies.shift()?.(line));
+    return new ServerProcess(spec, child, ready, replies);
+  }
+
+  get pid(): number {
+    return this.#child.pid!;
+  }
+
+  /** CPU, memory and counters now; with `gc`, after a full garbage collection. */
+  snapshot(gc = false): Promise<Snapshot> {
+    return new Promise((resolve, reject) => {
+      if (this.#child.exitCode !== null) return reject(new Error(`server ${this.spec.id} has exited`));
+      this.#replies.push((line) => resolve(JSON.parse(line) as Snapshot));
+      this.#child.stdin!.write(gc ? 'snapshot gc\n' : 'snapshot\n');
+    });
+  }
+
+  /** Closing stdin ends the server. */
+  async stop(): Promise<void> {
+    if (this.#child.exitCode !== null) return;
+    const exited = new Promise((resolve) => this.#child.once('exit', resolve));
+    this.#child.stdin!.end();
+    await exited;
+  }
+}

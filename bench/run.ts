@@ -1,0 +1,192 @@
+// twinloop's benchmark: every available backend through the Reactor API, the Proactor API and the
+// net layer, beside Node's `net` and each backend's native C++ echo, under one native load
+// generator. The primary figure is server CPU time per round trip (see ../shared/DESIGN.md,
+// "Performance goals"); servers take turns within each round and every ratio is taken within it.
+//
+//   npm run bench                  quick default (≤ 2 min): 64 B echo × 50 connections
+//   npm run bench -- --full        the whole matrix (echo sizes × connections, churn, fixed rate, idle)
+//   npm run bench -- --backends epoll,io_uring --sizes 64,4096 --connections 50,1000 --duration 5
+import { existsSync } from 'node:fs';
+import { mkdir, writeFile } from 'node:fs/promises';
+import path from 'node:path';
+import { parseArgs } from 'node:util';
+
+import { availableBackends, type BackendName } from '../lib/index.js';
+import { renderCharts } from './lib/charts.js';
+import { describeMachine, machineLine } from './lib/machine.js';
+import { describe, measureIdle, measureLoad, type Timing, type Workload } from './lib/measure.js';
+import { loadgenPath, nativeEchoPath, resultsDir, root } from './lib/paths.js';
+import { markdownReport } from './lib/report.js';
+import { costOf, summarize, type Measurement } from './lib/results.js';
+import { ServerProcess, type ServerSpec } from './lib/server.js';
+import { idleSummary, liveHeader, liveRow, loadSummary, textTable } from './lib/table.js';
+
+const usage = `usage: npm run bench -- [options]
+  --full                 the whole matrix instead of the quick default
+  --backends LIST        e.g. epoll,io_uring (default: every available backend)
+  --apis LIST            twinloop servers: native,net,reactor,proactor (default: all)
+  --workloads LIST       echo,churn,rate,idle (default: echo; --full: all)
+  --sizes LIST           echo message bytes (default 64; --full: 64,4096,65536)
+  --connections LIST     echo connections (default 50; --full: 1,100,1000,10000)
+  --depth N              echo messages in flight per connection (default 1)
+  --rate R               round trips/s of the fixed-rate workload (default 10000)
+  --idle LIST            idle connections held (default: 1000 and 19000, within the fd limit)
+  --duration S           measured seconds per turn (default 2; --full: 3)
+  --warmup S             unmeasured seconds before each turn (default 0.5; --full: 1)
+  --rounds N             rounds of turns (default 2)
+  --files                file-I/O benchmark (not yet)`;
+
+const { values } = parseArgs({
+  options: {
+    full: { type: 'boolean', default: false },
+    backends: { type: 'string' },
+    apis: { type: 'string', default: 'native,net,reactor,proactor' },
+    workloads: { type: 'string' },
+    sizes: { type: 'string' },
+    connections: { type: 'string' },
+    depth: { type: 'string', default: '1' },
+    rate: { type: 'string', default: '10000' },
+    idle: { type: 'string' },
+    duration: { type: 'string' },
+    warmup: { type: 'string' },
+    rounds: { type: 'string', default: '2' },
+    files: { type: 'boolean', default: false },
+    help: { type: 'boolean', short: 'h', default: false },
+  },
+});
+
+function fail(message: string): never {
+  console.error(`bench: ${message}`);
+  process.exit(1);
+}
+
+function numbers(name: string, list: string): number[] {
+  const parsed = list.split(',').map(Number);
+  if (parsed.some((n) => !Number.isFinite(n) || n <= 0)) fail(`--${name} takes positive numbers separated by commas, got '${list}'`);
+  return parsed;
+}
+
+if (values.help) {
+  console.log(usage);
+  process.exit(0);
+}
+if (values.files) fail('--files (4 KiB random reads vs node:fs/promises) is not implemented yet; it is reserved for the file-I/O benchmark');
+if (process.platform !== 'linux') fail('the load generator is Linux-only for now');
+if (!existsSync(loadgenPath)) fail(`no load generator at ${path.relative(root, loadgenPath)}: build it with \`npm run build:native\``);
+
+const full = values.full;
+const available = availableBackends();
+const backends = values.backends === undefined ? available : (values.backends.split(',') as BackendName[]);
+for (const backend of backends) if (!available.includes(backend)) fail(`backend '${backend}' is not available here (available: ${available.join(', ')})`);
+let apis = values.apis.split(',');
+for (const api of apis) if (!['native', 'net', 'reactor', 'proactor'].includes(api)) fail(`unknown API '${api}' in --apis`);
+if (apis.includes('native') && !existsSync(nativeEchoPath)) {
+  console.warn(`bench: no native echo at ${path.relative(root, nativeEchoPath)} (build it with \`npm run build:native\`): running without the native ceiling`);
+  apis = apis.filter((api) => api !== 'native');
+}
+const workloads = (values.workloads ?? (full ? 'echo,churn,rate,idle' : 'echo')).split(',');
+for (const kind of workloads) if (!['echo', 'churn', 'rate', 'idle'].includes(kind)) fail(`unknown workload '${kind}' in --workloads`);
+const timing: Timing = {
+  durationS: numbers('duration', values.duration ?? (full ? '3' : '2'))[0]!,
+  warmupS: Number(values.warmup ?? (full ? '1' : '0.5')),
+};
+const rounds = numbers('rounds', values.rounds)[0]!;
+
+const machine = describeMachine(backends);
+const fdRoom = (machine.fdHardLimit ?? Infinity) - 100;  // each process also holds a few descriptors of its own
+
+const cells: Workload[] = [];
+if (workloads.includes('echo')) {
+  const sizes = numbers('sizes', values.sizes ?? (full ? '64,4096,65536' : '64'));
+  const connections = numbers('connections', values.connections ?? (full ? '1,100,1000,10000' : '50'));
+  const depth = numbers('depth', values.depth)[0]!;
+  for (const size of sizes) for (const n of connections) cells.push({ kind: 'echo', size, connections: n, depth });
+  // The design's goal cells: fairness at 2000 connections, and 16 requests in flight.
+  if (full && values.connections === undefined) cells.push({ kind: 'echo', size: 64, connections: 2000, depth: 1 }, { kind: 'echo', size: 64, connections: 100, depth: 16 });
+}
+if (workloads.includes('churn')) cells.push({ kind: 'churn', connections: 50 });
+if (workloads.includes('rate')) cells.push({ kind: 'rate', size: 64, connections: 50, rate: numbers('rate', values.rate)[0]! });
+const idleCells = workloads.includes('idle') ? numbers('idle', values.idle ?? `1000,${Math.min(19000, fdRoom)}`) : [];
+for (const connections of idleCells) cells.push({ kind: 'idle', connections });
+const runnable = cells.filter((cell) => cell.connections <= fdRoom);
+for (const cell of cells) if (!runnable.includes(cell)) console.warn(`bench: skipping ${describe(cell)}: the fd hard limit is ${machine.fdHardLimit}`);
+
+const servers: ServerSpec[] = [
+  { id: 'net', backend: 'node', api: 'net' },
+  ...backends.flatMap((backend) => apis.map((api) => ({ id: `${backend}/${api}`, backend, api }))),
+];
+const pin = machine.pinning;
+const loadCells = runnable.filter((cell) => cell.kind !== 'idle');
+const turns = loadCells.length * rounds * servers.length + (runnable.length - loadCells.length) * servers.length;
+
+console.log(`twinloop bench — ${machineLine(machine)}`);
+console.log(`${runnable.length} cells × ${servers.length} servers${loadCells.length ? ` × ${rounds} rounds` : ''}, ${timing.durationS} s measured per turn (about ${Math.ceil((turns * (timing.durationS + timing.warmupS + 0.6)) / 60)} min)\n`);
+console.log(liveHeader());
+
+const measurements: Measurement[] = [];
+const started = Date.now();
+function record(m: Measurement): void {
+  measurements.push(m);
+  const sameRound = (id: string): Measurement | undefined => measurements.find((o) => o.cell === m.cell && o.round === m.round && o.server.id === id);
+  const ratioTo = (ref: Measurement | undefined): number | null => {
+    const [a, b] = [ref ? costOf(ref) : null, costOf(m)];
+    return a != null && b != null && b > 0 ? a / b : null;
+  };
+  const elapsed = (Date.now() - started) / 1000;
+  const progress = `[${measurements.length}/${turns}, ${Math.round(elapsed)} s, ~${Math.round((elapsed / measurements.length) * (turns - measurements.length))} s left]`;
+  console.log(liveRow(m, ratioTo(sameRound('net')), m.server.backend === 'node' || m.idle ? null : ratioTo(sameRound(`${m.server.backend}/native`)), progress));
+}
+
+async function attempt(m: Omit<Measurement, 'load' | 'idle' | 'error'>, run: () => Promise<Partial<Measurement>>): Promise<void> {
+  if (!existsSync(loadgenPath)) fail(`${path.relative(root, loadgenPath)} disappeared during the run (is a rebuild under way?)`);
+  try {
+    record({ ...m, ...(await run()) });
+  } catch (error) {
+    record({ ...m, error: (error as Error).message });
+  }
+}
+
+if (loadCells.length) {
+  // One long-lived process per server for all load cells: an idle server costs the others nothing.
+  const running = await Promise.all(servers.map((spec) => ServerProcess.start(spec, pin?.server ?? null)));
+  for (const workload of loadCells) {
+    for (let round = 1; round <= rounds; round++) {
+      for (const server of running) {
+        await attempt({ round, cell: describe(workload), workload, server: server.spec }, async () => ({
+          load: await measureLoad(server, workload as Exclude<Workload, { kind: 'idle' }>, timing, pin?.client ?? null),
+        }));
+      }
+    }
+  }
+  await Promise.all(running.map((server) => server.stop()));
+}
+for (const workload of runnable.filter((cell) => cell.kind === 'idle')) {
+  for (const spec of servers) {
+    // A fresh process, so that memory freed by earlier cells does not hide what connections cost.
+    await attempt({ round: 1, cell: describe(workload), workload, server: spec }, async () => {
+      const server = await ServerProcess.start(spec, pin?.server ?? null);
+      try {
+        return { idle: await measureIdle(server, workload.connections, pin?.client ?? null) };
+      } finally {
+        await server.stop();
+      }
+    });
+  }
+}
+
+const summary = summarize(measurements);
+const load = loadSummary(summary, true);
+const idle = idleSummary(summary);
+console.log('\nSummary (median over rounds; ×net and ×native: ratio of server CPU per round trip within the same round)\n');
+if (load.rows.length) console.log(`${textTable(load)}\n`);
+if (idle.rows.length) console.log(`${textTable(idle)}\n`);
+
+const stamp = new Date(started).toISOString().replace(/:/g, '-').replace(/\..*/, '');
+const command = `npm run bench${process.argv.length > 2 ? ` -- ${process.argv.slice(2).join(' ')}` : ''}`;
+await mkdir(resultsDir, { recursive: true });
+const charts = (await renderCharts(summary)).map((chart) => ({ chart, file: `${stamp}-${chart.name}.svg` }));
+for (const { chart, file } of charts) await writeFile(path.join(resultsDir, file), chart.svg);
+const files = [`${stamp}.json`, `${stamp}.md`, ...charts.map(({ file }) => file)];
+await writeFile(path.join(resultsDir, files[0]!), `${JSON.stringify({ command, machine, timing, rounds, measurements, summary }, null, 2)}\n`);
+await writeFile(path.join(resultsDir, files[1]!), markdownReport({ stamp, command, machine, rounds, durationS: timing.durationS, summary, charts }));
+console.log(`wrote ${files.map((file) => path.relative(process.cwd(), path.join(resultsDir, file))).join(', ')}`);

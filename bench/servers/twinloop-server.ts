@@ -1,0 +1,141 @@
+// A twinloop echo server on one backend through one API, for the benchmark.
+//
+//   tsx bench/servers/twinloop-server.ts --backend epoll --api net|reactor|proactor|native
+//
+// `native` is the ceiling: the same backend echoing from C++ (native/binding/native_echo.cc),
+// with no JavaScript on the data path.
+import { parseArgs } from 'node:util';
+
+import { open, type BackendName, type Loop, type Server, type Socket } from '../../lib/index.js';
+import { nativeEchoPath } from '../lib/paths.js';
+import { serveControl, type Counters } from './control.js';
+
+const { values } = parseArgs({
+  options: {
+    backend: { type: 'string', default: 'auto' },
+    api: { type: 'string', default: 'net' },
+    host: { type: 'string', default: '127.0.0.1' },
+  },
+});
+const host = values.host;
+let connections = 0;
+
+// Big enough that one read takes a whole 64 KiB message, as the net layer's reads do.
+const kReadBuffer = 64 * 1024;
+// How long accepting waits after a failure such as EMFILE, instead of spinning.
+const kAcceptRetryMs = 100;
+
+async function netEcho(loop: Loop): Promise<Server> {
+  return loop.listen({ host, port: 0 }, async (socket) => {
+    connections += 1;
+    try {
+      for await (const chunk of socket) await socket.write(chunk);
+    } finally {
+      connections -= 1;
+    }
+  });
+}
+
+async function reactorEcho(loop: Loop): Promise<Server> {
+  const { reactor } = loop;
+  const server = await loop.listen({ host, port: 0 });
+  const buffer = Buffer.allocUnsafe(kReadBuffer);  // shared: a write that cannot finish copies its rest
+  const serve = (socket: Socket): void => {
+    connections += 1;
+    let unsent: Buffer | null = null;
+    const close = (): void => {
+      connections -= 1;
+      socket.close();
+    };
+    // Writes what the socket takes; true once nothing is left.
+    const send = (): boolean => {
+      const n = reactor.tryWrite(socket, unsent!) ?? 0;
+      unsent = n === unsent!.length ? null : unsent!.subarray(n);
+      return unsent === null;
+    };
+    const onWritable = guard(() => {
+      if (!send()) return;
+      reactor.unwatch(socket, 'writable');
+      reactor.watch(socket, 'readable', onReadable);
+    }, close);
+    const onReadable = guard(() => {
+      const n = reactor.tryRead(socket, buffer);
+      if (n === null) return;
+      if (n === 0) return close();
+      unsent = buffer.subarray(0, n);
+      if (send()) return;
+      unsent = Buffer.from(unsent);
+      reactor.unwatch(socket, 'readable');
+      reactor.watch(socket, 'writable', onWritable);
+    }, close);
+    reactor.watch(socket, 'readable', onReadable);
+  };
+  reactor.watch(server, 'readable', () => {
+    for (let socket = reactor.tryAccept(server); socket !== null; socket = reactor.tryAccept(server)) serve(socket);
+  });
+  return server;
+}
+
+async function proactorEcho(loop: Loop): Promise<Server> {
+  const { proactor } = loop;
+  const server = await loop.listen({ host, port: 0 });
+  const serve = (socket: Socket): void => {
+    connections += 1;
+    const buffer = Buffer.allocUnsafe(kReadBuffer);
+    const close = (): void => {
+      connections -= 1;
+      socket.close();
+    };
+    const read = (): void =>
+      proactor.read(socket, buffer, (error, n) => {
+        if (error || n === 0) return close();
+        proactor.write(socket, buffer.subarray(0, n), (writeError) => (writeError ? close() : read()));
+      });
+    read();
+  };
+  const accept = (): void =>
+    proactor.accept(server, (error, socket) => {
+      if (error) return void setTimeout(accept, kAcceptRetryMs);
+      serve(socket!);
+      accept();
+    });
+  accept();
+  return server;
+}
+
+// A peer that resets mid-echo closes its connection, not the server.
+function guard(callback: () => void, onError: () => void): () => void {
+  return () => {
+    try {
+      callback();
+    } catch {
+      onError();
+    }
+  };
+}
+
+interface NativeEcho {
+  port(): number;
+  info(): Record<string, unknown>;
+  stats(): Record<string, number> & { connections: number };
+}
+
+if (values.api === 'native') {
+  // A .so, not a .node, so that node-gyp-build never mistakes it for the twinloop addon.
+  const addon = { exports: {} as { NativeEcho: new (backend: string, host: string, port: number) => NativeEcho } };
+  process.dlopen(addon, nativeEchoPath);
+  const { NativeEcho } = addon.exports;
+  const echo = new NativeEcho(values.backend, host, 0);
+  serveControl({ port: echo.port(), info: echo.info() }, () => {
+    const { connections: open, ...loop } = echo.stats();
+    return { connections: open, loop };
+  });
+} else {
+  const servers = { net: netEcho, reactor: reactorEcho, proactor: proactorEcho };
+  const start = servers[values.api as keyof typeof servers];
+  if (start === undefined) throw new RangeError(`--api must be net, reactor, proactor or native, got '${values.api}'`);
+  const loop = open({ backend: values.backend as BackendName | 'auto' });
+  const server = await start(loop);
+  const counters = (): Counters => ({ connections, loop: { ...loop.stats() } });
+  serveControl({ port: server.port, info: { ...loop.info } }, counters);
+}
