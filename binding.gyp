@@ -6,7 +6,24 @@
     # node-gyp's --twinloop_bench=0).
     "twinloop_bench%": "<!(node -p \"+require('fs').existsSync('bench/loadgen/loadgen.cc')\")",
     # Where a kqueue emulation is installed, to build the kqueue backend on Linux (see below).
-    "twinloop_kqueue_prefix%": ""
+    "twinloop_kqueue_prefix%": "",
+    # The backends of each OS, shared by the addon and the benchmark's native echo: a new backend
+    # is one file here.
+    "conditions": [
+      ["OS=='linux'", {"backend_sources": [
+        "native/backends/posix_socket.cc",
+        "native/backends/threadpool.cc",
+        "native/backends/pooled_files.cc",
+        "native/backends/epoll.cc",
+        "native/backends/io_uring_ring.cc",
+        "native/backends/io_uring.cc"
+      ]}],
+      ["OS=='mac' or OS=='freebsd'", {"backend_sources": [
+        "native/backends/posix_socket.cc",
+        "native/backends/kqueue.cc"
+      ]}],
+      ["OS=='win'", {"backend_sources": ["native/backends/iocp.cc"]}]
+    ]
   },
   "targets": [
     {
@@ -14,7 +31,8 @@
       "sources": [
         "native/core/registry.cc",
         "native/binding/addon.cc",
-        "native/binding/uv_watcher.cc"
+        "native/binding/uv_watcher.cc",
+        "<@(backend_sources)"
       ],
       "include_dirs": ["<!(node -p \"require('node-addon-api').include_dir\")"],
       "defines": ["NAPI_VERSION=8", "NAPI_DISABLE_CPP_EXCEPTIONS", "NODE_ADDON_API_DISABLE_DEPRECATED"],
@@ -22,16 +40,6 @@
       "cflags_cc!": ["-fno-exceptions", "-std=gnu++17", "-std=c++17"],
       "cflags_cc": ["-std=c++20", "-fno-exceptions", "-Wall", "-Wextra", "-Werror"],
       "conditions": [
-        ["OS=='linux'", {
-          "sources": [
-            "native/backends/posix_socket.cc",
-            "native/backends/threadpool.cc",
-            "native/backends/pooled_files.cc",
-            "native/backends/epoll.cc",
-            "native/backends/io_uring_ring.cc",
-            "native/backends/io_uring.cc"
-          ]
-        }],
         # Optional: the kqueue backend on Linux as well, built against a kqueue emulation installed
         # under this prefix (include/kqueue/sys/event.h, lib/libkqueue.*), to run the kqueue suite
         # without a Mac: node-gyp rebuild -- -Dtwinloop_kqueue_prefix=/path/to/prefix
@@ -45,10 +53,6 @@
           ]
         }],
         ["OS=='mac'", {
-          "sources": [
-            "native/backends/posix_socket.cc",
-            "native/backends/kqueue.cc"
-          ],
           # On macOS node-gyp takes the compiler flags from xcode_settings, not from cflags_cc.
           "xcode_settings": {
             "CLANG_CXX_LANGUAGE_STANDARD": "c++20",
@@ -58,20 +62,11 @@
             "OTHER_CPLUSPLUSFLAGS": ["-Wall", "-Wextra", "-Werror"]
           }
         }],
-        ["OS=='freebsd'", {
-          "sources": [
-            "native/backends/posix_socket.cc",
-            "native/backends/kqueue.cc"
-          ]
-        }],
         # Windows: the IOCP backend, woken through a thread-safe function instead of libuv handles
         # (native/binding/loop_watcher.h). CMakeLists.txt cross-builds the same sources with MinGW.
         ["OS=='win'", {
           "sources!": ["native/binding/uv_watcher.cc"],
-          "sources": [
-            "native/binding/tsfn_watcher.cc",
-            "native/backends/iocp.cc"
-          ],
+          "sources": ["native/binding/tsfn_watcher.cc"],
           "defines": ["WIN32_LEAN_AND_MEAN", "NOMINMAX", "_WIN32_WINNT=0x0A00"],
           "libraries": ["ws2_32.lib"],
           "msvs_settings": {
@@ -93,25 +88,14 @@
           "target_conditions": [["_type=='loadable_module'", {"product_extension": "so"}]],
           "sources": [
             "native/core/registry.cc",
-            "native/binding/native_echo.cc"
+            "native/binding/native_echo.cc",
+            "<@(backend_sources)"
           ],
           "include_dirs": ["<!(node -p \"require('node-addon-api').include_dir\")"],
           "defines": ["NAPI_VERSION=8", "NAPI_DISABLE_CPP_EXCEPTIONS", "NODE_ADDON_API_DISABLE_DEPRECATED"],
           "cflags!": ["-fno-exceptions"],
           "cflags_cc!": ["-fno-exceptions", "-std=gnu++17", "-std=c++17"],
-          "cflags_cc": ["-std=c++20", "-fno-exceptions", "-Wall", "-Wextra", "-Werror"],
-          "conditions": [
-            ["OS=='linux'", {
-              "sources": [
-                "native/backends/posix_socket.cc",
-                "native/backends/threadpool.cc",
-                "native/backends/pooled_files.cc",
-                "native/backends/epoll.cc",
-                "native/backends/io_uring_ring.cc",
-                "native/backends/io_uring.cc"
-              ]
-            }]
-          ]
+          "cflags_cc": ["-std=c++20", "-fno-exceptions", "-Wall", "-Wextra", "-Werror"]
         },
         {
           "target_name": "loadgen",

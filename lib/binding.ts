@@ -53,6 +53,20 @@ export interface NativeLoop {
   readStop(handle: number): number;
   acceptStart(handle: number): number;
   acceptStop(handle: number): number;
+  /**
+   * Cancels operation `opId` of `handle` (-1: a timer). It still completes, as an event: with
+   * ECANCELED, with its real result if it finished first, or — a write cancelled half-sent — with
+   * the (positive) count the peer got. -ENOENT: not in flight; ENOSYS: this backend cannot cancel.
+   */
+  cancel(handle: number, opId: number): number;
+  /** A one-shot timer on the backend's own wait: completes as `opId` with 0 after `delayMs`. */
+  startTimer(delayMs: number, opId: number): number;
+  fileOpen(path: string, flags: number, mode: number, opId: number): number;
+  fileRead(file: number, buffer: Uint8Array, position: number, opId: number): number;
+  fileWrite(file: number, buffer: Uint8Array, position: number, opId: number): number;
+  fileSync(file: number, dataOnly: boolean, opId: number): number;
+  fileClose(file: number, opId: number): number;
+  setThreadPoolSize(threads: number): void;
   stats(): NativeStats;
   ref(): void;
   unref(): void;
@@ -61,10 +75,11 @@ export interface NativeLoop {
 
 export interface NativeModule {
   NativeLoop: new (backend: string, events: Int32Array, arena: Uint8Array, dispatch: (count: number) => void) => NativeLoop;
+  allocAligned(size: number, alignment: number): ArrayBuffer;
   /** Backends compiled into this binary, most preferred first. */
   backends: string[];
   /** Negative errno values as the backends return them. */
-  errors: { EAGAIN: number; ECANCELED: number; EBADF: number; EMFILE: number; ENFILE: number };
+  errors: { EAGAIN: number; ECANCELED: number; EBADF: number; EMFILE: number; ENFILE: number; ENOSYS: number; ETIMEDOUT: number };
 }
 
 const require = createRequire(import.meta.url);

@@ -1,6 +1,7 @@
 // The JavaScript half of a loop: owns the native loop, the shared event buffer and arena, and
 // routes each batch of events to the handles and operations they belong to.
 import { EventKind, native, type NativeLoop, type NativeInfo } from './binding.js';
+import { systemError } from './errors.js';
 
 /** What a handle (socket or server) does with the events the native loop reports for it. */
 export interface EventTarget {
@@ -17,10 +18,21 @@ interface PendingOperation {
   complete(result: number): void;
   /** Kept referenced until the completion: the kernel may write into it until then. */
   buffer: Uint8Array | undefined;
+  /** Does not keep Node's loop alive (the idle sweep, `sleep(ms, { ref: false })`). */
+  weak: boolean;
+}
+
+/** How an operation can be cancelled, and whether it keeps Node's loop alive. */
+export interface ExpectOptions {
+  /** Aborting it cancels the operation (see `LoopCore.expect`). */
+  signal?: AbortSignal | undefined;
+  /** The handle the operation belongs to, for cancelling it; -1 for a timer. */
+  handle?: number;
+  weak?: boolean;
 }
 
 const kEventInts = 4;
-const { ECANCELED } = native.errors;
+const { ECANCELED, ENOSYS } = native.errors;
 
 export class LoopCore {
   readonly native: NativeLoop;
@@ -31,7 +43,10 @@ export class LoopCore {
   readonly #targets = new Map<number, EventTarget>();
   readonly #operations = new Map<number, PendingOperation>();
   #nextOperation = 0;
+  #weakOperations = 0;
   #referenced = false;
+  /** Timers emulated with Node's own, on a backend without native ones (ENOSYS). */
+  readonly #fallbackTimers = new Map<number, NodeJS.Timeout>();
 
   constructor(backend: string, batchSize: number, arenaSize: number) {
     this.#events = new Int32Array(batchSize * kEventInts);
@@ -61,8 +76,75 @@ export class LoopCore {
     return this.#nextOperation;
   }
 
-  expect(id: number, complete: (result: number) => void, buffer?: Uint8Array): void {
-    this.#operations.set(id, { complete, buffer });
+  /**
+   * Waits for the completion of operation `id`. With `options.signal`, aborting asks the backend
+   * to cancel it; it then completes with ECANCELED — or with its real result if the kernel had
+   * finished first, so that nothing it did (bytes read, a connection accepted) is lost. The
+   * caller turns ECANCELED into an AbortError when `signal.aborted`.
+   */
+  expect(id: number, complete: (result: number) => void, buffer?: Uint8Array, options: ExpectOptions = {}): void {
+    const { signal, handle = -1, weak = false } = options;
+    let settle = complete;
+    if (signal !== undefined) {
+      const onAbort = (): void => this.cancel(handle, id);
+      signal.addEventListener('abort', onAbort, { once: true });
+      settle = (result) => {
+        signal.removeEventListener('abort', onAbort);
+        complete(result);
+      };
+    }
+    this.#operations.set(id, { complete: settle, buffer, weak });
+    if (weak) this.#weakOperations += 1;
+    this.#updateReference();
+  }
+
+  /**
+   * A one-shot timer on the backend's own wait (timerfd, IORING_OP_TIMEOUT, EVFILT_TIMER):
+   * `complete(0)` after `delayMs`, or ECANCELED once cancelled. Returns its operation id.
+   */
+  startTimer(delayMs: number, complete: (result: number) => void, options: ExpectOptions = {}): number {
+    const id = this.nextOperationId();
+    const rc = this.native.startTimer(delayMs, id);
+    if (rc === ENOSYS) {
+      const timer = setTimeout(() => this.#fallbackFired(id, 0), delayMs);
+      if (options.weak === true) timer.unref();
+      this.#fallbackTimers.set(id, timer);
+    } else if (rc < 0) {
+      throw systemError(rc, 'timer');
+    }
+    this.expect(id, complete, undefined, { ...options, handle: -1 });
+    return id;
+  }
+
+  /** Cancels timer `id`: it completes with ECANCELED unless it already fired. */
+  cancelTimer(id: number): void {
+    this.cancel(-1, id);
+  }
+
+  /**
+   * Asks the backend to cancel operation `id` of `handle` (-1: a timer); it completes later, as
+   * `expect()` says. Where the backend cannot cancel, it completes now with ECANCELED.
+   */
+  cancel(handle: number, id: number): void {
+    if (this.#closed || !this.#operations.has(id)) return;
+    const fallback = handle === -1 ? this.#fallbackTimers.get(id) : undefined;
+    if (fallback !== undefined) {
+      clearTimeout(fallback);
+      process.nextTick(() => this.#fallbackFired(id, ECANCELED));
+      return;
+    }
+    if (this.native.cancel(handle, id) !== ENOSYS) return;  // the completion follows as an event
+    // This backend cannot cancel: the operation settles now, and its buffer stays referenced
+    // until the kernel's completion, whose result is dropped.
+    const operation = this.#operations.get(id)!;
+    const settle = operation.complete;
+    operation.complete = () => {};
+    settle(ECANCELED);
+  }
+
+  #fallbackFired(id: number, result: number): void {
+    this.#fallbackTimers.delete(id);
+    this.#complete(id, result);
     this.#updateReference();
   }
 
@@ -73,11 +155,15 @@ export class LoopCore {
     for (const target of [...this.#targets.values()]) target.onLoopClose();
     this.#targets.clear();
     this.native.close();  // after this, no kernel operation uses any buffer we hold
+    for (const timer of this.#fallbackTimers.values()) clearTimeout(timer);
+    this.#fallbackTimers.clear();
     const pending = [...this.#operations.values()];
     this.#operations.clear();
+    this.#weakOperations = 0;
     for (const operation of pending) {
       try {
-        operation.complete(ECANCELED);
+        const { complete } = operation;  // not as a method: see #complete
+        complete(ECANCELED);
       } catch (error) {
         reportLater(error);
       }
@@ -86,7 +172,7 @@ export class LoopCore {
 
   // Node's loop stays alive while a handle is open or an operation is in flight, as with `net`.
   #updateReference(): void {
-    const busy = this.#targets.size > 0 || this.#operations.size > 0;
+    const busy = this.#targets.size > 0 || this.#operations.size > this.#weakOperations;
     if (busy === this.#referenced || this.#closed) return;
     this.#referenced = busy;
     if (busy) this.native.ref();
@@ -105,12 +191,21 @@ export class LoopCore {
     this.#updateReference();
   }
 
+  #complete(id: number, result: number): void {
+    const operation = this.#operations.get(id);
+    if (operation === undefined) return;  // cancelled and already reported
+    this.#operations.delete(id);
+    if (operation.weak) this.#weakOperations -= 1;
+    // Called without the operation as `this`: an error made in `complete` keeps its frames'
+    // receivers (V8 CallSiteInfo), and through this one the buffer, alive as long as it lives.
+    const { complete } = operation;
+    operation.buffer = undefined;
+    complete(result);
+  }
+
   #deliver(handle: number, kind: number, result: number, aux: number): void {
     if (kind === EventKind.Completed) {
-      const operation = this.#operations.get(aux);
-      if (operation === undefined) return;  // cancelled and already reported
-      this.#operations.delete(aux);
-      operation.complete(result);
+      this.#complete(aux, result);
       return;
     }
     const target = this.#targets.get(handle);

@@ -97,3 +97,15 @@ export function validateFunction(name: string, value: unknown): asserts value is
 export function validateObject(name: string, value: unknown): asserts value is Record<string, unknown> {
   if (typeof value !== 'object' || value === null) throw invalidArgType(name, 'of type object', value);
 }
+
+/** The error an aborted operation rejects with, as Node makes it: name AbortError, code ABORT_ERR. */
+export function abortError(signal: AbortSignal): Error {
+  const error = new Error('The operation was aborted', { cause: signal.reason }) as Error & { code: string };
+  error.name = 'AbortError';
+  error.code = 'ABORT_ERR';
+  return error;
+}
+
+export function validateAbortSignal(name: string, signal: unknown): asserts signal is AbortSignal | undefined {
+  if (signal !== undefined && !(signal instanceof AbortSignal)) throw invalidArgType(name, 'an instance of AbortSignal', signal);
+}

@@ -9,11 +9,12 @@
  * });
  */
 export { open, availableBackends, Loop } from './loop.js';
-export type { BackendName, PatternName, OpenOptions, LoopInfo, LoopStats, ListenOptions, ConnectOptions } from './loop.js';
-export { Socket, type SocketOptions } from './net/socket.js';
+export type { BackendName, PatternName, OpenOptions, LoopInfo, LoopStats, ListenOptions, ConnectOptions, SleepOptions } from './loop.js';
+export { Socket, type SocketOptions, type SocketOperationOptions } from './net/socket.js';
 export { Server, type ConnectionHandler } from './net/server.js';
 export type { Endpoint } from './net/address.js';
 export { ReactorApi, type Readiness } from './patterns/reactor.js';
-export { ProactorApi, type Completion } from './patterns/proactor.js';
+export { ProactorApi, type Completion, type ProactorOptions, type TornWriteError } from './patterns/proactor.js';
+export { File, allocAligned, type OpenFileOptions, type OpenFlags, type FileOperationOptions } from './file.js';
 export type { SystemError } from './errors.js';
 export { bindingPath } from './binding.js';

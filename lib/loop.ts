@@ -1,6 +1,18 @@
 import { native, type NativeStats } from './binding.js';
 import { LoopCore } from './core.js';
-import { invalidArgValue, loopClosed, systemError, validateFunction, validateInteger, validateObject } from './errors.js';
+import {
+  abortError,
+  invalidArgType,
+  invalidArgValue,
+  loopClosed,
+  outOfRange,
+  systemError,
+  validateAbortSignal,
+  validateFunction,
+  validateInteger,
+  validateObject,
+} from './errors.js';
+import { File, openFile, type OpenFileOptions } from './file.js';
 import { resolveEndpoint, type Endpoint } from './net/address.js';
 import { Server, type ConnectionHandler } from './net/server.js';
 import { Socket, type SocketOptions } from './net/socket.js';
@@ -18,6 +30,8 @@ export interface OpenOptions {
   batchSize?: number;
   /** Bytes of received data one batch can carry (default 1 MiB). */
   arenaSize?: number;
+  /** Threads for file I/O on the reactor backends, which cannot wait for files (default 4). */
+  threadPoolSize?: number;
 }
 
 export interface LoopInfo {
@@ -42,7 +56,25 @@ export type ListenOptions = Endpoint & {
   ipv6Only?: boolean;
 } & SocketOptions;
 
-export type ConnectOptions = Endpoint & SocketOptions;
+export type ConnectOptions = Endpoint &
+  SocketOptions & {
+    /** Aborting it cancels the connect: the call rejects with an `AbortError` and the socket is closed. */
+    signal?: AbortSignal;
+    /**
+     * Ms the connection may take to be established (after the host name is resolved); then the
+     * call rejects with code `'ETIMEDOUT'` and the socket is closed. 0 or absent: the kernel's
+     * own limit (minutes, for a peer that drops SYNs). Not Node's `timeout`, which is an idle
+     * timeout: that is `idleTimeout` here.
+     */
+    connectTimeout?: number;
+  };
+
+export interface SleepOptions {
+  /** Aborting it cancels the timer and rejects with an `AbortError`. */
+  signal?: AbortSignal;
+  /** `false`: the pending timer does not keep Node's process alive (default true), as in `node:timers`. */
+  ref?: boolean;
+}
 
 /**
  * One event loop on one backend, running inside Node's own loop. Open as many as you like, one
@@ -73,6 +105,8 @@ export class Loop {
     validateInteger('options.batchSize', batchSize, 1, 1 << 20);
     const arenaSize = options.arenaSize ?? 1 << 20;
     validateInteger('options.arenaSize', arenaSize, 64 * 1024, 1 << 30);
+    const threadPoolSize = options.threadPoolSize ?? 4;
+    validateInteger('options.threadPoolSize', threadPoolSize, 1, 1024);
     try {
       this.#core = new LoopCore(backend, batchSize, arenaSize);
     } catch (error) {
@@ -82,6 +116,7 @@ export class Loop {
       wrapped.message = `cannot open backend '${backend}': ${cause.message}`;
       throw wrapped;
     }
+    this.#core.native.setThreadPoolSize(threadPoolSize);
     const { backend: name, pattern, features, fallbackReason } = this.#core.info;
     this.info = {
       backend: name as BackendName,
@@ -120,20 +155,91 @@ export class Loop {
 
   /** Connects to a TCP host and port or a Unix socket path; resolves once connected. */
   async connect(options: ConnectOptions): Promise<Socket> {
+    validateObject('options', options);
+    const { signal, connectTimeout = 0 } = options;
+    validateAbortSignal('options.signal', signal);
+    validateInteger('options.connectTimeout', connectTimeout, 0, 2 ** 31 - 1);
+    const { idleTimeout, ...perSocket } = socketOptions(options);
+    if (signal?.aborted) throw abortError(signal);
     const endpoint = await resolveEndpoint('options', options, 'localhost', 1);
+    if (signal?.aborted) throw abortError(signal);
     this.#assertOpen();
-    const id = this.#core.nextOperationId();
-    const handle = this.#core.native.connect(endpoint.family, endpoint.host, endpoint.port, id);
+    const core = this.#core;
+    const id = core.nextOperationId();
+    const handle = core.native.connect(endpoint.family, endpoint.host, endpoint.port, id);
     if (handle < 0) throw systemError(handle, 'connect', endpoint.host, endpoint.port);
-    const socket = new Socket(this.#core, handle, socketOptions(options));
+    const socket = new Socket(core, handle, perSocket);
     return new Promise((resolve, reject) => {
-      this.#core.expect(id, (result) => {
-        if (result >= 0) return resolve(socket);
-        const error = socket.closed ? socket.closedError() : systemError(result, 'connect', endpoint.host, endpoint.port);
-        socket.close();
-        reject(error);
-      });
+      let timedOut = false;
+      const timer =
+        connectTimeout === 0
+          ? -1
+          : core.startTimer(connectTimeout, (result) => {
+              if (result < 0) return;
+              timedOut = true;
+              core.cancel(handle, id);
+            });
+      core.expect(
+        id,
+        (result) => {
+          if (timer !== -1) core.cancelTimer(timer);
+          if (result >= 0) {
+            // Connected, even if the timeout or an abort came too late to stop it.
+            if (idleTimeout) socket.setIdleTimeout(idleTimeout);
+            return resolve(socket);
+          }
+          const error = timedOut
+            ? systemError(ETIMEDOUT, 'connect', endpoint.host, endpoint.port)
+            : result === ECANCELED && signal?.aborted
+              ? abortError(signal)
+              : socket.closed
+                ? socket.closedError()
+                : systemError(result, 'connect', endpoint.host, endpoint.port);
+          socket.close();
+          reject(error);
+        },
+        undefined,
+        { signal, handle },
+      );
     });
+  }
+
+  /**
+   * Resolves after `delay` ms — never earlier — on the loop's own native timer (one timerfd,
+   * IORING_OP_TIMEOUT or EVFILT_TIMER for all the loop's timers). Timers due at the same time
+   * resolve in the order they were started.
+   *
+   * @example
+   * await loop.sleep(100);
+   * await loop.sleep(60_000, { signal }); // rejects with an AbortError when `signal` aborts
+   */
+  sleep(delay: number, options: SleepOptions = {}): Promise<void> {
+    if (typeof delay !== 'number') throw invalidArgType('delay', 'of type number', delay);
+    if (!(delay >= 0 && delay <= 2 ** 31 - 1)) throw outOfRange('delay', '>= 0 and <= 2147483647', delay);
+    validateObject('options', options);
+    const { signal } = options;
+    validateAbortSignal('options.signal', signal);
+    if (signal?.aborted) return Promise.reject(abortError(signal));
+    if (this.#core.closed) return Promise.reject(loopClosed());
+    return new Promise((resolve, reject) => {
+      this.#core.startTimer(
+        Math.ceil(delay),
+        (result) => {
+          if (result >= 0) resolve();
+          else if (result === ECANCELED && signal?.aborted) reject(abortError(signal));
+          else reject(result === ECANCELED ? loopClosed() : systemError(result, 'timer'));
+        },
+        { signal, weak: options.ref === false },
+      );
+    });
+  }
+
+  /**
+   * Opens a regular file. The proactor backends submit its reads and writes to the kernel; the
+   * reactor backends run them on the loop's thread pool.
+   */
+  openFile(path: string, options?: OpenFileOptions): Promise<File> {
+    return openFile(this.#core, path, options);
   }
 
   /** Counters since open: syscalls made, events handled, wakes, batches and JS calls. */
@@ -159,10 +265,15 @@ function socketOptions(options: SocketOptions): SocketOptions {
       result[key] = options[key];
     }
   }
+  if (options.idleTimeout !== undefined) {
+    validateInteger('options.idleTimeout', options.idleTimeout, 0, 2 ** 31 - 1);
+    result.idleTimeout = options.idleTimeout;
+  }
   return result;
 }
 
 const allBackends: readonly BackendName[] = ['epoll', 'kqueue', 'io_uring', 'iocp'];
+const { ECANCELED, ETIMEDOUT } = native.errors;
 
 /** Opens a loop. Throws an Error with `code` when the requested backend cannot run here. */
 export function open(options?: OpenOptions): Loop {

@@ -1,10 +1,11 @@
 import type { NativeAddress } from '../binding.js';
 import { native } from '../binding.js';
 import type { LoopCore } from '../core.js';
-import { codedError, systemError, validateBuffer } from '../errors.js';
+import { abortError, codedError, systemError, validateAbortSignal, validateBuffer, validateInteger, validateObject } from '../errors.js';
 import { Handle } from '../handle.js';
+import { IdleSweeper, type Sweepable } from './idle.js';
 
-const { ECANCELED } = native.errors;
+const { ECANCELED, ETIMEDOUT } = native.errors;
 const resolved: Promise<void> = Promise.resolve();
 
 export interface SocketOptions {
@@ -12,6 +13,18 @@ export interface SocketOptions {
   readableHighWaterMark?: number;
   /** Bytes queued for the kernel above which `writableNeedDrain` is true (default 1 MiB). */
   writableHighWaterMark?: number;
+  /**
+   * Closes the socket after this many ms without a byte received or sent (see
+   * `Socket.setIdleTimeout`); 0 or absent: never. On `listen`, for every accepted connection;
+   * on `connect`, from when it is connected.
+   */
+  idleTimeout?: number;
+}
+
+/** Options of `Socket.read` and `Socket.write`. */
+export interface SocketOperationOptions {
+  /** Aborting it rejects the call with an `AbortError` (see the method for what else happens). */
+  signal?: AbortSignal;
 }
 
 interface ReadWaiter {
@@ -25,7 +38,7 @@ interface ReadWaiter {
  * @example
  * for await (const chunk of socket) await socket.write(chunk); // echo
  */
-export class Socket extends Handle implements AsyncIterable<Buffer> {
+export class Socket extends Handle implements AsyncIterable<Buffer>, Sweepable {
   readonly readableHighWaterMark: number;
   readonly writableHighWaterMark: number;
   #received: Buffer[] = [];
@@ -40,12 +53,19 @@ export class Socket extends Handle implements AsyncIterable<Buffer> {
   #ending: Promise<void> | null = null;
   #writesDone: (() => void) | null = null;
   #remote: NativeAddress | null = null;
+  #idleTimeout = 0;     // ms; 0 = none
+  #deadline = 0;        // performance.now() at which the socket is closed; 0 = none
+  #deadlineMs = 0;      // the delay it was set with, for the sweep's period
+  #active = false;      // a byte moved since the last sweep
+  #lastSeen = 0;        // the sweep (or set-up) time after the last activity
+  #timedOut: Error | null = null;
 
   /** @internal */
   constructor(core: LoopCore, handle: number, options: SocketOptions = {}) {
     super(core, handle);
     this.readableHighWaterMark = options.readableHighWaterMark ?? 1024 * 1024;
     this.writableHighWaterMark = options.writableHighWaterMark ?? 1024 * 1024;
+    if (options.idleTimeout) this.setIdleTimeout(options.idleTimeout);
   }
 
   /** Bytes handed to `write()` that the kernel has not taken yet. */
@@ -87,7 +107,9 @@ export class Socket extends Handle implements AsyncIterable<Buffer> {
    * The next chunk of received bytes, or null once the peer has ended its side (or this socket
    * was closed). Rejects with the socket's error, e.g. `ECONNRESET`.
    */
-  read(): Promise<Buffer | null> {
+  read(options?: SocketOperationOptions): Promise<Buffer | null> {
+    const signal = options === undefined ? undefined : validateOperationOptions(options);
+    if (signal?.aborted) return Promise.reject(abortError(signal));
     if (this.#received.length > 0) {
       const chunk = this.#received.shift()!;
       this.#receivedBytes -= chunk.length;
@@ -101,7 +123,28 @@ export class Socket extends Handle implements AsyncIterable<Buffer> {
       if (rc < 0) return Promise.reject(systemError(rc, 'read'));
       this.#streaming = true;
     }
-    return new Promise((resolve, reject) => this.#readers.push({ resolve, reject }));
+    if (signal === undefined) return new Promise((resolve, reject) => this.#readers.push({ resolve, reject }));
+    // No kernel operation per read() here (the socket streams into the loop's buffers): aborting
+    // only withdraws this reader, so a chunk that arrives later goes to the next read().
+    return new Promise((resolve, reject) => {
+      const onAbort = (): void => {
+        const index = this.#readers.indexOf(reader);
+        if (index !== -1) this.#readers.splice(index, 1);
+        reject(abortError(signal));
+      };
+      const reader: ReadWaiter = {
+        resolve: (chunk) => {
+          signal.removeEventListener('abort', onAbort);
+          resolve(chunk);
+        },
+        reject: (error) => {
+          signal.removeEventListener('abort', onAbort);
+          reject(error);
+        },
+      };
+      signal.addEventListener('abort', onAbort, { once: true });
+      this.#readers.push(reader);
+    });
   }
 
   [Symbol.asyncIterator](): AsyncIterator<Buffer> {
@@ -116,33 +159,62 @@ export class Socket extends Handle implements AsyncIterable<Buffer> {
   /**
    * Sends `data`; resolves once the kernel has taken every byte of it. Writes are sent in the
    * order they were made. Await them (or watch `writableNeedDrain`) to bound what is queued.
+   *
+   * Aborting `options.signal` withdraws the write and rejects with an `AbortError`. If none of
+   * its bytes had gone out, the socket carries on as if it had never been made; if some had, the
+   * peer has a torn message and the socket is closed — as Node destroys a stream on abort.
    */
-  write(data: Uint8Array | string): Promise<void> {
+  write(data: Uint8Array | string, options?: SocketOperationOptions): Promise<void> {
     const bytes = typeof data === 'string' ? Buffer.from(data) : data;
     validateBuffer('data', bytes);
+    const signal = options === undefined ? undefined : validateOperationOptions(options);
+    if (signal?.aborted) return Promise.reject(abortError(signal));
     if (this.closed) return Promise.reject(this.closedError());
     if (this.#ending !== null) return Promise.reject(codedError('ERR_STREAM_WRITE_AFTER_END', 'write after end'));
     if (bytes.length === 0) return resolved;
     const id = this.core.nextOperationId();
     const rc = this.core.native.write(this.handle, bytes, id);
-    if (rc === 1) return resolved;
+    if (rc === 1) {
+      this.#active = true;
+      return resolved;
+    }
     if (rc < 0) return Promise.reject(systemError(rc, 'write'));
+    const length = bytes.length;
     this.#writesInFlight += 1;
-    this.#writableLength += bytes.length;
-    return new Promise((resolve, reject) => {
-      this.core.expect(
-        id,
-        (result) => {
-          this.#writesInFlight -= 1;
-          this.#writableLength -= bytes.length;
-          if (this.#writesInFlight === 0) this.#writesDone?.();
-          if (result >= 0) resolve();
-          else if (result === ECANCELED) reject(codedError('ERR_SOCKET_CLOSED', 'Socket was closed with this write in flight'));
-          else reject(systemError(result, 'write'));
-        },
-        bytes,
-      );
+    this.#writableLength += length;
+    let resolve!: () => void;
+    let reject!: (error: Error) => void;
+    const promise = new Promise<void>((onResolve, onReject) => {
+      resolve = onResolve;
+      reject = onReject;
     });
+    // No closure here may capture `bytes`: the completion's stack frames live on in the errors it
+    // makes, and through them the buffer would stay alive as long as the caller keeps the error.
+    this.core.expect(
+      id,
+      (result) => {
+        this.#writesInFlight -= 1;
+        this.#writableLength -= length;
+        if (this.#writesInFlight === 0) this.#writesDone?.();
+        if (result === 0) {
+          this.#active = true;
+          resolve();
+        } else if (result > 0 || (result === ECANCELED && signal?.aborted)) {
+          // result > 0: cancelled after that many bytes went out (see ProactorApi.write).
+          const error = abortError(signal!) as Error & { bytesWritten?: number };
+          if (result > 0) {
+            error.bytesWritten = result;
+            this.close();
+          }
+          reject(error);
+        } else if (result === ECANCELED) {
+          reject(this.#timedOut !== null ? systemError(ETIMEDOUT, 'write') : codedError('ERR_SOCKET_CLOSED', 'Socket was closed with this write in flight'));
+        } else reject(systemError(result, 'write'));
+      },
+      bytes,
+      { signal, handle: this.handle },
+    );
+    return promise;
   }
 
   /**
@@ -162,6 +234,73 @@ export class Socket extends Handle implements AsyncIterable<Buffer> {
     return this.#ending;
   }
 
+  /**
+   * Closes the socket once `timeout` ms pass without a byte received or sent; 0 turns it off.
+   * Its pending `read()` and writes then reject with code `'ETIMEDOUT'`, and `'timeout'` is
+   * emitted just before `'close'`. It drops silent clients and half-open peers (gone without a
+   * FIN, so nothing arrives and writes stall). Every byte counts as activity, as with Node's
+   * `socket.setTimeout`: a slowloris that trickles a byte now and then stays "active" — bound
+   * the time a whole request may take with `setDeadline` for that. Checked by one coarse sweep
+   * per loop: the socket closes between `timeout` and 1.25 × `timeout` after its last activity.
+   * Bytes count when they reach the socket (once `read()` has started it reading); a single
+   * write that takes longer than `timeout` to drain is idle meanwhile — write in pieces.
+   */
+  setIdleTimeout(timeout: number): this {
+    validateInteger('timeout', timeout, 0, 2 ** 31 - 1);
+    this.#idleTimeout = timeout;
+    this.#lastSeen = performance.now();
+    this.#active = false;
+    this.#track();
+    return this;
+  }
+
+  /**
+   * Closes the socket `timeout` ms from now, whatever it does meanwhile (as Go's
+   * `SetDeadline`), unless called again; 0 clears it. Pending `read()`s and writes reject with
+   * `'ETIMEDOUT'`. What stops a slowloris: e.g. a server gives each request 10 s to arrive whole.
+   *
+   * @example
+   * socket.setDeadline(10_000); const request = await readRequest(socket); socket.setDeadline(0);
+   */
+  setDeadline(timeout: number): this {
+    validateInteger('timeout', timeout, 0, 2 ** 31 - 1);
+    this.#deadlineMs = timeout;
+    this.#deadline = timeout === 0 ? 0 : performance.now() + timeout;
+    this.#track();
+    return this;
+  }
+
+  /** @internal One sweep of the loop's IdleSweeper. */
+  sweep(now: number): number {
+    if (this.closed) return 0;
+    if (this.#active) {
+      this.#active = false;
+      this.#lastSeen = now;
+    }
+    const idle = this.#idleTimeout !== 0 && now - this.#lastSeen >= this.#idleTimeout;
+    if (idle || (this.#deadline !== 0 && now >= this.#deadline)) {
+      this.#expire();
+      return 0;
+    }
+    return smallestTimeout(this.#idleTimeout, this.#deadline === 0 ? 0 : this.#deadlineMs);
+  }
+
+  #track(): void {
+    if (this.closed) return;
+    const smallest = smallestTimeout(this.#idleTimeout, this.#deadline === 0 ? 0 : this.#deadlineMs);
+    if (smallest !== 0) IdleSweeper.of(this.core).add(this, smallest);
+  }
+
+  // Timed out: readers and writers learn why, then the socket closes (its in-flight writes
+  // complete with ECANCELED, reported as ETIMEDOUT).
+  #expire(): void {
+    this.#timedOut = systemError(ETIMEDOUT, 'read');
+    this.#readError ??= this.#timedOut;
+    for (const reader of this.#readers.splice(0)) reader.reject(this.#timedOut);
+    this.emit('timeout');
+    this.close();
+  }
+
   /** Closes at once with an RST instead of a FIN, so that the peer sees `ECONNRESET`. */
   resetAndDestroy(): void {
     this.closeWithReset(true);
@@ -173,6 +312,7 @@ export class Socket extends Handle implements AsyncIterable<Buffer> {
   }
 
   protected onClosed(): void {
+    if (this.#idleTimeout !== 0 || this.#deadline !== 0) IdleSweeper.of(this.core).delete(this);
     // The owner closed the socket: waiting readers see the end of the stream, not an error.
     for (const reader of this.#readers.splice(0)) reader.resolve(null);
     this.#writesDone?.();
@@ -180,6 +320,7 @@ export class Socket extends Handle implements AsyncIterable<Buffer> {
 
   /** @internal */
   override onData(chunk: Buffer | null, status: number): void {
+    this.#active = true;
     if (chunk !== null) {
       const reader = this.#readers.shift();
       if (reader !== undefined) {
@@ -210,4 +351,15 @@ export class Socket extends Handle implements AsyncIterable<Buffer> {
   #resume(): void {
     if (this.closed || this.core.native.readStart(this.handle) >= 0) this.#paused = false;
   }
+}
+
+function validateOperationOptions(options: SocketOperationOptions): AbortSignal | undefined {
+  validateObject('options', options);
+  validateAbortSignal('options.signal', options.signal);
+  return options.signal;
+}
+
+/** The smaller of two timeouts where 0 means none; 0 when both are. */
+function smallestTimeout(a: number, b: number): number {
+  return a === 0 ? b : b === 0 ? a : Math.min(a, b);
 }

@@ -403,11 +403,17 @@ class EpollBackend final : public Backend {
     Socket* s = sockets_.find(handle);
     if (!s) return;  // closed earlier in this batch
     bool failed = ready.events & (EPOLLERR | EPOLLHUP);
+    // Readiness that nobody was waiting for: the moment to narrow the mask (see update_interest).
+    // What this dispatch itself completes does not count — the next operation usually follows
+    // within the batch.
+    uint32_t wanted = wanted_events(*s);
+    bool unwanted = (ready.events & (EPOLLIN | EPOLLOUT) & ~wanted) != 0 || (failed && wanted == 0);
     if ((ready.events & EPOLLIN) || failed) on_readable(handle, *s, sink);
     s = sockets_.find(handle);  // accepting may have moved it
     if ((ready.events & EPOLLOUT) || failed) on_writable(handle, *s, sink);
-    // Readiness nobody waits for any more: now is the time to narrow the mask (see update_interest).
-    update_interest(handle, *s, wanted_events(*s) != s->registered);
+    // Unlike a read, a write that had to wait is rarely followed by another: drop EPOLLOUT now.
+    bool writes_done = (ready.events & EPOLLOUT) && !(wanted_events(*s) & EPOLLOUT);
+    update_interest(handle, *s, unwanted || writes_done);
   }
 
   void on_readable(HandleId handle, Socket& s, BatchSink& sink) {

@@ -30,7 +30,10 @@
 
 #include "../core/event_queue.h"
 #include "../core/handle_table.h"
+#include "io_uring_files.h"
 #include "io_uring_ring.h"
+#include "io_uring_timers.h"
+#include "monotonic_clock.h"
 #include "posix_socket.h"
 
 namespace twinloop {
@@ -80,6 +83,7 @@ struct PendingWrite {
   uint32_t size;
   uint32_t sent;
   int32_t op_id;
+  bool cancelled = false;  // cancel() came while the kernel held it: settled at the send's CQE
 };
 
 // A send of several queued writes: the kernel reads msghdr and iovecs when it issues the op, so
@@ -104,6 +108,7 @@ struct Socket {
   bool streaming_accept = false;
   bool closing = false;
   bool dirty = false;
+  bool write_torn = false;  // a write was cancelled half-sent: no later byte may follow it
   int32_t connect_op = -1;
   std::unique_ptr<SockAddrStorage> connect_address;
   std::unique_ptr<SendBatch> send_batch;
@@ -123,7 +128,8 @@ class IoUringBackend final : public Backend {
   int init(std::string& reason, unsigned max_buffers, unsigned cq_entries) {
     if (int rc = ring_.open(std::min(kSqEntries, cq_entries), cq_entries, reason); rc < 0) return rc;
     for (uint8_t op : {IORING_OP_RECV, IORING_OP_SEND, IORING_OP_SENDMSG, IORING_OP_ACCEPT, IORING_OP_CONNECT,
-                       IORING_OP_POLL_ADD, IORING_OP_POLL_REMOVE, IORING_OP_ASYNC_CANCEL, IORING_OP_NOP}) {
+                       IORING_OP_POLL_ADD, IORING_OP_POLL_REMOVE, IORING_OP_ASYNC_CANCEL, IORING_OP_NOP,
+                       IORING_OP_TIMEOUT, IORING_OP_TIMEOUT_REMOVE}) {
       if (!ring_.supports(op)) {
         reason = "io_uring lacks the socket opcodes (kernel older than 5.19)";
         return -ENOSYS;
@@ -175,11 +181,12 @@ class IoUringBackend final : public Backend {
     sockets_.for_each([&](HandleId handle, Socket& s) {
       if (!s.closing) close(handle, false);
     });
-    for (int waits = 0; in_flight_ops_ > 0 && waits < 100; ++waits) {
+    timers_.disarm([this] { return sqe(); }, kIgnoreKind << 32);
+    for (int waits = 0; in_flight_ops_ + files_.in_flight() > 0 && waits < 100; ++waits) {
       pump_dirty();
       if (ring_.enter(true) < 0 && ring_.pending() > 0) break;
       reap_discarding();
-      if (in_flight_ops_ == 0) break;
+      if (in_flight_ops_ + files_.in_flight() == 0) break;
       wait_for_completion();
     }
   }
@@ -327,6 +334,7 @@ class IoUringBackend final : public Backend {
     if (!s) return -EBADF;
     if (s->listener) return -EINVAL;
     if (s->connect_op >= 0) return -ENOTCONN;
+    if (s->write_torn) return -EPIPE;
     // No inline fast path: the send goes out with the batch's one io_uring_enter, and completes
     // there when the socket has room (its CQE is reaped by the next drain).
     s->writes.push_back({buffer.data(), static_cast<uint32_t>(buffer.size()), 0, op_id});
@@ -347,6 +355,80 @@ class IoUringBackend final : public Backend {
   int read_stop(HandleId handle) override { return set_streaming(handle, &Socket::streaming_read, false); }
   int accept_start(HandleId handle) override { return set_streaming(handle, &Socket::streaming_accept, true); }
   int accept_stop(HandleId handle) override { return set_streaming(handle, &Socket::streaming_accept, false); }
+
+  // What the kernel has not seen yet is taken off the socket's queue and completes with
+  // -ECANCELED at once (deferred); what it holds gets an IORING_OP_ASYNC_CANCEL by user_data, and
+  // completes only with its final CQE — -ECANCELED, or the real result if it won the race — so
+  // that no buffer is released while the kernel may still write into it.
+  int cancel(HandleId handle, int32_t op_id) override {
+    if (handle == -1) {
+      if (!timers_.cancel(op_id)) return -ENOENT;
+      defer({-1, EventKind::kCompleted, -ECANCELED, op_id});
+      return 0;
+    }
+    Socket* s = find(handle);
+    if (!s) return -EBADF;
+    if (s->connect_op == op_id) {
+      if (s->in_flight & kConnect) return cancel_in_flight(handle, *s, kConnect);
+      s->connect_op = -1;
+      s->connect_address.reset();
+      defer({handle, EventKind::kCompleted, -ECANCELED, op_id});
+      return 0;
+    }
+    for (size_t i = 0; i < s->reads.size(); ++i) {
+      if (s->reads[i].op_id != op_id) continue;
+      if (i == 0 && (s->in_flight & kRecv)) return cancel_in_flight(handle, *s, kRecv);
+      s->reads.erase(s->reads.begin() + static_cast<std::ptrdiff_t>(i));
+      defer({handle, EventKind::kCompleted, -ECANCELED, op_id});
+      return 0;
+    }
+    for (size_t i = 0; i < s->accepts.size(); ++i) {
+      if (s->accepts[i] != op_id) continue;
+      if (i == 0 && (s->in_flight & kAccept)) return cancel_in_flight(handle, *s, kAccept);
+      s->accepts.erase(s->accepts.begin() + static_cast<std::ptrdiff_t>(i));
+      defer({handle, EventKind::kCompleted, -ECANCELED, op_id});
+      return 0;
+    }
+    for (size_t i = 0; i < s->writes.size(); ++i) {
+      if (s->writes[i].op_id != op_id) continue;
+      if (i < s->send_count && (s->in_flight & kSend)) {
+        // The send carries it, perhaps with others: withdrawn, kept or torn at its CQE, once the
+        // kernel says how much went out.
+        s->writes[i].cancelled = true;
+        return cancel_in_flight(handle, *s, kSend);
+      }
+      if (s->writes[i].sent > 0) {
+        tear_writes(handle, *s, i, nullptr);  // the head, between two sends of it
+      } else {
+        s->writes.erase(s->writes.begin() + static_cast<std::ptrdiff_t>(i));
+        defer({handle, EventKind::kCompleted, -ECANCELED, op_id});
+      }
+      return 0;
+    }
+    return -ENOENT;
+  }
+
+  int file_open(const std::string& path, const FileOpenOptions& options, int32_t op_id) override {
+    return files_.open([this] { return sqe(); }, path, options, op_id);
+  }
+  int file_read(HandleId file, std::span<uint8_t> buffer, int64_t position, int32_t op_id) override {
+    return files_.transfer([this] { return sqe(); }, false, file, buffer.data(), buffer.size(), position, op_id);
+  }
+  int file_write(HandleId file, std::span<const uint8_t> buffer, int64_t position, int32_t op_id) override {
+    // The kernel only reads from it; one submission path serves both directions.
+    return files_.transfer([this] { return sqe(); }, true, file, const_cast<uint8_t*>(buffer.data()), buffer.size(),
+                           position, op_id);
+  }
+  int file_sync(HandleId file, bool data_only, int32_t op_id) override {
+    return files_.sync([this] { return sqe(); }, file, data_only, op_id);
+  }
+  int file_close(HandleId file, int32_t op_id) override { return files_.close([this] { return sqe(); }, file, op_id); }
+
+  int start_timer(uint64_t delay_ms, int32_t op_id) override {
+    if (!timers_.push(deadline_after_ms(delay_ms), op_id)) return -EEXIST;
+    arm_timer();
+    return 0;
+  }
 
   void drain(BatchSink& sink) override {
     in_drain_ = true;
@@ -473,6 +555,11 @@ class IoUringBackend final : public Backend {
     entry->user_data = user_data(kind, handle);
     s.in_flight |= kind;
     ++in_flight_ops_;
+  }
+
+  int cancel_in_flight(HandleId handle, Socket& s, Op kind) {
+    if (!(s.cancelling & kind)) cancel(handle, s, kind);
+    return 0;
   }
 
   void cancel(HandleId handle, Socket& s, Op kind) {
@@ -665,6 +752,10 @@ class IoUringBackend final : public Backend {
         complete = false;
         break;
       }
+      // The CQE is gone, whatever path consumed it: a socket closed after part of its CQE was
+      // delivered leaves the rest to finish_cancelled(), and a stale count would cut that many
+      // bytes off the front of the next socket's data (seen with clients resetting mid-transfer).
+      partial_ = 0;
     }
     reaped = head - ring_.cq_head();
     ring_.cq_advance(reaped);
@@ -689,6 +780,15 @@ class IoUringBackend final : public Backend {
   bool complete_one(const io_uring_cqe& cqe, BatchSink* sink) {
     uint64_t kind = cqe.user_data >> 32;
     if (kind == kIgnoreKind) return true;
+    if (cqe.user_data == RingTimers::kUserData) {
+      on_timer(sink);
+      return true;
+    }
+    if (kind == RingFiles::kKind) {
+      Event event;
+      if (files_.complete([this] { return sqe(); }, cqe, sink == nullptr, event)) emit(*sink, event);
+      return true;
+    }
     auto handle = static_cast<HandleId>(cqe.user_data & 0xffffffffu);
     auto op = static_cast<Op>(kind);
     Socket* s = sockets_.find(handle);
@@ -826,7 +926,11 @@ class IoUringBackend final : public Backend {
   void on_sent(HandleId handle, Socket& s, int32_t result, BatchSink& sink) {
     size_t carried = std::min<size_t>(s.send_count, s.writes.size());
     release_batch(s);
-    if (result < 0 || (result == 0 && carried > 0 && s.writes.front().size > s.writes.front().sent)) {
+    // A send that cancel() withdrew ends with -ECANCELED (-EINTR when an io-wq worker ran it), or
+    // with the count it sent before that: not a broken connection.
+    bool withdrawn = (s.cancelling & kSend) && (result == -ECANCELED || result == -EINTR);
+    if (withdrawn) result = 0;
+    if (result < 0 || (!withdrawn && result == 0 && carried > 0 && s.writes.front().size > s.writes.front().sent)) {
       // The connection is broken: every queued write fails with the error, in order.
       int32_t error = result < 0 ? result : -EPIPE;
       for (const PendingWrite& write : s.writes) emit(sink, {handle, EventKind::kCompleted, error, write.op_id});
@@ -844,6 +948,57 @@ class IoUringBackend final : public Backend {
       emit(sink, {handle, EventKind::kCompleted, 0, write.op_id});
     }
     s.writes.erase(s.writes.begin(), s.writes.begin() + static_cast<std::ptrdiff_t>(done));
+    if (s.cancelling & kSend) settle_cancelled_writes(handle, s, &sink);
+  }
+
+  // --- Cancellation and timers --------------------------------------------------------------
+
+  // Writes whose cancel() came while the kernel held them, now that it has let go (or a write
+  // that won the race has completed above): withdrawn if none of their bytes went out, else torn.
+  void settle_cancelled_writes(HandleId handle, Socket& s, BatchSink* sink) {
+    for (size_t i = 0; i < s.writes.size();) {
+      if (!s.writes[i].cancelled) {
+        ++i;
+      } else if (s.writes[i].sent == 0) {
+        complete_or_defer(sink, {handle, EventKind::kCompleted, -ECANCELED, s.writes[i].op_id});
+        s.writes.erase(s.writes.begin() + static_cast<std::ptrdiff_t>(i));
+      } else {
+        return tear_writes(handle, s, i, sink);
+      }
+    }
+  }
+
+  // Write `index` was cancelled half-sent (only the head of the queue can be): it completes with
+  // the count the peer got, and every write queued behind it is withdrawn, since its bytes would
+  // land in the middle of a message (see Backend::cancel).
+  void tear_writes(HandleId handle, Socket& s, size_t index, BatchSink* sink) {
+    complete_or_defer(sink, {handle, EventKind::kCompleted, static_cast<int32_t>(std::min<uint32_t>(s.writes[index].sent, INT32_MAX)),
+                             s.writes[index].op_id});
+    for (size_t i = index + 1; i < s.writes.size(); ++i) {
+      complete_or_defer(sink, {handle, EventKind::kCompleted, -ECANCELED, s.writes[i].op_id});
+    }
+    s.writes.resize(index);
+    s.write_torn = true;
+  }
+
+  void complete_or_defer(BatchSink* sink, const Event& event) {
+    if (sink != nullptr) {
+      emit(*sink, event);
+    } else {
+      defer(event);
+    }
+  }
+
+  // The TIMEOUT's CQE; `sink` is null at teardown, when nothing fires any more.
+  void on_timer(BatchSink* sink) {
+    --in_flight_ops_;
+    timers_.on_cqe(sink != nullptr ? monotonic_now_ns() : 0,
+                   [&](int32_t op_id) { emit(*sink, {-1, EventKind::kCompleted, 0, op_id}); });
+    if (sink != nullptr) arm_timer();
+  }
+
+  void arm_timer() {
+    if (timers_.arm([this] { return sqe(); }, kIgnoreKind << 32)) ++in_flight_ops_;
   }
 
   void on_ready(HandleId handle, Socket& s, int32_t result, BatchSink& sink) {
@@ -897,6 +1052,7 @@ class IoUringBackend final : public Backend {
   UniqueFd event_fd_;
   BufferRing buffers_;
   HandleTable<Socket> sockets_;
+  RingFiles files_;  // regular files: their own table and operation slots
   EventQueue deferred_;
   std::vector<HandleId> dirty_;
   std::vector<HandleId> pumping_;
@@ -906,6 +1062,7 @@ class IoUringBackend final : public Backend {
   uint64_t in_flight_ops_ = 0;
   bool in_drain_ = false;
   bool wake_pending_ = false;
+  RingTimers timers_;
 };
 
 // TWINLOOP_IO_URING_BUFFERS=n caps the provided-buffer pool (default 4096): tests use a tiny pool

@@ -28,6 +28,8 @@
 
 #include "../core/event_queue.h"
 #include "../core/handle_table.h"
+#include "../core/timer_heap.h"
+#include "monotonic_clock.h"
 #include "posix_socket.h"
 
 namespace twinloop {
@@ -46,6 +48,10 @@ constexpr uint32_t kWriteBit = static_cast<uint32_t>(Interest::kWritable);
 void* to_udata(intptr_t value) { return reinterpret_cast<void*>(value); }
 intptr_t from_udata(void* udata) { return reinterpret_cast<intptr_t>(udata); }
 constexpr intptr_t kWakeUdata = -1;
+// The one EVFILT_TIMER of the loop, armed to the earliest deadline of the timer heap (see
+// core/timer_heap.h). Its ident lives in EVFILT_TIMER's own namespace, not the descriptors'.
+constexpr uintptr_t kTimerIdent = 1;
+constexpr intptr_t kTimerUdata = -2;
 
 struct PendingRead {
   std::span<uint8_t> buffer;
@@ -53,8 +59,9 @@ struct PendingRead {
 };
 
 struct PendingWrite {
-  std::span<const uint8_t> buffer;
+  std::span<const uint8_t> buffer;  // what is left to send
   int32_t op_id;
+  size_t sent = 0;                  // > 0: the peer has a prefix, cancelling would tear the stream
 };
 
 // Per-socket state: the epoll backend's Socket plus the knote bits and the EV_EOF error, 104
@@ -73,6 +80,7 @@ struct Socket {
   // failed, getsockopt(SO_ERROR)), recv() reports a plain EOF; a reset must still be ECONNRESET
   // to the reader, so the error is kept here and returned by the read that would see EOF.
   int32_t eof_error = 0;
+  bool write_torn = false;      // a write was cancelled half-sent: no later byte may follow it
   std::vector<PendingRead> reads;
   std::vector<PendingWrite> writes;
   std::vector<int32_t> accepts;
@@ -144,7 +152,8 @@ class KqueueBackend final : public Backend {
     // next socket to get it would be registered with this handle's udata.
     int fd = s->fd.get();
     std::erase_if(changes_, [fd](const struct kevent& change) {
-      return change.ident == static_cast<uintptr_t>(fd) && from_udata(change.udata) != kWakeUdata;
+      return change.ident == static_cast<uintptr_t>(fd) && from_udata(change.udata) != kWakeUdata &&
+             change.filter != EVFILT_TIMER;
     });
     ++stats_.syscalls;
     sockets_.erase(handle);
@@ -196,6 +205,8 @@ class KqueueBackend final : public Backend {
     Socket* s = sockets_.find(handle);
     if (!s) return -EBADF;
     if (s->connect_op >= 0) return -ENOTCONN;
+    if (s->write_torn) return -EPIPE;
+    size_t size = buffer.size();
     if (s->writes.empty()) {
       // Speculative send: a socket with room takes the bytes now, saving a wait for EVFILT_WRITE.
       while (!buffer.empty()) {
@@ -207,7 +218,7 @@ class KqueueBackend final : public Backend {
       }
       if (buffer.empty()) return 1;
     }
-    s->writes.push_back({buffer, op_id});
+    s->writes.push_back({buffer, op_id, size - buffer.size()});
     int rc = update_interest(handle, *s);
     return rc < 0 ? rc : 0;
   }
@@ -224,6 +235,58 @@ class KqueueBackend final : public Backend {
   int read_stop(HandleId handle) override { return set_streaming(handle, &Socket::streaming_read, false); }
   int accept_start(HandleId handle) override { return set_streaming(handle, &Socket::streaming_accept, true); }
   int accept_stop(HandleId handle) override { return set_streaming(handle, &Socket::streaming_accept, false); }
+
+  // Timers and cancellation, as on epoll: a queued operation never reached the kernel, so
+  // cancelling it is taking it off the socket's queue; its -ECANCELED goes through the deferred
+  // queue like every completion made outside a drain.
+  int cancel(HandleId handle, int32_t op_id) override {
+    if (handle == -1) {
+      if (!timers_.cancel(op_id)) return -ENOENT;
+      // The EVFILT_TIMER stays armed: firing once for nothing costs less than a change per
+      // cancel, and per-request timeouts are nearly always cancelled.
+      defer({-1, EventKind::kCompleted, -ECANCELED, op_id});
+      return 0;
+    }
+    Socket* s = sockets_.find(handle);
+    if (!s) return -EBADF;
+    if (s->connect_op == op_id) {
+      s->connect_op = -1;
+      defer({handle, EventKind::kCompleted, -ECANCELED, op_id});
+      return 0;
+    }
+    auto read = std::find_if(s->reads.begin(), s->reads.end(), [op_id](const PendingRead& r) { return r.op_id == op_id; });
+    if (read != s->reads.end()) {
+      s->reads.erase(read);
+      defer({handle, EventKind::kCompleted, -ECANCELED, op_id});
+      return 0;
+    }
+    auto accept = std::find(s->accepts.begin(), s->accepts.end(), op_id);
+    if (accept != s->accepts.end()) {
+      s->accepts.erase(accept);
+      defer({handle, EventKind::kCompleted, -ECANCELED, op_id});
+      return 0;
+    }
+    auto write = std::find_if(s->writes.begin(), s->writes.end(), [op_id](const PendingWrite& w) { return w.op_id == op_id; });
+    if (write == s->writes.end()) return -ENOENT;
+    if (write->sent == 0) {
+      s->writes.erase(write);
+      defer({handle, EventKind::kCompleted, -ECANCELED, op_id});
+      return 0;
+    }
+    // Only the head of the queue can be half-sent: withdrawing the rest of it tears the byte
+    // stream (see Backend::cancel), so nothing queued may follow it either.
+    defer({handle, EventKind::kCompleted, static_cast<int32_t>(std::min<size_t>(write->sent, INT32_MAX)), op_id});
+    for (auto later = write + 1; later != s->writes.end(); ++later) defer({handle, EventKind::kCompleted, -ECANCELED, later->op_id});
+    s->writes.clear();
+    s->write_torn = true;
+    return 0;
+  }
+
+  int start_timer(uint64_t delay_ms, int32_t op_id) override {
+    if (!timers_.push(deadline_after_ms(delay_ms), op_id)) return -EEXIST;
+    arm_timer();
+    return 0;
+  }
 
   void drain(BatchSink& sink) override {
     in_drain_ = true;
@@ -389,6 +452,10 @@ class KqueueBackend final : public Backend {
       on_wake(sink);
       return;
     }
+    if (ready.filter == EVFILT_TIMER) {
+      if (!(ready.flags & EV_ERROR)) on_timer(sink);
+      return;
+    }
     auto handle = static_cast<HandleId>(tag);
     Socket* s = sockets_.find(handle);
     if (!s) return;  // closed earlier in this batch
@@ -509,12 +576,33 @@ class KqueueBackend final : public Backend {
         n = send_some(s.fd.get(), write.buffer);
         if (n < 0) break;
         write.buffer = write.buffer.subspan(static_cast<size_t>(n));
+        write.sent += static_cast<size_t>(n);
       }
       if (n == -EAGAIN) break;
       emit(sink, {handle, EventKind::kCompleted, n < 0 ? n : 0, write.op_id});
     }
     s.writes.erase(s.writes.begin(), s.writes.begin() + static_cast<std::ptrdiff_t>(done));
     if (s.watched & kWriteBit) emit(sink, {handle, EventKind::kWritable, 0, 0});
+  }
+
+  // Queues (re)arming the one-shot EVFILT_TIMER to the earliest deadline, unless it is already set
+  // to go off no later. It rides in the changelist: arming costs no syscall of its own. Its unit
+  // is milliseconds, rounded up so that it never fires before the deadline.
+  void arm_timer() {
+    if (timers_.empty() || (armed_deadline_ != 0 && armed_deadline_ <= timers_.earliest())) return;
+    uint64_t deadline = timers_.earliest();
+    uint64_t now = monotonic_now_ns();
+    int64_t delay_ms = deadline > now ? static_cast<int64_t>((deadline - now + 999'999u) / 1'000'000u) : 0;
+    struct kevent change{};
+    EV_SET(&change, kTimerIdent, EVFILT_TIMER, EV_ADD | EV_ONESHOT, 0, delay_ms, to_udata(kTimerUdata));
+    changes_.push_back(change);
+    armed_deadline_ = deadline;
+  }
+
+  void on_timer(BatchSink& sink) {
+    armed_deadline_ = 0;
+    timers_.pop_expired(monotonic_now_ns(), [&](int32_t op_id) { emit(sink, {-1, EventKind::kCompleted, 0, op_id}); });
+    arm_timer();
   }
 
   UniqueFd kqueue_fd_;
@@ -528,6 +616,8 @@ class KqueueBackend final : public Backend {
   Stats stats_;
   bool wake_pending_ = false;
   bool in_drain_ = false;
+  TimerHeap timers_;
+  uint64_t armed_deadline_ = 0;  // what the EVFILT_TIMER is set to; 0 = not armed (or fired)
 };
 
 std::unique_ptr<Backend> make_kqueue_backend(int& error, std::string& reason) {

@@ -1,5 +1,7 @@
 #include "pooled_files.h"
 
+#include "posix_file.h"
+
 #include <fcntl.h>
 #include <unistd.h>
 
@@ -11,22 +13,6 @@ namespace twinloop {
 namespace {
 // Results travel as int32: one call moves at most 1 GiB, as with sockets.
 constexpr size_t kMaxTransfer = size_t{1} << 30;
-
-int open_flags(const FileOpenOptions& options, int& flags) {
-  flags = options.read && options.write ? O_RDWR : options.write ? O_WRONLY : O_RDONLY;
-  if (options.create) flags |= O_CREAT;
-  if (options.truncate) flags |= O_TRUNC;
-  if (options.append) flags |= O_APPEND;
-  if (options.exclusive) flags |= O_EXCL;
-  if (options.direct) {
-#ifdef O_DIRECT
-    flags |= O_DIRECT;
-#else
-    return -ENOTSUP;
-#endif
-  }
-  return 0;
-}
 }  // namespace
 
 PooledFiles::~PooledFiles() {
@@ -52,7 +38,7 @@ ThreadPool& PooledFiles::pool() {
 int PooledFiles::open(const std::string& path, const FileOpenOptions& options, int32_t op_id) {
   FileJob job;
   job.kind = FileJob::Kind::kOpen;
-  if (int rc = open_flags(options, job.open_flags); rc < 0) return rc;
+  if (int rc = posix_open_flags(options, job.open_flags); rc < 0) return rc;
   job.op_id = op_id;
   job.path = path;
   job.mode = options.mode;

@@ -64,7 +64,7 @@ void ThreadPool::run(FileJob& job) {
   ssize_t rc = 0;
   switch (job.kind) {
     case FileJob::Kind::kOpen:
-      rc = ::open(job.path.c_str(), job.open_flags | O_CLOEXEC, job.mode);
+      rc = ::open(job.path.c_str(), job.open_flags, job.mode);
       break;
     case FileJob::Kind::kRead:
       rc = job.position < 0 ? ::read(job.fd, job.buffer.data(), job.buffer.size())

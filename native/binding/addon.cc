@@ -49,6 +49,14 @@ class NativeLoop : public Napi::ObjectWrap<NativeLoop> {
                            InstanceMethod<&NativeLoop::read_stop>("readStop"),
                            InstanceMethod<&NativeLoop::accept_start>("acceptStart"),
                            InstanceMethod<&NativeLoop::accept_stop>("acceptStop"),
+                           InstanceMethod<&NativeLoop::file_open>("fileOpen"),
+                           InstanceMethod<&NativeLoop::file_read>("fileRead"),
+                           InstanceMethod<&NativeLoop::file_write>("fileWrite"),
+                           InstanceMethod<&NativeLoop::file_sync>("fileSync"),
+                           InstanceMethod<&NativeLoop::file_close>("fileClose"),
+                           InstanceMethod<&NativeLoop::set_thread_pool_size>("setThreadPoolSize"),
+                           InstanceMethod<&NativeLoop::cancel>("cancel"),
+                           InstanceMethod<&NativeLoop::start_timer>("startTimer"),
                            InstanceMethod<&NativeLoop::stats>("stats"),
                            InstanceMethod<&NativeLoop::ref>("ref"),
                            InstanceMethod<&NativeLoop::unref>("unref"),
@@ -347,6 +355,81 @@ class NativeLoop : public Napi::ObjectWrap<NativeLoop> {
     return result(backend_->accept_stop(int_arg(info, 0)));
   }
 
+  // fileOpen(path, flags, mode, opId): flags as lib/file.ts packs them (kFile* below).
+  Napi::Value file_open(const Napi::CallbackInfo& info) {
+    if (!check(backend_ != nullptr, "the loop is closed") ||
+        !check(info.Length() >= 4 && info[0].IsString() && info[1].IsNumber() && info[2].IsNumber() && info[3].IsNumber(),
+               "fileOpen(path, flags, mode, opId)")) {
+      return Env().Undefined();
+    }
+    uint32_t flags = static_cast<uint32_t>(int_arg(info, 1));
+    FileOpenOptions options;
+    options.read = flags & kFileRead;
+    options.write = flags & kFileWrite;
+    options.create = flags & kFileCreate;
+    options.truncate = flags & kFileTruncate;
+    options.append = flags & kFileAppend;
+    options.exclusive = flags & kFileExclusive;
+    options.direct = flags & kFileDirect;
+    options.mode = int_arg(info, 2);
+    return result(backend_->file_open(info[0].As<Napi::String>().Utf8Value(), options, int_arg(info, 3)));
+  }
+
+  // fileRead(file, buffer, position, opId) / fileWrite(…): position -1 means the current one.
+  Napi::Value file_read(const Napi::CallbackInfo& info) {
+    if (!file_io_args_ok(info)) return Env().Undefined();
+    return result(backend_->file_read(int_arg(info, 0), bytes_arg(info, 1), position_arg(info, 2), int_arg(info, 3)));
+  }
+
+  Napi::Value file_write(const Napi::CallbackInfo& info) {
+    if (!file_io_args_ok(info)) return Env().Undefined();
+    return result(backend_->file_write(int_arg(info, 0), bytes_arg(info, 1), position_arg(info, 2), int_arg(info, 3)));
+  }
+
+  // fileSync(file, dataOnly, opId)
+  Napi::Value file_sync(const Napi::CallbackInfo& info) {
+    if (!args_ok(info, 1) || !check(info.Length() > 2 && info[2].IsNumber(), "expected an operation id")) {
+      return Env().Undefined();
+    }
+    return result(backend_->file_sync(int_arg(info, 0), info[1].ToBoolean().Value(), int_arg(info, 2)));
+  }
+
+  Napi::Value file_close(const Napi::CallbackInfo& info) {
+    if (!args_ok(info, 2)) return Env().Undefined();
+    return result(backend_->file_close(int_arg(info, 0), int_arg(info, 1)));
+  }
+
+  Napi::Value set_thread_pool_size(const Napi::CallbackInfo& info) {
+    if (!args_ok(info, 1)) return Env().Undefined();
+    backend_->set_thread_pool_size(int_arg(info, 0));
+    return Env().Undefined();
+  }
+
+  bool file_io_args_ok(const Napi::CallbackInfo& info) {
+    return args_ok(info, 1, true) && check(info.Length() > 3 && info[2].IsNumber() && info[3].IsNumber(), "expected a position and an operation id");
+  }
+  static int64_t position_arg(const Napi::CallbackInfo& info, size_t i) {
+    return info[i].As<Napi::Number>().Int64Value();
+  }
+
+  static constexpr uint32_t kFileRead = 1, kFileWrite = 2, kFileCreate = 4, kFileTruncate = 8, kFileAppend = 16,
+                            kFileExclusive = 32, kFileDirect = 64;
+
+  // cancel(handle, opId): handle -1 for a timer. The operation still completes (with -ECANCELED,
+  // or its real result if it finished first), so lib/ keeps its buffer until then.
+  Napi::Value cancel(const Napi::CallbackInfo& info) {
+    if (!args_ok(info, 2)) return Env().Undefined();
+    return result(backend_->cancel(int_arg(info, 0), int_arg(info, 1)));
+  }
+
+  // startTimer(delayMs, opId): completes as operation opId with 0 once delayMs have passed.
+  Napi::Value start_timer(const Napi::CallbackInfo& info) {
+    if (!args_ok(info, 2)) return Env().Undefined();
+    double delay = info[0].As<Napi::Number>().DoubleValue();
+    if (!check(delay >= 0 && delay <= 9007199254740991.0, "delayMs must be >= 0")) return Env().Undefined();
+    return result(backend_->start_timer(static_cast<uint64_t>(delay), int_arg(info, 1)));
+  }
+
   Napi::Value stats(const Napi::CallbackInfo&) {
     Napi::Env env = Env();
     Stats backend_stats = backend_ ? backend_->stats() : Stats{};
@@ -392,9 +475,43 @@ class NativeLoop : public Napi::ObjectWrap<NativeLoop> {
 }  // namespace
 }  // namespace twinloop
 
+// allocAligned(size, alignment): O_DIRECT wants buffers aligned to the device's block size, which
+// no JavaScript allocation promises; this one is, and is freed when the ArrayBuffer is collected.
+static Napi::Value alloc_aligned(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (info.Length() < 2 || !info[0].IsNumber() || !info[1].IsNumber()) {
+    Napi::TypeError::New(env, "allocAligned(size, alignment)").ThrowAsJavaScriptException();
+    return env.Undefined();
+  }
+  double size = info[0].As<Napi::Number>().DoubleValue();
+  double alignment = info[1].As<Napi::Number>().DoubleValue();
+  if (!(size >= 1 && size <= double{1u << 30}) || !(alignment >= 8 && alignment <= 65536) ||
+      (static_cast<size_t>(alignment) & (static_cast<size_t>(alignment) - 1)) != 0) {
+    Napi::RangeError::New(env, "size must be 1 B to 1 GiB and alignment a power of two from 8 to 65536")
+        .ThrowAsJavaScriptException();
+    return env.Undefined();
+  }
+  size_t bytes = static_cast<size_t>(size);
+  size_t align = static_cast<size_t>(alignment);
+#ifdef _WIN32
+  void* data = _aligned_malloc(bytes, align);
+  auto release = [](Napi::Env, void* memory) { _aligned_free(memory); };
+#else
+  void* data = std::aligned_alloc(align, (bytes + align - 1) & ~(align - 1));
+  auto release = [](Napi::Env, void* memory) { std::free(memory); };
+#endif
+  if (data == nullptr) {
+    Napi::Error::New(env, "out of memory").ThrowAsJavaScriptException();
+    return env.Undefined();
+  }
+  std::memset(data, 0, bytes);
+  return Napi::ArrayBuffer::New(env, data, bytes, release);
+}
+
 static Napi::Object init_twinloop(Napi::Env env, Napi::Object exports) {
   using namespace twinloop;
   exports.Set("NativeLoop", NativeLoop::define(env));
+  exports.Set("allocAligned", Napi::Function::New(env, alloc_aligned, "allocAligned"));
   auto names = Napi::Array::New(env);
   uint32_t i = 0;
   for (const BackendEntry& entry : registered_backends()) names.Set(i++, std::string(entry.name));
@@ -406,6 +523,8 @@ static Napi::Object init_twinloop(Napi::Env env, Napi::Object exports) {
   errors.Set("EBADF", platform_errors::kEBADF);
   errors.Set("EMFILE", platform_errors::kEMFILE);
   errors.Set("ENFILE", platform_errors::kENFILE);
+  errors.Set("ENOSYS", platform_errors::kENOSYS);      // cancel() or startTimer() not implemented
+  errors.Set("ETIMEDOUT", platform_errors::kETIMEDOUT);  // connect and idle timeouts
   exports.Set("errors", errors);
   return exports;
 }

@@ -17,6 +17,7 @@ constexpr int kEBADF = uv_errors::kEBADF;
 constexpr int kEMFILE = uv_errors::kEMFILE;
 constexpr int kENFILE = uv_errors::kENFILE;
 constexpr int kENOSYS = uv_errors::kENOSYS;
+constexpr int kETIMEDOUT = uv_errors::kETIMEDOUT;
 #else
 constexpr int kEAGAIN = -EAGAIN;
 constexpr int kECANCELED = -ECANCELED;
@@ -24,6 +25,7 @@ constexpr int kEBADF = -EBADF;
 constexpr int kEMFILE = -EMFILE;
 constexpr int kENFILE = -ENFILE;
 constexpr int kENOSYS = -ENOSYS;
+constexpr int kETIMEDOUT = -ETIMEDOUT;
 #endif
 
 }  // namespace twinloop::platform_errors

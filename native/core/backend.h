@@ -56,7 +56,20 @@ class BatchSink {
   // should stop and let JavaScript consume the batch.
   bool full() const { return count_ == events_.size() || arena_exhausted_; }
   size_t count() const { return count_; }
-  void push(const Event& event) { events_[count_++] = event; }
+  void push(const Event& event) {
+    // Received bytes of one socket often come as several reads in one drain (io_uring's provided
+    // buffers are 8 KiB): bytes that continue the previous event in the arena extend it, so
+    // JavaScript gets one chunk instead of one per kernel buffer.
+    if (event.kind == EventKind::kData && event.result > 0 && count_ > 0) {
+      Event& last = events_[count_ - 1];
+      if (last.kind == EventKind::kData && last.handle == event.handle && last.result > 0 &&
+          last.aux + last.result == event.aux) {
+        last.result += event.result;
+        return;
+      }
+    }
+    events_[count_++] = event;
+  }
   void reset() {
     count_ = 0;
     arena_used_ = 0;
@@ -169,7 +182,13 @@ class Backend {
 
   // Cancels operation `op_id` of `handle` (-1 for a timer): it completes with -ECANCELED once the
   // kernel has let go of its buffer, or with its real result if it finished first. Returns
-  // -ENOENT when no such operation is in flight.
+  // -ENOENT when no such operation is in flight. The completion always comes as an event, never
+  // from inside this call.
+  //
+  // A write whose first bytes the peer already has cannot be withdrawn without tearing the byte
+  // stream: it completes with the count that was sent (> 0 — a write otherwise completes with 0),
+  // every write queued behind it with -ECANCELED, and later submit_write() calls fail with -EPIPE.
+  // The socket is then only good for reading and closing; lib/'s net layer closes it.
   virtual int cancel(HandleId handle, int32_t op_id) {
     (void)handle;
     (void)op_id;

@@ -1,0 +1,173 @@
+// Regular files on io_uring: the proactor submits them to the kernel (OPENAT, READ, WRITE,
+// FSYNC, CLOSE) instead of to a thread pool. Unlike a socket, a file may have any number of
+// operations in flight (queue depth 32 on one file is the point), so each operation gets a slot of
+// its own and user_data = kKind << 32 | slot.
+#pragma once
+
+#include <linux/io_uring.h>
+
+#include <cerrno>
+#include <algorithm>
+#include <cstring>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "../core/handle_table.h"
+#include "posix_file.h"
+#include "posix_socket.h"
+
+namespace twinloop {
+
+class RingFiles {
+ public:
+  // Not an Op bit of io_uring.cc, nor its kIgnoreKind (0xff), nor RingTimers' kind (0xfe).
+  static constexpr uint64_t kKind = 0xfd;
+
+  // Each returns 0 (a completion follows) or a negative errno. `get_sqe` yields a free SQE or null.
+  template <typename GetSqe>
+  int open(GetSqe&& get_sqe, const std::string& path, const FileOpenOptions& options, int32_t op_id) {
+    int flags;
+    if (int rc = posix_open_flags(options, flags); rc < 0) return rc;
+    io_uring_sqe* entry = get_sqe();
+    if (entry == nullptr) return -EAGAIN;
+    uint32_t slot = take_slot({Kind::kOpen, -1, op_id, std::make_unique<std::string>(path)});
+    entry->opcode = IORING_OP_OPENAT;
+    entry->fd = AT_FDCWD;
+    // The kernel may read the path after submission (an open punted to a worker): it lives in
+    // the slot until the completion.
+    entry->addr = reinterpret_cast<uint64_t>(ops_[slot].path->c_str());
+    entry->len = static_cast<uint32_t>(options.mode);
+    entry->open_flags = static_cast<uint32_t>(flags);
+    entry->user_data = (kKind << 32) | slot;
+    return 0;
+  }
+
+  template <typename GetSqe>
+  int transfer(GetSqe&& get_sqe, bool write, HandleId file, uint8_t* data, size_t size, int64_t position, int32_t op_id) {
+    RingFile* f = files_.find(file);
+    if (!f || f->close_op >= 0) return -EBADF;
+    io_uring_sqe* entry = get_sqe();
+    if (entry == nullptr) return -EAGAIN;
+    entry->opcode = write ? IORING_OP_WRITE : IORING_OP_READ;
+    entry->fd = f->fd.get();
+    entry->addr = reinterpret_cast<uint64_t>(data);
+    entry->len = static_cast<uint32_t>(std::min(size, size_t{1} << 30));  // results travel as int32
+    entry->off = static_cast<uint64_t>(position);  // -1: the file position, as read(2) would
+    start(entry, *f, {write ? Kind::kWrite : Kind::kRead, file, op_id, nullptr});
+    return 0;
+  }
+
+  template <typename GetSqe>
+  int sync(GetSqe&& get_sqe, HandleId file, bool data_only, int32_t op_id) {
+    RingFile* f = files_.find(file);
+    if (!f || f->close_op >= 0) return -EBADF;
+    io_uring_sqe* entry = get_sqe();
+    if (entry == nullptr) return -EAGAIN;
+    entry->opcode = IORING_OP_FSYNC;
+    entry->fd = f->fd.get();
+    entry->fsync_flags = data_only ? IORING_FSYNC_DATASYNC : 0;
+    start(entry, *f, {Kind::kSync, file, op_id, nullptr});
+    return 0;
+  }
+
+  // Closes once the operations in flight on the file are done: closing under a read in flight
+  // would let a new file reuse the descriptor number it names.
+  template <typename GetSqe>
+  int close(GetSqe&& get_sqe, HandleId file, int32_t op_id) {
+    RingFile* f = files_.find(file);
+    if (!f || f->close_op >= 0) return -EBADF;
+    f->close_op = op_id;
+    if (f->in_flight == 0) return submit_close(get_sqe, file, *f);
+    return 0;
+  }
+
+  // Turns the CQE of one of our operations into the event to report, or into nothing (false).
+  // At teardown (`discarding`), what the kernel finished is released instead of reported.
+  template <typename GetSqe>
+  bool complete(GetSqe&& get_sqe, const io_uring_cqe& cqe, bool discarding, Event& out) {
+    auto slot = static_cast<uint32_t>(cqe.user_data & 0xffffffffu);
+    FileOp op = std::move(ops_[slot]);
+    free_slots_.push_back(slot);
+    --in_flight_;
+    int result = cqe.res;
+    if (op.kind == Kind::kOpen) {
+      if (result >= 0) {
+        if (discarding) {
+          ::close(result);
+          return false;
+        }
+        RingFile file;
+        file.fd.reset(result);
+        result = files_.insert(std::move(file));
+        if (result < 0) result = -EMFILE;  // the descriptor closed with the dropped RingFile
+      }
+      out = {-1, EventKind::kCompleted, result, op.op_id};
+      return !discarding;
+    }
+    RingFile* f = files_.find(op.file);
+    if (f != nullptr) {
+      --f->in_flight;
+      if (op.kind == Kind::kClose) {
+        (void)f->fd.release();  // the kernel closed it
+        files_.erase(op.file);
+      } else if (f->close_op >= 0 && f->in_flight == 0 && !discarding) {
+        submit_close(get_sqe, op.file, *f);
+      }
+    }
+    out = {op.file, EventKind::kCompleted, result, op.op_id};
+    return !discarding;
+  }
+
+  size_t in_flight() const { return in_flight_; }
+
+ private:
+  enum class Kind : uint8_t { kOpen, kRead, kWrite, kSync, kClose };
+
+  struct FileOp {
+    Kind kind = Kind::kOpen;
+    HandleId file = -1;
+    int32_t op_id = 0;
+    std::unique_ptr<std::string> path;  // on the heap: the kernel holds its address while ops_ grows
+  };
+
+  struct RingFile {
+    UniqueFd fd;
+    int in_flight = 0;
+    int32_t close_op = -1;  // >= 0: close once in_flight drops to 0
+  };
+
+  uint32_t take_slot(FileOp op) {
+    ++in_flight_;
+    if (!free_slots_.empty()) {
+      uint32_t slot = free_slots_.back();
+      free_slots_.pop_back();
+      ops_[slot] = std::move(op);
+      return slot;
+    }
+    ops_.push_back(std::move(op));
+    return static_cast<uint32_t>(ops_.size() - 1);
+  }
+
+  void start(io_uring_sqe* entry, RingFile& file, FileOp op) {
+    ++file.in_flight;
+    entry->user_data = (kKind << 32) | take_slot(std::move(op));
+  }
+
+  template <typename GetSqe>
+  int submit_close(GetSqe&& get_sqe, HandleId file, RingFile& f) {
+    io_uring_sqe* entry = get_sqe();
+    if (entry == nullptr) return -EAGAIN;
+    entry->opcode = IORING_OP_CLOSE;
+    entry->fd = f.fd.get();
+    start(entry, f, {Kind::kClose, file, f.close_op, nullptr});
+    return 0;
+  }
+
+  HandleTable<RingFile> files_;
+  std::vector<FileOp> ops_;
+  std::vector<uint32_t> free_slots_;
+  size_t in_flight_ = 0;
+};
+
+}  // namespace twinloop
