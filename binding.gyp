@@ -20,6 +20,8 @@
       ]}],
       ["OS=='mac' or OS=='freebsd'", {"backend_sources": [
         "native/backends/posix_socket.cc",
+        "native/backends/threadpool.cc",
+        "native/backends/pooled_files.cc",
         "native/backends/kqueue.cc"
       ]}],
       ["OS=='win'", {"backend_sources": ["native/backends/iocp.cc"]}]

@@ -30,6 +30,7 @@
 #include "../core/handle_table.h"
 #include "../core/timer_heap.h"
 #include "monotonic_clock.h"
+#include "pooled_files.h"
 #include "posix_socket.h"
 
 namespace twinloop {
@@ -290,6 +291,7 @@ class KqueueBackend final : public Backend {
 
   void drain(BatchSink& sink) override {
     in_drain_ = true;
+    collect_files();
     deferred_.drain_into(sink);
     while (!sink.full()) {
       // kqueue(2): a change that fails is returned as an EV_ERROR event only while the eventlist
@@ -328,9 +330,49 @@ class KqueueBackend final : public Backend {
     if (changes_.empty()) changes_.swap(changes);  // keep the grown buffer: no allocation per batch
   }
 
-  Stats stats() const override { return stats_; }
+  int file_open(const std::string& path, const FileOpenOptions& options, int32_t op_id) override {
+    return files_.open(path, options, op_id);
+  }
+  int file_read(HandleId file, std::span<uint8_t> buffer, int64_t position, int32_t op_id) override {
+    return files_.read(file, buffer, position, op_id);
+  }
+  int file_write(HandleId file, std::span<const uint8_t> buffer, int64_t position, int32_t op_id) override {
+    return files_.write(file, buffer, position, op_id);
+  }
+  int file_sync(HandleId file, bool data_only, int32_t op_id) override { return files_.sync(file, data_only, op_id); }
+  int file_close(HandleId file, int32_t op_id) override { return files_.close(file, op_id); }
+  void set_thread_pool_size(int threads) override { files_.set_threads(threads); }
+
+  Stats stats() const override {
+    Stats stats = stats_;
+    stats.syscalls += files_.syscalls();
+    return stats;
+  }
 
  private:
+  // Thread-pool workers wake the loop themselves: kevent(2) and write(2) are safe from any thread,
+  // while the changelist is the loop thread's alone.
+  static void wake_from_pool(void* context) {
+    auto* self = static_cast<KqueueBackend*>(context);
+#ifdef EVFILT_USER
+    struct kevent trigger{};
+    EV_SET(&trigger, kWakeIdent, EVFILT_USER, 0, NOTE_TRIGGER, 0, to_udata(kWakeUdata));
+    kevent(self->kqueue_fd_.get(), &trigger, 1, nullptr, 0, nullptr);
+#else
+    uint8_t one = 1;
+    [[maybe_unused]] ssize_t n = ::write(self->wake_write_.get(), &one, sizeof(one));
+#endif
+  }
+
+  void collect_files() {
+    finished_files_.clear();
+    files_.collect(finished_files_);
+    for (const Event& event : finished_files_) {
+      ++stats_.events;
+      deferred_.push(event);
+    }
+  }
+
 #ifdef EVFILT_USER
   static constexpr int16_t kWakeFilter = EVFILT_USER;
 #else
@@ -425,6 +467,7 @@ class KqueueBackend final : public Backend {
 #endif
     // EV_CLEAR on the user event: retrieving it reset it, so the next trigger wakes the loop again.
     wake_pending_ = false;
+    collect_files();
     deferred_.drain_into(sink);
   }
 
@@ -618,6 +661,8 @@ class KqueueBackend final : public Backend {
   bool in_drain_ = false;
   TimerHeap timers_;
   uint64_t armed_deadline_ = 0;  // what the EVFILT_TIMER is set to; 0 = not armed (or fired)
+  std::vector<Event> finished_files_;
+  PooledFiles files_{wake_from_pool, this};  // last: its workers stop before the kqueue closes
 };
 
 std::unique_ptr<Backend> make_kqueue_backend(int& error, std::string& reason) {
