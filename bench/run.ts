@@ -19,6 +19,7 @@ import { loadgenPath, nativeEchoPath, resultsDir, root } from './lib/paths.js';
 import { markdownReport } from './lib/report.js';
 import { costOf, summarize, type Measurement } from './lib/results.js';
 import { ServerProcess, type ServerSpec } from './lib/server.js';
+import { benchmarkFiles, fileTable } from './files.js';
 import { idleSummary, liveHeader, liveRow, loadSummary, textTable } from './lib/table.js';
 
 const usage = `usage: npm run bench -- [options]
@@ -34,7 +35,8 @@ const usage = `usage: npm run bench -- [options]
   --duration S           measured seconds per turn (default 2; --full: 3)
   --warmup S             unmeasured seconds before each turn (default 0.5; --full: 1)
   --rounds N             rounds of turns (default 2)
-  --files                file-I/O benchmark (not yet)`;
+  --files                the file-I/O benchmark instead: 4 KiB random and 1 MiB sequential reads at
+                         queue depths 1/32/128, twinloop (io_uring, thread pool) vs node:fs/promises`;
 
 const { values } = parseArgs({
   options: {
@@ -70,14 +72,17 @@ if (values.help) {
   console.log(usage);
   process.exit(0);
 }
-if (values.files) fail('--files (4 KiB random reads vs node:fs/promises) is not implemented yet; it is reserved for the file-I/O benchmark');
 if (process.platform !== 'linux') fail('the load generator is Linux-only for now');
-if (!existsSync(loadgenPath)) fail(`no load generator at ${path.relative(root, loadgenPath)}: build it with \`npm run build:native\``);
 
 const full = values.full;
 const available = availableBackends();
 const backends = values.backends === undefined ? available : (values.backends.split(',') as BackendName[]);
 for (const backend of backends) if (!available.includes(backend)) fail(`backend '${backend}' is not available here (available: ${available.join(', ')})`);
+if (values.files) {
+  await runFileBenchmark();
+  process.exit(0);
+}
+if (!existsSync(loadgenPath)) fail(`no load generator at ${path.relative(root, loadgenPath)}: build it with \`npm run build:native\``);
 let apis = values.apis.split(',');
 for (const api of apis) if (!['native', 'net', 'reactor', 'proactor'].includes(api)) fail(`unknown API '${api}' in --apis`);
 if (apis.includes('native') && !existsSync(nativeEchoPath)) {
@@ -190,3 +195,24 @@ const files = [`${stamp}.json`, `${stamp}.md`, ...charts.map(({ file }) => file)
 await writeFile(path.join(resultsDir, files[0]!), `${JSON.stringify({ command, machine, timing, rounds, measurements, summary }, null, 2)}\n`);
 await writeFile(path.join(resultsDir, files[1]!), markdownReport({ stamp, command, machine, rounds, durationS: timing.durationS, summary, charts }));
 console.log(`wrote ${files.map((file) => path.relative(process.cwd(), path.join(resultsDir, file))).join(', ')}`);
+
+// The file-I/O benchmark: each engine in turn in this process (see files.ts).
+async function runFileBenchmark(): Promise<void> {
+  const machine = describeMachine(backends);
+  const seconds = Number(values.duration ?? (full ? '3' : '1'));
+  console.log(machineLine(machine));
+  const results = await benchmarkFiles({ backends, depths: [1, 32, 128], seconds, fileBytes: 256 << 20 }, (result) =>
+    console.log(
+      `${result.workload.padEnd(30)} depth ${String(result.depth).padStart(3)}  ${result.engine.padEnd(18)} ` +
+        `${Math.round(result.opsPerSecond).toLocaleString('en').padStart(9)} ops/s  ${result.cpuMicrosPerOp.toFixed(2).padStart(7)} µs CPU/op` +
+        (Number.isNaN(result.vsNodeFs) ? '' : `  ${result.vsNodeFs.toFixed(2)}× node:fs`),
+    ),
+  );
+  const table = fileTable(results);
+  console.log(`\n${table}`);
+  const stamp = new Date().toISOString().replace(/[:.]/g, '-').slice(0, 19);
+  await mkdir(resultsDir, { recursive: true });
+  await writeFile(path.join(resultsDir, `${stamp}-files.json`), `${JSON.stringify({ machine, seconds, results }, null, 2)}\n`);
+  await writeFile(path.join(resultsDir, `${stamp}-files.md`), `# twinloop file I/O — ${stamp}\n\n${machineLine(machine)}\n\n${table}\n`);
+  console.log(`wrote bench/results/${stamp}-files.json and .md`);
+}

@@ -21,6 +21,10 @@ namespace twinloop {
 
 class RingFiles {
  public:
+  // Measured here, 1 MiB sequential reads at depth 32 against node:fs/promises in the same run:
+  // inline 0.50x, on the kernel's workers 1.11x. 4 KiB reads stay inline (4-5x node:fs).
+  static constexpr size_t kInlineTransferLimit = 64 * 1024;
+
   // Not an Op bit of io_uring.cc, nor its kIgnoreKind (0xff), nor RingTimers' kind (0xfe).
   static constexpr uint64_t kKind = 0xfd;
 
@@ -54,6 +58,9 @@ class RingFiles {
     entry->addr = reinterpret_cast<uint64_t>(data);
     entry->len = static_cast<uint32_t>(std::min(size, size_t{1} << 30));  // results travel as int32
     entry->off = static_cast<uint64_t>(position);  // -1: the file position, as read(2) would
+    // A buffered transfer the page cache can serve runs inline, on this thread, inside the enter:
+    // large ones go to the kernel's workers instead, so that a batch of them copies on every core.
+    if (size >= kInlineTransferLimit) entry->flags |= IOSQE_ASYNC;
     start(entry, *f, {write ? Kind::kWrite : Kind::kRead, file, op_id, nullptr});
     return 0;
   }
