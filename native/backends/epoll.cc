@@ -273,7 +273,7 @@ class EpollBackend final : public Backend {
     if (!deferred_.empty()) signal_wake();
   }
 
-  void flush() override {}
+  void flush() override { files_.flush(); }
 
   int file_open(const std::string& path, const FileOpenOptions& options, int32_t op_id) override {
     return files_.open(path, options, op_id);

@@ -314,6 +314,7 @@ class KqueueBackend final : public Backend {
   // change in the eventlist instead of also collecting ready events, which flush() could not
   // deliver; an eventlist as long as the changelist means no change can be left unapplied.
   void flush() override {
+    files_.flush();
     if (changes_.empty()) return;
     std::vector<struct kevent> changes;
     changes.swap(changes_);  // errors handled below may queue new changes

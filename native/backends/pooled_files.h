@@ -27,6 +27,11 @@ class PooledFiles {
   int sync(HandleId file, bool data_only, int32_t op_id);
   int close(HandleId file, int32_t op_id);
 
+  // Hands the jobs submitted since the last flush to the workers.
+  void flush() {
+    if (pool_) pool_->flush();
+  }
+
   // Appends the completions of every finished job to `out`.
   void collect(std::vector<Event>& out);
 

@@ -24,12 +24,21 @@ void ThreadPool::stop() {
   threads_.clear();
 }
 
-void ThreadPool::submit(FileJob job) {
+void ThreadPool::submit(FileJob job) { submitted_.push_back(std::move(job)); }
+
+void ThreadPool::flush() {
+  if (submitted_.empty()) return;
+  size_t count = submitted_.size();
   {
     std::lock_guard lock(mutex_);
-    queued_.push_back(std::move(job));
+    for (auto& job : submitted_) queued_.push_back(std::move(job));
   }
-  work_ready_.notify_one();
+  submitted_.clear();
+  if (count >= threads_.size()) {
+    work_ready_.notify_all();
+  } else {
+    for (size_t i = 0; i < count; ++i) work_ready_.notify_one();
+  }
 }
 
 void ThreadPool::take_finished(std::vector<FileJob>& out) {

@@ -40,7 +40,10 @@ class ThreadPool {
   ThreadPool(const ThreadPool&) = delete;
   ThreadPool& operator=(const ThreadPool&) = delete;
 
+  // Jobs submitted during a batch are handed to the workers together by flush(): one lock and
+  // one wake-up per batch instead of per job.
   void submit(FileJob job);
+  void flush();
   // Moves every finished job into `out` (appending).
   void take_finished(std::vector<FileJob>& out);
 
@@ -50,6 +53,7 @@ class ThreadPool {
 
   std::mutex mutex_;
   std::condition_variable work_ready_;
+  std::vector<FileJob> submitted_;  // the loop thread's own, until flush()
   std::deque<FileJob> queued_;
   std::vector<FileJob> finished_;
   bool stopping_ = false;
