@@ -23,6 +23,14 @@
 // JavaScript has run its callbacks (flush()), so a socket that is still readable, or still
 // writable and watched, is reported again.
 //
+// Cancellation, timers and files (the rest of the Backend contract):
+//   cancel     — a queued operation is taken off its queue; one the kernel holds gets CancelIoEx on
+//                its own OVERLAPPED and completes when its packet comes back, never before.
+//   timers     — iocp_timers.h: a TimerHeap on the JavaScript thread, whose earliest deadline is the
+//                waiting thread's GetQueuedCompletionStatusEx timeout.
+//   files      — iocp_files.h: overlapped ReadFile/WriteFile on the same port (completion key
+//                kFileKey), open/flush/close on the system thread pool.
+//
 // Unix domain sockets are not supported here (UV_EAFNOSUPPORT); Windows has AF_UNIX, but neither
 // AcceptEx nor ConnectEx accepts it.
 #include <winsock2.h>
@@ -38,7 +46,9 @@
 
 #include "../core/event_queue.h"
 #include "../core/handle_table.h"
+#include "iocp_files.h"
 #include "iocp_socket.h"
+#include "iocp_timers.h"
 
 namespace twinloop {
 namespace {
@@ -55,7 +65,11 @@ constexpr size_t kMaxTransfer = size_t{1} << 30;
 // round trip through JavaScript per connection (libuv keeps 32; a handful serves a loop well).
 constexpr size_t kStreamingAccepts = 4;
 constexpr ULONG kMaxCompletions = 256;
+// Completion keys: 0 for socket operations, IocpFiles::kFileKey for file ones, and two packets
+// without an OVERLAPPED: stop the waiting thread, or make it recompute its timeout (IocpTimers).
 constexpr ULONG_PTR kStopKey = 1;
+constexpr ULONG_PTR kTimerWakeKey = 2;
+static_assert(IocpFiles::kFileKey != 0 && IocpFiles::kFileKey != kStopKey && IocpFiles::kFileKey != kTimerWakeKey);
 // AcceptEx wants room for each address plus 16 bytes.
 constexpr DWORD kAcceptAddressLength = sizeof(sockaddr_storage) + 16;
 
@@ -64,14 +78,16 @@ constexpr uint32_t kWantWritable = static_cast<uint32_t>(Interest::kWritable);
 
 enum class OpKind : uint8_t { kPoll, kRecv, kSend, kAccept, kConnect };
 
-// 368 bytes (x64), most of it AcceptEx's address area; pooled, so a busy loop allocates none.
+// 376 bytes (x64), most of it AcceptEx's address area; pooled, so a busy loop allocates none.
 struct Operation {
   OVERLAPPED overlapped;  // first: a completion's OVERLAPPED* is the Operation*
   OpKind kind = OpKind::kPoll;
   bool orphaned = false;  // its socket was closed: the completion only returns it to the pool
+  bool cancelled = false;  // cancel() asked the kernel to give it back (CancelIoEx)
   HandleId handle = -1;
   int32_t op_id = -1;     // >= 0: a proactor operation JavaScript waits for
   std::span<const uint8_t> rest;          // kSend: bytes not sent yet
+  size_t sent = 0;                        // kSend: bytes the peer has (> 0: cancelling tears the stream)
   std::unique_ptr<uint8_t[]> staging;     // kSend for try_write: our copy of the caller's bytes
   UniqueSocket accepted;                  // kAccept: the socket AcceptEx connects
   char addresses[2 * kAcceptAddressLength];
@@ -101,6 +117,7 @@ struct Socket {
   bool in_rearm = false;        // listed in IocpBackend::rearm_
   bool streaming_read = false;  // read_start
   bool streaming_accept = false;
+  bool write_torn = false;      // a write was cancelled half-sent: no later byte may follow it
   uint32_t watched = 0;         // reactor interest (Interest bits)
   // An error a zero-byte read or a background send found: reported by the next read or write,
   // because the socket may not report it a second time.
@@ -137,13 +154,16 @@ class IocpBackend final : public Backend {
     }
     // Every operation must be back before its memory, or the buffers JavaScript lent it, may go:
     // closing the sockets cancelled them all, so this takes milliseconds.
-    for (const OVERLAPPED_ENTRY& entry : completed_) reclaim(entry.lpOverlapped);
+    for (const OVERLAPPED_ENTRY& entry : completed_) reclaim(entry);
     completed_.clear();
+    files_.cancel_all();
     OVERLAPPED_ENTRY entries[kMaxCompletions];
-    for (int round = 0; in_flight_ > 0 && round < 100; ++round) {
+    // A flush or an open on the thread pool always ends, and posts to this port when it does: it is
+    // waited for however long it takes.
+    for (int round = 0; (in_flight_ > 0 || files_.in_flight() > 0) && (round < 100 || files_.working() > 0); ++round) {
       ULONG count = 0;
       if (!GetQueuedCompletionStatusEx(port_.get(), entries, kMaxCompletions, &count, 100, FALSE)) continue;
-      for (ULONG i = 0; i < count; ++i) reclaim(entries[i].lpOverlapped);
+      for (ULONG i = 0; i < count; ++i) reclaim(entries[i]);
     }
     // An operation the kernel never gave back is leaked on purpose: freeing it would let the
     // kernel write into reused memory.
@@ -311,12 +331,14 @@ class IocpBackend final : public Backend {
   int submit_write(HandleId handle, std::span<const uint8_t> buffer, int32_t op_id) override {
     Socket* s = sockets_.find(handle);
     if (!s) return kEBADF;
+    if (s->write_torn) return kEPIPE;
     if (!s->connected) return kENOTCONN;
     if (s->send != nullptr || !s->writes.empty()) {
       s->writes.push_back({buffer, op_id});
       return 0;
     }
     // Speculative send, as on epoll: bytes the send buffer takes now need no completion at all.
+    size_t size = buffer.size();
     while (!buffer.empty()) {
       int n = send_some(*s, buffer);
       if (n == kEAGAIN) break;
@@ -325,6 +347,7 @@ class IocpBackend final : public Backend {
     }
     if (buffer.empty()) return 1;
     Operation* op = acquire(OpKind::kSend, handle, op_id);
+    op->sent = size - buffer.size();  // the peer may already have these: a cancel must count them
     op->rest = buffer;
     if (int rc = post_send(*s, op); rc < 0) {
       release(op);
@@ -351,6 +374,65 @@ class IocpBackend final : public Backend {
   int accept_start(HandleId handle) override { return set_streaming(handle, &Socket::streaming_accept, true); }
   int accept_stop(HandleId handle) override { return set_streaming(handle, &Socket::streaming_accept, false); }
 
+  // What the kernel has not seen yet is taken off the socket's queue and completes with ECANCELED
+  // at once (deferred); what it holds gets CancelIoEx on its own OVERLAPPED and completes only
+  // when the kernel hands that back — ECANCELED (ERROR_OPERATION_ABORTED), or its real result if
+  // it finished first — so that no buffer is released while the kernel may still use it.
+  int cancel(HandleId handle, int32_t op_id) override {
+    if (handle == -1) {
+      if (!timers_.cancel(op_id)) return kENOENT;
+      defer({-1, EventKind::kCompleted, kECANCELED, op_id});
+      return 0;
+    }
+    Socket* s = sockets_.find(handle);
+    if (!s) return kEBADF;
+    for (Operation* op : {s->recv, s->send, s->connect}) {
+      if (op == nullptr || op->op_id != op_id) continue;
+      if (!op->cancelled) {
+        op->cancelled = true;
+        ++stats_.syscalls;
+        // ERROR_NOT_FOUND: the operation is already over and its packet on the way.
+        CancelIoEx(reinterpret_cast<HANDLE>(s->socket.get()), &op->overlapped);
+      }
+      return 0;
+    }
+    auto read = std::find_if(s->reads.begin(), s->reads.end(), [op_id](const PendingRead& r) { return r.op_id == op_id; });
+    if (read != s->reads.end()) {
+      s->reads.erase(read);
+      defer({handle, EventKind::kCompleted, kECANCELED, op_id});
+      return 0;
+    }
+    // Only the write in flight can be half-sent; a queued one is withdrawn whole.
+    auto write = std::find_if(s->writes.begin(), s->writes.end(), [op_id](const PendingWrite& w) { return w.op_id == op_id; });
+    if (write != s->writes.end()) {
+      s->writes.erase(write);
+      defer({handle, EventKind::kCompleted, kECANCELED, op_id});
+      return 0;
+    }
+    auto accept = std::find(s->accepts.begin(), s->accepts.end(), op_id);
+    if (accept != s->accepts.end()) {
+      s->accepts.erase(accept);
+      defer({handle, EventKind::kCompleted, kECANCELED, op_id});
+      withdraw_surplus_accepts(*s);
+      return 0;
+    }
+    return kENOENT;
+  }
+
+  int start_timer(uint64_t delay_ms, int32_t op_id) override { return timers_.start(delay_ms, op_id) ? 0 : kEEXIST; }
+
+  int file_open(const std::string& path, const FileOpenOptions& options, int32_t op_id) override {
+    return files_.open(path, options, op_id);
+  }
+  int file_read(HandleId file, std::span<uint8_t> buffer, int64_t position, int32_t op_id) override {
+    return files_.read(file, buffer, position, op_id);
+  }
+  int file_write(HandleId file, std::span<const uint8_t> buffer, int64_t position, int32_t op_id) override {
+    return files_.write(file, buffer, position, op_id);
+  }
+  int file_sync(HandleId file, bool /*data_only*/, int32_t op_id) override { return files_.sync(file, op_id); }
+  int file_close(HandleId file, int32_t op_id) override { return files_.close(file, op_id); }
+
   void drain(BatchSink& sink) override {
     // Cleared before the completions are taken: one that arrives after the swap wakes us again.
     wake_pending_.store(false);
@@ -364,6 +446,7 @@ class IocpBackend final : public Backend {
     }
     for (const OVERLAPPED_ENTRY& entry : ready_) complete(entry);
     ready_.clear();
+    timers_.pop_expired([&](int32_t op_id) { emit({-1, EventKind::kCompleted, 0, op_id}); });
     // Sockets served now that still have something to report go to the back of the list, for the
     // next drain: one busy socket cannot fill every batch.
     serving_.swap(attention_);
@@ -384,7 +467,11 @@ class IocpBackend final : public Backend {
     if (!attention_.empty()) request_wake();
   }
 
-  Stats stats() const override { return stats_; }
+  Stats stats() const override {
+    Stats stats = stats_;
+    stats.syscalls += files_.syscalls();
+    return stats;
+  }
 
  private:
   static DWORD WINAPI wait_loop(void* self) {
@@ -395,17 +482,20 @@ class IocpBackend final : public Backend {
   void wait_for_completions() {
     OVERLAPPED_ENTRY entries[kMaxCompletions];
     for (;;) {
+      bool due = false;
+      DWORD timeout = timers_.next_timeout(due);
+      if (due) request_wake();
       ULONG count = 0;
-      if (!GetQueuedCompletionStatusEx(port_.get(), entries, kMaxCompletions, &count, INFINITE, FALSE)) {
+      if (!GetQueuedCompletionStatusEx(port_.get(), entries, kMaxCompletions, &count, timeout, FALSE)) {
         if (GetLastError() == ERROR_ABANDONED_WAIT_0) return;  // the port was closed
-        continue;
+        continue;  // WAIT_TIMEOUT: next_timeout() says whether a timer is due, or how long is left
       }
       bool stop = false;
       bool any = false;
       {
         LockGuard guard(lock_);
         for (ULONG i = 0; i < count; ++i) {
-          if (entries[i].lpOverlapped == nullptr) {
+          if (entries[i].lpOverlapped == nullptr) {  // a stop or a timer wake packet
             stop = stop || entries[i].lpCompletionKey == kStopKey;
             continue;
           }
@@ -480,7 +570,9 @@ class IocpBackend final : public Backend {
     op->orphaned = false;
     op->handle = handle;
     op->op_id = op_id;
+    op->cancelled = false;
     op->rest = {};
+    op->sent = 0;
     ++in_flight_;
     return op;
   }
@@ -492,8 +584,13 @@ class IocpBackend final : public Backend {
     pool_.emplace_back(op);
   }
 
-  void reclaim(OVERLAPPED* overlapped) {
-    if (overlapped != nullptr) release(reinterpret_cast<Operation*>(overlapped));
+  void reclaim(const OVERLAPPED_ENTRY& entry) {
+    if (entry.lpOverlapped == nullptr) return;
+    if (entry.lpCompletionKey == IocpFiles::kFileKey) {
+      files_.discard(entry.lpOverlapped);
+    } else {
+      release(reinterpret_cast<Operation*>(entry.lpOverlapped));
+    }
   }
 
   // Closes the socket. Its operations in flight stay the kernel's until their completions arrive;
@@ -548,7 +645,7 @@ class IocpBackend final : public Backend {
     if (!s->backlog.empty() && (s->streaming_accept || !s->accepts.empty() || (s->watched & kWantReadable))) {
       need_attention(handle, *s);
     }
-    while (s->accepting.size() + s->backlog.size() < wanted) {
+    while (live_accepts(*s) + s->backlog.size() < wanted) {
       if (int rc = post_accept(handle, *s); rc < 0) {
         // Out of sockets (EMFILE, ENOBUFS): streaming stops and says so, as epoll's accept does;
         // JavaScript decides when to try again.
@@ -561,6 +658,26 @@ class IocpBackend final : public Backend {
       }
     }
     return 0;
+  }
+
+  static size_t live_accepts(const Socket& listener) {
+    return static_cast<size_t>(std::count_if(listener.accepting.begin(), listener.accepting.end(), [](const Operation* op) { return !op->cancelled; }));
+  }
+
+  // An AcceptEx posted for an accept that was cancelled since is asked back; its pre-created
+  // socket closes when it is. One that wins the race leaves its connection in the backlog for
+  // the next accept: no connection is dropped.
+  void withdraw_surplus_accepts(Socket& listener) {
+    if (listener.streaming_accept) return;
+    size_t wanted = listener.accepts.size() + ((listener.watched & kWantReadable) ? 1 : 0);
+    size_t live = live_accepts(listener);
+    for (auto op = listener.accepting.rbegin(); op != listener.accepting.rend() && live + listener.backlog.size() > wanted; ++op) {
+      if ((*op)->cancelled) continue;
+      (*op)->cancelled = true;
+      --live;
+      ++stats_.syscalls;
+      CancelIoEx(reinterpret_cast<HANDLE>(listener.socket.get()), &(*op)->overlapped);
+    }
   }
 
   void need_attention(HandleId handle, Socket& s) {
@@ -686,6 +803,10 @@ class IocpBackend final : public Backend {
   }
 
   void complete(const OVERLAPPED_ENTRY& entry) {
+    if (entry.lpCompletionKey == IocpFiles::kFileKey) {
+      emit(files_.complete(entry));
+      return;
+    }
     auto* op = reinterpret_cast<Operation*>(entry.lpOverlapped);
     if (op->orphaned) {
       if (op->op_id >= 0) emit({op->handle, EventKind::kCompleted, kECANCELED, op->op_id});
@@ -739,14 +860,34 @@ class IocpBackend final : public Backend {
 
   void complete_send(HandleId handle, Socket& s, Operation* op, int error, size_t bytes) {
     s.send = nullptr;
-    if (error == 0) {
-      op->rest = op->rest.subspan(std::min(bytes, op->rest.size()));
-      if (!op->rest.empty()) {  // a short send (or a buffer over 1 GiB): continue with the rest
-        error = post_send(s, op);
-        if (error == 0) return;
-      }
+    if (error == 0 || error == kECANCELED) {
+      // A send the kernel gave back cancelled still reports the bytes that went out before. Under
+      // wine that count is 0 and nothing went out after the send buffer filled (the speculative
+      // prefix in `sent` is what the peer gets, as the torn-write test checks); on Windows, whose
+      // AFD may send straight from the caller's pages, it is the kernel's word, untested here.
+      bytes = std::min(bytes, op->rest.size());
+      op->sent += bytes;
+      op->rest = op->rest.subspan(bytes);
+      if (op->rest.empty()) error = 0;  // every byte went out before the cancel took hold
     }
-    if (op->op_id >= 0) {
+    if (error == 0 && !op->rest.empty() && !op->cancelled) {
+      // A short send (or a buffer over 1 GiB): continue with the rest.
+      error = post_send(s, op);
+      if (error == 0) return;
+    }
+    if (op->cancelled && !op->rest.empty() && (error == 0 || error == kECANCELED)) {
+      int32_t op_id = op->op_id;
+      size_t sent = op->sent;
+      if (sent == 0) {
+        emit({handle, EventKind::kCompleted, kECANCELED, op_id});  // withdrawn whole: the queue carries on
+      } else {
+        // Torn (see Backend::cancel): the count the peer got, and nothing queued may follow it.
+        emit({handle, EventKind::kCompleted, static_cast<int32_t>(std::min<size_t>(sent, INT32_MAX)), op_id});
+        for (const PendingWrite& write : s.writes) emit({handle, EventKind::kCompleted, kECANCELED, write.op_id});
+        s.writes.clear();
+        s.write_torn = true;
+      }
+    } else if (op->op_id >= 0) {
       emit({handle, EventKind::kCompleted, error, op->op_id});
     } else if (error != 0) {
       s.write_error = error;
@@ -773,6 +914,8 @@ class IocpBackend final : public Backend {
       setsockopt(op->accepted.get(), SOL_SOCKET, SO_UPDATE_ACCEPT_CONTEXT, reinterpret_cast<const char*>(&listen_socket),
                  sizeof(listen_socket));
       listener.backlog.push_back(std::move(op->accepted));
+    } else if (op->cancelled) {
+      // Withdrawn by cancel(): nobody waits for it, and release() closes its accept socket.
     } else if (error != kECONNRESET && error != kECONNABORTED) {
       // A peer that gave up before we accepted is skipped, as accept(2) does; anything else goes to
       // whoever waits for a connection.
@@ -876,6 +1019,10 @@ class IocpBackend final : public Backend {
   std::vector<std::unique_ptr<Operation>> pool_;
   size_t in_flight_ = 0;  // operations the kernel holds (acquired and not released)
   std::vector<OVERLAPPED_ENTRY> ready_;  // the batch drain() works on
+  IocpFiles files_{port_.get()};
+
+  // Shared with the waiting thread through its own atomics.
+  IocpTimers timers_{port_.get(), kTimerWakeKey};
 
   // Shared with the waiting thread.
   Lock lock_;

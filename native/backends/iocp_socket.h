@@ -15,12 +15,45 @@
 namespace twinloop {
 
 // A GetLastError()/WSAGetLastError() value as a negative libuv error number. The rows are the
-// socket rows of libuv's uv_translate_sys_error (src/win/error.c), which Node's own net reports.
+// socket and file rows of libuv's uv_translate_sys_error (src/win/error.c), which Node's own net
+// and fs report — except ERROR_ACCESS_DENIED, which stays EACCES (libuv says EPERM) as it always
+// has for sockets here.
 inline int translate_system_error(unsigned long error) {
   using namespace uv_errors;
   switch (error) {
     case 0:
       return 0;
+    case ERROR_FILE_NOT_FOUND:
+    case ERROR_PATH_NOT_FOUND:
+    case ERROR_INVALID_NAME:
+    case ERROR_INVALID_DRIVE:
+    case ERROR_BAD_PATHNAME:
+    case ERROR_DIRECTORY:
+      return kENOENT;
+    case ERROR_FILE_EXISTS:
+    case ERROR_ALREADY_EXISTS:
+      return kEEXIST;
+    case ERROR_INVALID_FUNCTION:  // ReadFile/WriteFile on a directory handle
+      return kEISDIR;
+    case ERROR_SHARING_VIOLATION:
+    case ERROR_LOCK_VIOLATION:
+      return kEBUSY;
+    case ERROR_DISK_FULL:
+    case ERROR_HANDLE_DISK_FULL:
+      return kENOSPC;
+    case ERROR_WRITE_PROTECT:
+      return kEROFS;
+    case ERROR_FILENAME_EXCED_RANGE:
+      return kENAMETOOLONG;
+    case ERROR_CANT_ACCESS_FILE:
+      return kEACCES;
+    case ERROR_NEGATIVE_SEEK:
+      return kEINVAL;
+    case ERROR_INVALID_FLAGS:
+      return kEBADF;
+    case ERROR_IO_DEVICE:
+    case ERROR_CRC:
+      return kEIO;
     case WSAEACCES:
     case ERROR_ACCESS_DENIED:
       return kEACCES;
@@ -140,6 +173,7 @@ class UniqueHandle {
   UniqueHandle& operator=(const UniqueHandle&) = delete;
   ~UniqueHandle() { close(); }
   HANDLE get() const { return handle_; }
+  HANDLE release() { return std::exchange(handle_, nullptr); }
 
  private:
   void close() {

@@ -7,7 +7,10 @@
 // Prints one line per test and then `N passed, N failed`; exits non-zero on any failure.
 import assert from 'node:assert/strict';
 import { createHash, randomBytes } from 'node:crypto';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
 import { getSystemErrorName } from 'node:util';
 import { Worker } from 'node:worker_threads';
 
@@ -112,7 +115,15 @@ test('iocp is the backend auto picks on Windows, and says it is a proactor', asy
 test("the addon's error numbers are libuv's Windows codes, which util.getSystemErrorName names", () => {
   assert.match(bindingPath, /twinloop\.node$/);
   const names = Object.fromEntries(Object.entries(native.errors).map(([name, errno]) => [name, getSystemErrorName(errno)]));
-  assert.deepEqual(names, { EAGAIN: 'EAGAIN', ECANCELED: 'ECANCELED', EBADF: 'EBADF', EMFILE: 'EMFILE', ENFILE: 'ENFILE' });
+  assert.deepEqual(names, {
+    EAGAIN: 'EAGAIN',
+    ECANCELED: 'ECANCELED',
+    EBADF: 'EBADF',
+    EMFILE: 'EMFILE',
+    ENFILE: 'ENFILE',
+    ENOSYS: 'ENOSYS',
+    ETIMEDOUT: 'ETIMEDOUT',
+  });
   assert.equal(native.errors.EAGAIN, -4088);
 });
 
@@ -536,6 +547,369 @@ loopTest('an exception thrown by a callback reaches uncaughtException without lo
     process.removeAllListeners('uncaughtException');
     for (const listener of listeners) process.on('uncaughtException', listener);
   }
+});
+
+// ---------------------------------------------------------------------------------------------
+// Timers and cancellation, as test/timers.test.ts has them. Times are lower bounds only ("never
+// early"): how late a timer may be is for bench/, and wine adds a thread hop to every wake.
+
+/** Settles `promise` into what a test can compare: the value, or the error's name and code. */
+async function outcome(promise) {
+  try {
+    return { value: await promise };
+  } catch (error) {
+    return { name: error.name, code: error.code };
+  }
+}
+
+const aborted = { name: 'AbortError', code: 'ABORT_ERR' };
+const pattern = (length, byte) => Buffer.alloc(length, byte);
+
+/** A listener whose connections are handed out one by one, never read unless the test does. */
+async function pair(loop) {
+  const server = await loop.listen({ host: '127.0.0.1', port: 0 });
+  const accepted = loop.proactor.accept(server);
+  const client = await loop.connect({ host: '127.0.0.1', port: server.port });
+  return { server, client, peer: await accepted };
+}
+
+loopTest('timers fire in deadline order, equal deadlines in start order, and never early', async (loop) => {
+  const delays = [60, 10, 30, 10, 0, 30, 1];
+  const fired = [];
+  const start = performance.now();
+  const elapsed = await Promise.all(
+    delays.map(async (delay, index) => {
+      await loop.sleep(delay);
+      fired.push(index);
+      return performance.now() - start;
+    }),
+  );
+  const expected = delays.map((delay, index) => ({ delay, index })).sort((a, b) => a.delay - b.delay || a.index - b.index);
+  assert.deepEqual(fired, expected.map(({ index }) => index));
+  delays.forEach((delay, index) => assert.ok(elapsed[index] >= delay, `timer ${index} of ${delay} ms fired after ${elapsed[index]} ms`));
+});
+
+loopTest('a later timer started while an earlier one waits does not delay it, and 20 sleeps of 5 ms are never early', async (loop) => {
+  const start = performance.now();
+  const long = loop.sleep(300);
+  await loop.sleep(20);  // the waiter was waiting for 300 ms: the new earliest deadline must wake it
+  assert.ok(performance.now() - start < 250, `a 20 ms sleep took ${performance.now() - start} ms behind a 300 ms one`);
+  for (let i = 0; i < 20; ++i) {
+    const t0 = performance.now();
+    await loop.sleep(5);
+    assert.ok(performance.now() - t0 >= 5);
+  }
+  await long;
+  assert.ok(performance.now() - start >= 300);
+});
+
+loopTest('a cancelled timer never fires, and the timers around it still do', async (loop) => {
+  const controllers = Array.from({ length: 1000 }, () => new AbortController());
+  const sleeps = controllers.map((controller, index) => outcome(loop.sleep(20 + (index % 7), { signal: controller.signal })));
+  const reason = new Error('changed my mind');
+  controllers.forEach((controller, index) => index % 10 !== 0 && controller.abort(reason));
+  const results = await Promise.all(sleeps);
+  results.forEach((result, index) => assert.deepEqual(result, index % 10 === 0 ? { value: undefined } : aborted));
+  // The earliest deadline was cancelled many times over: later timers are still armed right.
+  const start = performance.now();
+  await loop.sleep(15);
+  assert.ok(performance.now() - start >= 15);
+});
+
+loopTest('aborting a sleep rejects with an AbortError whose cause is the reason', async (loop) => {
+  const controller = new AbortController();
+  const sleeping = loop.sleep(60_000, { signal: controller.signal });
+  const reason = new Error('shutting down');
+  setTimeout(() => controller.abort(reason), 10);
+  const error = await rejectsWith(sleeping, aborted);
+  assert.equal(error.cause, reason);
+});
+
+test('cancel() of an operation that is not in flight is ENOENT, in libuv numbering', async () => {
+  const loop = new native.NativeLoop('iocp', new Int32Array(64), Buffer.alloc(64 * 1024), () => {});
+  try {
+    const rc = loop.cancel(-1, 12345);
+    assert.equal(rc, -4058);
+    assert.equal(getSystemErrorName(rc), 'ENOENT');
+    assert.equal(getSystemErrorName(loop.cancel(0x7fffff, 1)), 'EBADF');
+  } finally {
+    loop.close();
+  }
+});
+
+loopTest('aborting a proactor read that would never complete rejects, and the next read gets the bytes', async (loop) => {
+  const { client, peer } = await pair(loop);
+  const controller = new AbortController();
+  const buffer = Buffer.alloc(64);
+  const reading = loop.proactor.read(client, buffer, { signal: controller.signal });
+  await loop.sleep(20);
+  controller.abort();
+  assert.deepEqual(await outcome(reading), aborted);
+  assert.equal(client.closed, false);
+  await peer.write('hello');
+  const n = await loop.proactor.read(client, buffer);
+  assert.equal(String(buffer.subarray(0, n)), 'hello');
+});
+
+loopTest('aborting a queued proactor read withdraws it; the read in flight ahead of it still gets the bytes', async (loop) => {
+  const { client, peer } = await pair(loop);
+  const first = loop.proactor.read(client, Buffer.alloc(64));
+  const controller = new AbortController();
+  const second = loop.proactor.read(client, Buffer.alloc(64), { signal: controller.signal });
+  controller.abort();
+  assert.deepEqual(await outcome(second), aborted);
+  await peer.write('first');
+  assert.equal(await first, 5);
+});
+
+loopTest('aborting the streaming read() loses no byte: a chunk that arrives later goes to the next read()', async (loop) => {
+  const { client, peer } = await pair(loop);
+  const controller = new AbortController();
+  const reading = client.read({ signal: controller.signal });
+  await loop.sleep(20);
+  controller.abort();
+  assert.deepEqual(await outcome(reading), aborted);
+  await peer.write('kept');
+  assert.equal(String(await client.read()), 'kept');
+});
+
+loopTest('aborting a proactor accept rejects, and the next accept gets the next connection', async (loop) => {
+  const server = await loop.listen({ host: '127.0.0.1', port: 0 });
+  const controller = new AbortController();
+  const accepting = loop.proactor.accept(server, { signal: controller.signal });
+  await loop.sleep(20);
+  controller.abort();
+  assert.deepEqual(await outcome(accepting), aborted);
+  const accepted = loop.proactor.accept(server);
+  const client = await loop.connect({ host: '127.0.0.1', port: server.port });
+  const peer = await accepted;
+  await client.write('hi');
+  assert.equal(String(await readBytes(peer, 2)), 'hi');
+});
+
+loopTest('aborting a queued write withdraws it whole: the peer never sees it, and later writes carry on', async (loop) => {
+  const { client, peer } = await pair(loop);
+  const first = pattern(16 * 1024 * 1024, 0x61);  // more than the socket buffers hold
+  const writingFirst = client.write(first);
+  await loop.sleep(20);  // the first write is with the kernel and stalled
+  const controller = new AbortController();
+  const second = client.write(pattern(1024, 0x62), { signal: controller.signal });
+  const third = client.write(pattern(1024, 0x63));
+  controller.abort();
+  assert.deepEqual(await outcome(second), aborted);
+  assert.equal(client.closed, false);
+  const received = readBytes(peer, first.length + 1024);
+  await writingFirst;
+  await third;
+  const bytes = await received;
+  assert.equal(bytes.length, first.length + 1024);
+  assert.equal(sha256(bytes), sha256(first, pattern(1024, 0x63)));
+});
+
+loopTest('a proactor write cancelled half-sent reports what was sent, and later writes fail with EPIPE', async (loop) => {
+  const { client, peer } = await pair(loop);
+  const controller = new AbortController();
+  const writing = loop.proactor.write(client, pattern(32 * 1024 * 1024, 0x41), { signal: controller.signal });
+  await loop.sleep(30);
+  controller.abort();
+  const error = await writing.catch((caught) => caught);
+  assert.equal(error.name, 'AbortError');
+  assert.ok(error.bytesWritten > 0, `bytesWritten ${error.bytesWritten}`);
+  await rejectsWith(loop.proactor.write(client, Buffer.from('more')), { code: 'EPIPE' });
+  client.close();
+  assert.equal((await readAll(peer)).length, error.bytesWritten);
+});
+
+// A listener with backlog 0 that never accepts (no AcceptEx posted): wine's sockets are Linux
+// sockets, and Linux drops further SYNs once its queue is full, so a connect hangs — on
+// 127.0.0.1. (Windows itself answers a full backlog with a reset: this needs wine, or a
+// firewall, to be tested.)
+async function blackhole(loop) {
+  const server = await loop.listen({ host: '127.0.0.1', port: 0, backlog: 0 });
+  const waiting = [];
+  for (let i = 0; i < 4; ++i) {
+    const result = await outcome(loop.connect({ host: '127.0.0.1', port: server.port, connectTimeout: 100 }));
+    if (!('value' in result)) break;
+    waiting.push(result.value);
+  }
+  return { port: server.port, waiting };
+}
+
+loopTest('connectTimeout to a peer that never answers rejects with ETIMEDOUT and closes the socket', async (loop) => {
+  const { port } = await blackhole(loop);
+  const start = performance.now();
+  await rejectsWith(loop.connect({ host: '127.0.0.1', port, connectTimeout: 150 }), {
+    code: 'ETIMEDOUT',
+    syscall: 'connect',
+    address: '127.0.0.1',
+    port,
+  });
+  assert.ok(performance.now() - start >= 150);
+});
+
+loopTest('aborting a connect in flight rejects with an AbortError', async (loop) => {
+  const { port } = await blackhole(loop);
+  const controller = new AbortController();
+  const connecting = loop.connect({ host: '127.0.0.1', port, signal: controller.signal });
+  await loop.sleep(30);
+  controller.abort();
+  assert.deepEqual(await outcome(connecting), aborted);
+});
+
+loopTest('setIdleTimeout on a client: its pending read rejects with ETIMEDOUT and it is closed', async (loop) => {
+  const { client } = await pair(loop);
+  const start = performance.now();
+  client.setIdleTimeout(100);
+  await rejectsWith(client.read(), { code: 'ETIMEDOUT', syscall: 'read' });
+  assert.ok(performance.now() - start >= 100);
+  assert.equal(client.closed, true);
+});
+
+// ---------------------------------------------------------------------------------------------
+// Files, as test/files.test.ts has them: overlapped ReadFile/WriteFile on the loop's port.
+
+const directory = mkdtempSync(path.join(tmpdir(), 'twinloop-files-'));
+process.on('exit', () => rmSync(directory, { recursive: true, force: true }));
+const tempFile = () => path.join(directory, `${Math.random().toString(36).slice(2)}.bin`);
+
+loopTest('files: data written reads back, at the positions given', async (loop) => {
+  const file = tempFile();
+  const handle = await loop.openFile(file, { flags: 'w+' });
+  const data = randomBytes(256 * 1024);
+  const { bytesWritten } = await handle.write(data, 0, data.length, 0);
+  assert.equal(bytesWritten, data.length);
+  await handle.write(Buffer.from('HEAD'), 0, 4, 1000);  // overwrite in the middle
+  await handle.sync();
+  await handle.datasync();
+  const back = Buffer.alloc(data.length);
+  const { bytesRead } = await handle.read(back, 0, back.length, 0);
+  assert.equal(bytesRead, data.length);
+  data.write('HEAD', 1000, 'latin1');
+  assert.equal(sha256(back), sha256(data));
+  await handle.close();
+  assert.equal(sha256(readFileSync(file)), sha256(data));
+});
+
+loopTest('files: reads at random positions return exactly the bytes there, 32 in flight at once', async (loop) => {
+  const file = tempFile();
+  const data = randomBytes(1024 * 1024);
+  writeFileSync(file, data);
+  const handle = await loop.openFile(file);
+  for (let round = 0; round < 4; ++round) {
+    await Promise.all(
+      Array.from({ length: 32 }, async () => {
+        const position = Math.floor(Math.random() * (data.length / 4096)) * 4096;
+        const { bytesRead, buffer } = await handle.read(Buffer.alloc(4096), 0, 4096, position);
+        assert.equal(bytesRead, 4096);
+        assert.ok(buffer.equals(data.subarray(position, position + 4096)));
+      }),
+    );
+  }
+  await handle.close();
+});
+
+loopTest('files: a read at the end of the file is short, then 0', async (loop) => {
+  const file = tempFile();
+  writeFileSync(file, 'hello');
+  const handle = await loop.openFile(file);
+  const buffer = Buffer.alloc(16);
+  assert.equal((await handle.read(buffer, 0, 16, 2)).bytesRead, 3);
+  assert.equal(buffer.toString('latin1', 0, 3), 'llo');
+  assert.equal((await handle.read(buffer, 0, 16, 5)).bytesRead, 0);
+  assert.equal((await handle.read(buffer, 0, 16, 999)).bytesRead, 0);
+  assert.equal((await handle.read(buffer, 0, 16, 2 ** 33)).bytesRead, 0);  // past 4 GiB: OffsetHigh
+  await handle.close();
+});
+
+loopTest('files: without a position, reads and writes follow the file position; append mode appends', async (loop) => {
+  const file = tempFile();
+  const handle = await loop.openFile(file, { flags: 'w' });
+  await handle.write(Buffer.from('abc'));
+  await handle.write(Buffer.from('def'));
+  await handle.close();
+  const appender = await loop.openFile(file, { flags: 'a' });
+  await appender.write(Buffer.from('ghi'));
+  await appender.write(Buffer.from('jk'), 0, 2, 0);  // a position does not move an appended write
+  await appender.close();
+  assert.equal(readFileSync(file, 'latin1'), 'abcdefghijk');
+  const reader = await loop.openFile(file);
+  // Submitted together, they still read one after the other, each where the previous one ended.
+  const reads = [Buffer.alloc(4), Buffer.alloc(4), Buffer.alloc(4)];
+  const counts = await Promise.all(reads.map((buffer) => reader.read(buffer, 0, 4)));
+  assert.deepEqual(counts.map(({ bytesRead }) => bytesRead), [4, 4, 3]);
+  assert.deepEqual(reads.map((buffer) => buffer.toString('latin1')), ['abcd', 'efgh', 'ijk\0']);
+  assert.equal((await reader.read(Buffer.alloc(4), 0, 4)).bytesRead, 0);
+  await reader.close();
+});
+
+loopTest('files: opening a missing file fails with ENOENT naming the path', async (loop) => {
+  const missing = path.join(directory, 'missing', 'nope.txt');
+  await rejectsWith(loop.openFile(missing), { code: 'ENOENT', syscall: 'open', path: missing, errno: -4058 });
+  await rejectsWith(loop.openFile(path.join(directory, 'nope.txt')), { code: 'ENOENT' });
+});
+
+loopTest("files: 'wx' refuses an existing file with EEXIST", async (loop) => {
+  const file = tempFile();
+  writeFileSync(file, 'x');
+  await rejectsWith(loop.openFile(file, { flags: 'wx' }), { code: 'EEXIST', syscall: 'open' });
+  assert.equal(readFileSync(file, 'latin1'), 'x');
+});
+
+loopTest('files: reading a directory fails with EISDIR, and so does opening one for writing', async (loop) => {
+  const handle = await loop.openFile(directory);
+  await rejectsWith(handle.read(Buffer.alloc(8), 0, 8, 0), { code: 'EISDIR', syscall: 'read' });
+  await handle.close();
+  await rejectsWith(loop.openFile(directory, { flags: 'r+' }), { code: 'EISDIR', syscall: 'open' });
+  await rejectsWith(loop.openFile(directory, { flags: 'a' }), { code: 'EISDIR', syscall: 'open' });
+});
+
+loopTest('files: a file used after close is a clear error; closing twice is harmless', async (loop) => {
+  const file = tempFile();
+  writeFileSync(file, 'data');
+  const handle = await loop.openFile(file);
+  const closing = handle.close();
+  assert.equal(handle.closed, true);
+  await rejectsWith(handle.read(Buffer.alloc(4), 0, 4, 0), { code: 'ERR_FILE_CLOSED' });
+  await closing;
+  await handle.close();
+  await rejectsWith(handle.write(Buffer.from('x')), { code: 'ERR_FILE_CLOSED' });
+  // The handle really is closed: nothing holds the file any more.
+  rmSync(file);
+});
+
+loopTest('files: close waits for the reads in flight, which complete with their bytes', async (loop) => {
+  const file = tempFile();
+  const data = randomBytes(64 * 1024);
+  writeFileSync(file, data);
+  const handle = await loop.openFile(file);
+  const reads = Array.from({ length: 16 }, (_, i) => handle.read(Buffer.alloc(4096), 0, 4096, i * 4096));
+  const positionless = handle.read(Buffer.alloc(100), 0, 100);
+  await handle.close();
+  const results = await Promise.all(reads);
+  results.forEach(({ bytesRead, buffer }, i) => {
+    assert.equal(bytesRead, 4096);
+    assert.ok(buffer.equals(data.subarray(i * 4096, (i + 1) * 4096)));
+  });
+  const { bytesRead, buffer } = await positionless;
+  assert.equal(bytesRead, 100);
+  assert.ok(buffer.equals(data.subarray(0, 100)));
+});
+
+loopTest('files: a UTF-8 path is opened by its name', async (loop) => {
+  const file = path.join(directory, 'ünïcødé-文件.txt');
+  const handle = await loop.openFile(file, { flags: 'w' });
+  await handle.write(Buffer.from('named'));
+  await handle.close();
+  assert.equal(readFileSync(file, 'latin1'), 'named');
+});
+
+loopTest('files: closing the loop with a file open and a sync in flight neither hangs nor crashes', async (loop) => {
+  const handle = await loop.openFile(tempFile(), { flags: 'w' });
+  await handle.write(randomBytes(64 * 1024));
+  const syncing = handle.sync().catch((error) => error);
+  await loop.close();
+  const result = await syncing;
+  assert.ok(result === undefined || result.code === 'ERR_LOOP_CLOSED' || result.code === 'ECANCELED', String(result));
 });
 
 // ---------------------------------------------------------------------------------------------
