@@ -14,6 +14,7 @@
         "native/backends/posix_socket.cc",
         "native/backends/threadpool.cc",
         "native/backends/pooled_files.cc",
+        "native/backends/readiness.cc",
         "native/backends/epoll.cc",
         "native/backends/io_uring_ring.cc",
         "native/backends/io_uring.cc"
@@ -22,6 +23,7 @@
         "native/backends/posix_socket.cc",
         "native/backends/threadpool.cc",
         "native/backends/pooled_files.cc",
+        "native/backends/readiness.cc",
         "native/backends/kqueue.cc"
       ]}],
       ["OS=='win'", {"backend_sources": ["native/backends/iocp.cc"]}]

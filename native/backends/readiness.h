@@ -1,0 +1,209 @@
+// What the readiness backends (epoll, kqueue) share: the reactor over BSD sockets, and the
+// proactor emulated on top of it as Boost.Asio does on Linux — a submitted operation waits in the
+// socket's queue until the kernel says the socket is ready, then the syscall runs and the
+// completion is reported. Also the loop's timers (one OS timer armed to a TimerHeap), regular
+// files on the thread pool, and the events made outside a drain.
+//
+// This file knows no OS primitive. epoll.cc and kqueue.cc derive from ReadinessBackend and supply
+// only what knows theirs: how interest is registered (update_interest), how ready events are
+// fetched and decoded (drain_ready, which calls on_readable/on_writable back), how the loop is
+// woken (signal_wake, and the wake function handed to the thread pool), how the OS timer is set
+// (set_os_timer), and what a close must undo (before_close). Those hooks are called once per
+// operation or per drain, never per byte; the derived classes are final, so their own drain loop
+// calls their update_interest directly.
+//
+// Both primitives are used level-triggered: anything a drain leaves undone (a full batch, a full
+// arena, the accept cap) is simply reported again by the next wait.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <span>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "../core/backend.h"
+#include "../core/event_queue.h"
+#include "../core/handle_table.h"
+#include "../core/timer_heap.h"
+#include "pooled_files.h"
+#include "posix_socket.h"
+
+namespace twinloop {
+
+class ReadinessBackend : public Backend {
+ public:
+  ReadinessBackend(const ReadinessBackend&) = delete;
+  ReadinessBackend& operator=(const ReadinessBackend&) = delete;
+
+  const BackendInfo& info() const override { return info_; }
+
+  int listen(const SocketAddress& address, const ListenOptions& options) override;
+  int connect(const SocketAddress& address, int32_t op_id) override;
+  int shutdown(HandleId handle) override;
+  int close(HandleId handle, bool reset) override;
+  int address(HandleId handle, bool peer, SocketAddress& out) override;
+
+  int watch(HandleId handle, uint32_t interest) override;
+  int try_read(HandleId handle, std::span<uint8_t> buffer) override;
+  int try_write(HandleId handle, std::span<const uint8_t> buffer) override;
+  int try_accept(HandleId handle) override;
+
+  int submit_read(HandleId handle, std::span<uint8_t> buffer, int32_t op_id) override;
+  int submit_write(HandleId handle, std::span<const uint8_t> buffer, int32_t op_id) override;
+  int submit_accept(HandleId handle, int32_t op_id) override;
+  int read_start(HandleId handle) override { return set_streaming(handle, &Socket::streaming_read, true); }
+  int read_stop(HandleId handle) override { return set_streaming(handle, &Socket::streaming_read, false); }
+  int accept_start(HandleId handle) override { return set_streaming(handle, &Socket::streaming_accept, true); }
+  int accept_stop(HandleId handle) override { return set_streaming(handle, &Socket::streaming_accept, false); }
+
+  int cancel(HandleId handle, int32_t op_id) override;
+  int start_timer(uint64_t delay_ms, int32_t op_id) override;
+
+  int file_open(const std::string& path, const FileOpenOptions& options, int32_t op_id) override {
+    return files_.open(path, options, op_id);
+  }
+  int file_read(HandleId file, std::span<uint8_t> buffer, int64_t position, int32_t op_id) override {
+    return files_.read(file, buffer, position, op_id);
+  }
+  int file_write(HandleId file, std::span<const uint8_t> buffer, int64_t position, int32_t op_id) override {
+    return files_.write(file, buffer, position, op_id);
+  }
+  int file_sync(HandleId file, bool data_only, int32_t op_id) override { return files_.sync(file, data_only, op_id); }
+  int file_close(HandleId file, int32_t op_id) override { return files_.close(file, op_id); }
+  void set_thread_pool_size(int threads) override { files_.set_threads(threads); }
+
+  void drain(BatchSink& sink) override;
+  void flush() override { files_.flush(); }
+
+  Stats stats() const override {
+    Stats stats = stats_;
+    stats.syscalls += files_.syscalls();
+    return stats;
+  }
+
+ protected:
+  static constexpr uint32_t kReadBit = static_cast<uint32_t>(Interest::kReadable);
+  static constexpr uint32_t kWriteBit = static_cast<uint32_t>(Interest::kWritable);
+
+  struct PendingRead {
+    std::span<uint8_t> buffer;
+    int32_t op_id;
+  };
+
+  struct PendingWrite {
+    std::span<const uint8_t> buffer;  // what is left to send
+    int32_t op_id;
+    size_t sent = 0;                  // > 0: the peer has a prefix, cancelling would tear the stream
+  };
+
+  // Per-socket state: 96 bytes plus the queues, which allocate only once an operation has to wait,
+  // so an idle connection costs its slot and nothing else.
+  struct Socket {
+    UniqueFd fd;
+    int32_t connect_op = -1;      // >= 0 while a connect is in progress
+    // An error the readiness event reported with EOF, returned by the read that would see EOF.
+    // kqueue(2): EVFILT_READ on a socket whose read direction has shut down sets EV_EOF and returns
+    // the socket error, if any, in fflags. Once something else has consumed so_error (a send that
+    // failed, getsockopt(SO_ERROR)), recv() reports a plain EOF; a reset must still be ECONNRESET
+    // to the reader, so the error is kept here. epoll reports none: it stays 0 there.
+    int32_t eof_error = 0;
+    uint32_t watched = 0;         // reactor interest (Interest bits)
+    uint8_t registered = 0;       // Interest bits the kernel reports (or is about to); 0 = none
+    uint8_t added = 0;            // kqueue: Interest bits whose knote exists, enabled or not
+    bool listener = false;
+    bool streaming_read = false;  // read_start
+    bool streaming_accept = false;
+    bool write_torn = false;      // a write was cancelled half-sent: no later byte may follow it
+    std::vector<PendingRead> reads;
+    std::vector<PendingWrite> writes;
+    std::vector<int32_t> accepts;
+  };
+
+  // `wake_from_pool` must be safe to call from any thread, with this object as its context; what
+  // it uses must outlive the thread pool, which this class stops in its destructor (the derived
+  // classes keep those descriptors in a base listed before this one, so they are destroyed after).
+  ReadinessBackend(BackendInfo info, void (*wake_from_pool)(void* context))
+      : info_(std::move(info)), files_(wake_from_pool, this) {}
+
+  // --- what the OS file implements ---
+
+  // Brings the kernel's registration of `s` in line with wanted_interest(s). Widening happens at
+  // once; narrowing only for the Interest bits in `narrow` — directions whose readiness arrived
+  // with nobody waiting for it (see the OS files for why narrowing is lazy).
+  virtual int update_interest(HandleId handle, Socket& s, uint32_t narrow) = 0;
+  // Moves ready events into `sink` without blocking, until it is full or nothing is left, handing
+  // each socket's readiness to on_readable()/on_writable(), the timer's to on_timer(), the wake's
+  // to deliver_deferred().
+  virtual void drain_ready(BatchSink& sink) = 0;
+  // Makes poll_fd() readable so that Node's loop comes back for the deferred events; once until
+  // the wake is consumed (wake_pending_).
+  virtual void signal_wake() = 0;
+  // Sets the OS timer to go off at `deadline` (monotonic_now_ns() scale).
+  virtual int set_os_timer(uint64_t deadline) = 0;
+  // Called on close, before the descriptor closes.
+  virtual void before_close(Socket& s) = 0;
+
+  // --- what the OS file calls ---
+
+  static uint32_t wanted_interest(const Socket& s) {
+    uint32_t want = 0;
+    if ((s.watched & kReadBit) || s.streaming_read || s.streaming_accept || !s.reads.empty() || !s.accepts.empty()) {
+      want |= kReadBit;
+    }
+    if ((s.watched & kWriteBit) || !s.writes.empty() || s.connect_op >= 0) want |= kWriteBit;
+    return want;
+  }
+
+  // The syscalls a ready socket was waiting for. `reported_error` is an error the readiness event
+  // itself carried (kqueue: EV_EOF with fflags), for a connect whose SO_ERROR was consumed.
+  void on_readable(HandleId handle, Socket& s, BatchSink& sink);
+  void on_writable(HandleId handle, Socket& s, BatchSink& sink, int32_t reported_error = 0);
+  void on_timer(BatchSink& sink);
+  // The wake fired: completions of the thread pool and deferred events go into the batch.
+  void deliver_deferred(BatchSink& sink) {
+    collect_files();
+    deferred_.drain_into(sink);
+  }
+
+  void emit(BatchSink& sink, const Event& event) {
+    ++stats_.events;
+    if (sink.full()) {
+      defer(event);
+    } else {
+      sink.push(event);
+    }
+  }
+
+  void defer(const Event& event) {
+    deferred_.push(event);
+    if (!in_drain_) signal_wake();
+  }
+
+  HandleTable<Socket> sockets_;
+  Stats stats_;
+  bool wake_pending_ = false;
+
+ private:
+  HandleId insert(Socket socket) {
+    HandleId handle = sockets_.insert(std::move(socket));
+    return handle < 0 ? -EMFILE : handle;
+  }
+  int set_streaming(HandleId handle, bool Socket::*flag, bool on);
+  int accept_one(int listen_fd);
+  int read_some(Socket& s, std::span<uint8_t> buffer);
+  void on_listener_readable(HandleId handle, BatchSink& sink);
+  int arm_timer();
+  void collect_files();
+
+  BackendInfo info_;
+  EventQueue deferred_;
+  bool in_drain_ = false;
+  TimerHeap timers_;
+  uint64_t armed_deadline_ = 0;  // what the OS timer is set to; 0 = disarmed (or already fired)
+  std::vector<Event> finished_files_;
+  PooledFiles files_;  // last: its workers stop before anything else here goes
+};
+
+}  // namespace twinloop
