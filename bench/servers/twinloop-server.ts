@@ -24,6 +24,10 @@ let connections = 0;
 const kReadBuffer = 64 * 1024;
 // How long accepting waits after a failure such as EMFILE, instead of spinning.
 const kAcceptRetryMs = 100;
+// Accepts kept in flight by the proactor server, as proactor servers post several AcceptEx: with
+// one, each connection waits a whole turn of the loop for the next accept to be submitted, and
+// thousands of connecting clients starve in the backlog.
+const kAcceptsInFlight = 64;
 
 async function netEcho(loop: Loop): Promise<Server> {
   return loop.listen({ host, port: 0 }, async (socket) => {
@@ -99,7 +103,7 @@ async function proactorEcho(loop: Loop): Promise<Server> {
       serve(socket!);
       accept();
     });
-  accept();
+  for (let i = 0; i < kAcceptsInFlight; i++) accept();
   return server;
 }
 
