@@ -160,7 +160,7 @@ class IocpBackend final : public Backend {
     OVERLAPPED_ENTRY entries[kMaxCompletions];
     // A flush or an open on the thread pool always ends, and posts to this port when it does: it is
     // waited for however long it takes.
-    for (int round = 0; (in_flight_ > 0 || files_.in_flight() > 0) && (round < 100 || files_.working() > 0); ++round) {
+    for (int round = 0; (operations_.in_flight() > 0 || files_.in_flight() > 0) && (round < 100 || files_.working() > 0); ++round) {
       ULONG count = 0;
       if (!GetQueuedCompletionStatusEx(port_.get(), entries, kMaxCompletions, &count, 100, FALSE)) continue;
       for (ULONG i = 0; i < count; ++i) reclaim(entries[i]);
@@ -558,14 +558,7 @@ class IocpBackend final : public Backend {
   }
 
   Operation* acquire(OpKind kind, HandleId handle, int32_t op_id) {
-    Operation* op;
-    if (pool_.empty()) {
-      op = new Operation;
-    } else {
-      op = pool_.back().release();
-      pool_.pop_back();
-    }
-    std::memset(&op->overlapped, 0, sizeof(op->overlapped));
+    Operation* op = operations_.acquire();
     op->kind = kind;
     op->orphaned = false;
     op->handle = handle;
@@ -573,15 +566,13 @@ class IocpBackend final : public Backend {
     op->cancelled = false;
     op->rest = {};
     op->sent = 0;
-    ++in_flight_;
     return op;
   }
 
   void release(Operation* op) {
     op->staging.reset();
     op->accepted.reset();
-    --in_flight_;
-    pool_.emplace_back(op);
+    operations_.release(op);
   }
 
   void reclaim(const OVERLAPPED_ENTRY& entry) {
@@ -1016,8 +1007,7 @@ class IocpBackend final : public Backend {
   std::vector<HandleId> serving_;
   std::vector<HandleId> rearm_;
   std::vector<HandleId> rearming_;
-  std::vector<std::unique_ptr<Operation>> pool_;
-  size_t in_flight_ = 0;  // operations the kernel holds (acquired and not released)
+  iocp::OperationPool<Operation> operations_;
   std::vector<OVERLAPPED_ENTRY> ready_;  // the batch drain() works on
   IocpFiles files_{port_.get()};
 

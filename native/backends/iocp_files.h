@@ -58,7 +58,7 @@ class IocpFiles {
   void discard(OVERLAPPED* overlapped);
   // Operations whose packet has not been dequeued yet; `working` those on the thread pool, which
   // always finish and must be waited for (the work item posts to the port).
-  size_t in_flight() const { return in_flight_; }
+  size_t in_flight() const { return operations_.in_flight(); }
   size_t working() const { return working_; }
 
   uint64_t syscalls() const { return syscalls_; }
@@ -114,8 +114,7 @@ class IocpFiles {
 
   HANDLE port_;
   HandleTable<File> files_;
-  std::vector<std::unique_ptr<Operation>> pool_;
-  size_t in_flight_ = 0;
+  iocp::OperationPool<Operation> operations_;
   size_t working_ = 0;
   uint64_t syscalls_ = 0;
 };
@@ -156,14 +155,7 @@ inline IocpFiles::~IocpFiles() {
 }
 
 inline IocpFiles::Operation* IocpFiles::acquire(Kind kind, HandleId file, int32_t op_id) {
-  Operation* op;
-  if (pool_.empty()) {
-    op = new Operation;
-  } else {
-    op = pool_.back().release();
-    pool_.pop_back();
-  }
-  std::memset(&op->overlapped, 0, sizeof(op->overlapped));
+  Operation* op = operations_.acquire();
   op->kind = kind;
   op->sequential = false;
   op->posted = false;
@@ -173,14 +165,12 @@ inline IocpFiles::Operation* IocpFiles::acquire(Kind kind, HandleId file, int32_
   op->port = port_;
   op->handle = nullptr;
   op->directory = false;
-  ++in_flight_;
   return op;
 }
 
 inline void IocpFiles::release(Operation* op) {
   op->path.clear();
-  --in_flight_;
-  pool_.emplace_back(op);
+  operations_.release(op);
 }
 
 inline int IocpFiles::open(const std::string& path, const FileOpenOptions& options, int32_t op_id) {

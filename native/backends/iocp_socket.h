@@ -7,7 +7,10 @@
 #include <windows.h>
 #include <ws2tcpip.h>
 
+#include <cstring>
+#include <memory>
 #include <utility>
+#include <vector>
 
 #include "../core/backend.h"
 #include "iocp_errors.h"
@@ -134,6 +137,35 @@ using namespace uv_errors;
 inline int last_socket_error() { return translate_system_error(static_cast<unsigned long>(WSAGetLastError())); }
 
 // Owns one socket; closing is the destructor's job.
+// Operations the kernel knows by their OVERLAPPED's address: recycled rather than allocated per
+// operation, and handed out zeroed where the kernel reads them. An Op begins with its OVERLAPPED.
+template <typename Op>
+class OperationPool {
+ public:
+  Op* acquire() {
+    Op* op;
+    if (free_.empty()) {
+      op = new Op;
+    } else {
+      op = free_.back().release();
+      free_.pop_back();
+    }
+    std::memset(&op->overlapped, 0, sizeof(op->overlapped));
+    ++in_flight_;
+    return op;
+  }
+  void release(Op* op) {
+    --in_flight_;
+    free_.emplace_back(op);
+  }
+  // Acquired and not released: what the kernel may still write into.
+  size_t in_flight() const { return in_flight_; }
+
+ private:
+  std::vector<std::unique_ptr<Op>> free_;
+  size_t in_flight_ = 0;
+};
+
 class UniqueSocket {
  public:
   UniqueSocket() = default;
