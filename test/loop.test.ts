@@ -96,7 +96,8 @@ describe('backend choice', () => {
       try { const loop = open(); console.log(JSON.stringify(loop.info)); await loop.close(); }
       catch (error) { console.log(JSON.stringify({ error: error.message, code: error.code })); }`;
     const { stdout } = await run(process.execPath, ['--input-type=module', '-e', script], {
-      env: { ...process.env, TWINLOOP_DISABLE_BACKENDS: best },
+      // Added to what the environment already disables, so that a run restricted to some backends holds.
+      env: { ...process.env, TWINLOOP_DISABLE_BACKENDS: [process.env.TWINLOOP_DISABLE_BACKENDS, best].filter(Boolean).join(',') },
       timeout: 10_000,
     });
     const info = JSON.parse(stdout) as { backend?: string; fallbackReason?: string; error?: string; code?: string };

@@ -256,13 +256,21 @@ class KqueueBackend final : private KqueueDescriptors, public ReadinessBackend {
   }
 
   // Queues (re)arming the one-shot EVFILT_TIMER to `deadline`. It rides in the changelist: arming
-  // costs no syscall of its own. Its unit is milliseconds, rounded up so that it never fires
-  // before the deadline.
+  // costs no syscall of its own. The delay is rounded up, so that it never fires before the
+  // deadline, and is at least one unit: kqueue(2) gives no meaning to a zero period.
   int set_os_timer(uint64_t deadline) override {
     uint64_t now = monotonic_now_ns();
-    int64_t delay_ms = deadline > now ? static_cast<int64_t>((deadline - now + 999'999u) / 1'000'000u) : 0;
+    uint64_t delay_ns = deadline > now ? deadline - now : 0;
+#ifdef NOTE_USECONDS
+    constexpr uint32_t kUnit = NOTE_USECONDS;
+    constexpr uint64_t kUnitNs = 1'000;
+#else
+    constexpr uint32_t kUnit = 0;  // milliseconds
+    constexpr uint64_t kUnitNs = 1'000'000;
+#endif
+    auto delay = static_cast<int64_t>(std::max<uint64_t>(1, (delay_ns + kUnitNs - 1) / kUnitNs));
     struct kevent change{};
-    EV_SET(&change, kTimerIdent, EVFILT_TIMER, EV_ADD | EV_ONESHOT, 0, delay_ms, to_udata(kTimerUdata));
+    EV_SET(&change, kTimerIdent, EVFILT_TIMER, EV_ADD | EV_ONESHOT, kUnit, delay, to_udata(kTimerUdata));
     changes_.push_back(change);
     return 0;
   }

@@ -89,8 +89,7 @@ int ReadinessBackend::try_read(HandleId handle, std::span<uint8_t> buffer) {
 int ReadinessBackend::try_write(HandleId handle, std::span<const uint8_t> buffer) {
   Socket* s = sockets_.find(handle);
   if (!s) return -EBADF;
-  ++stats_.syscalls;
-  return send_some(s->fd.get(), buffer);
+  return write_some(*s, buffer);
 }
 
 int ReadinessBackend::try_accept(HandleId handle) {
@@ -117,8 +116,7 @@ int ReadinessBackend::submit_write(HandleId handle, std::span<const uint8_t> buf
   if (s->writes.empty()) {
     // Speculative send: a socket with room takes the bytes now, saving a wait for writability.
     while (!buffer.empty()) {
-      ++stats_.syscalls;
-      int n = send_some(s->fd.get(), buffer);
+      int n = write_some(*s, buffer);
       if (n == -EAGAIN) break;
       if (n < 0) return n;
       buffer = buffer.subspan(static_cast<size_t>(n));
@@ -250,6 +248,15 @@ int ReadinessBackend::read_some(Socket& s, std::span<uint8_t> buffer) {
   return n;
 }
 
+// send(), with the error an EOF was reported with in place of EPIPE: once so_error is consumed, a
+// send to a reset peer fails with a bare EPIPE, and the writer must still learn of the reset.
+int ReadinessBackend::write_some(Socket& s, std::span<const uint8_t> buffer) {
+  ++stats_.syscalls;
+  int n = send_some(s.fd.get(), buffer);
+  if (n == -EPIPE && s.eof_error != 0) return std::exchange(s.eof_error, 0);
+  return n;
+}
+
 void ReadinessBackend::on_readable(HandleId handle, Socket& s, BatchSink& sink) {
   if (s.listener) {
     on_listener_readable(handle, sink);
@@ -315,8 +322,7 @@ void ReadinessBackend::on_writable(HandleId handle, Socket& s, BatchSink& sink, 
     PendingWrite& write = s.writes[done];
     int n = 0;
     while (!write.buffer.empty()) {
-      ++stats_.syscalls;
-      n = send_some(s.fd.get(), write.buffer);
+      n = write_some(s, write.buffer);
       if (n < 0) break;
       write.buffer = write.buffer.subspan(static_cast<size_t>(n));
       write.sent += static_cast<size_t>(n);

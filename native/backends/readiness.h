@@ -103,11 +103,12 @@ class ReadinessBackend : public Backend {
   struct Socket {
     UniqueFd fd;
     int32_t connect_op = -1;      // >= 0 while a connect is in progress
-    // An error the readiness event reported with EOF, returned by the read that would see EOF.
-    // kqueue(2): EVFILT_READ on a socket whose read direction has shut down sets EV_EOF and returns
-    // the socket error, if any, in fflags. Once something else has consumed so_error (a send that
-    // failed, getsockopt(SO_ERROR)), recv() reports a plain EOF; a reset must still be ECONNRESET
-    // to the reader, so the error is kept here. epoll reports none: it stays 0 there.
+    // An error the readiness event reported with EOF, returned by the read that would see EOF or
+    // the send that would fail with a bare EPIPE. kqueue(2): EVFILT_READ on a socket whose read
+    // direction has shut down sets EV_EOF and returns the socket error, if any, in fflags. Once
+    // something else has consumed so_error (a send that failed, getsockopt(SO_ERROR)), recv()
+    // reports a plain EOF and send() EPIPE; a reset must still be ECONNRESET to the reader and the
+    // writer, so the error is kept here. epoll reports none: it stays 0 there.
     int32_t eof_error = 0;
     uint32_t watched = 0;         // reactor interest (Interest bits)
     uint8_t registered = 0;       // Interest bits the kernel reports (or is about to); 0 = none
@@ -193,6 +194,7 @@ class ReadinessBackend : public Backend {
   int set_streaming(HandleId handle, bool Socket::*flag, bool on);
   int accept_one(int listen_fd);
   int read_some(Socket& s, std::span<uint8_t> buffer);
+  int write_some(Socket& s, std::span<const uint8_t> buffer);
   void on_listener_readable(HandleId handle, BatchSink& sink);
   int arm_timer();
   void collect_files();
