@@ -1,6 +1,7 @@
 // The file-I/O benchmark: what the two patterns do with regular files. A proactor submits file
 // reads to the kernel (io_uring); a reactor cannot wait for a file, so it hands them to a thread
-// pool (twinloop's, on epoll) — as libuv does for Node's own `node:fs/promises`, the baseline.
+// pool (twinloop's, on epoll) — as libuv does for Node's own `node:fs/promises`, the baseline —
+// unless the page cache can serve the read whole (preadv2 with RWF_NOWAIT, on the loop's thread).
 //
 // Workloads: 4 KiB random reads and 1 MiB sequential reads of a file in the page cache, and with
 // O_DIRECT where the filesystem allows it, at queue depths 1 / 32 / 128. Each runs in this process

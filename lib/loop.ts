@@ -236,7 +236,8 @@ export class Loop {
 
   /**
    * Opens a regular file. The proactor backends submit its reads and writes to the kernel; the
-   * reactor backends run them on the loop's thread pool.
+   * reactor backends run them on the loop's thread pool (on Linux, a read of up to 64 KiB that the
+   * page cache holds whole is done at once instead).
    */
   openFile(path: string, options?: OpenFileOptions): Promise<File> {
     return openFile(this.#core, path, options);

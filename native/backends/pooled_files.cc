@@ -3,6 +3,7 @@
 #include "posix_file.h"
 
 #include <fcntl.h>
+#include <sys/uio.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -13,6 +14,9 @@ namespace twinloop {
 namespace {
 // Results travel as int32: one call moves at most 1 GiB, as with sockets.
 constexpr size_t kMaxTransfer = size_t{1} << 30;
+// The largest read done on the loop thread: copying it costs a few microseconds; a larger one
+// goes to the pool, where copying does not hold up the loop.
+constexpr size_t kMaxCachedRead = size_t{64} << 10;
 }  // namespace
 
 PooledFiles::~PooledFiles() {
@@ -65,6 +69,26 @@ int PooledFiles::read(HandleId file, std::span<uint8_t> buffer, int64_t position
   return submit(file, std::move(job));
 }
 
+int PooledFiles::read_cached(HandleId file, std::span<uint8_t> buffer, int64_t position) {
+#ifdef RWF_NOWAIT
+  OpenFile* open_file = files_.find(file);
+  // The current position is left to the pool: a short read here would already have moved it.
+  if (!cached_reads_ || !open_file || open_file->close_op >= 0 || open_file->direct || position < 0 ||
+      buffer.size() > kMaxCachedRead) {
+    return -EAGAIN;
+  }
+  iovec target{buffer.data(), buffer.size()};
+  ++syscalls_;
+  ssize_t n = ::preadv2(open_file->fd.get(), &target, 1, position, RWF_NOWAIT);
+  if (n == static_cast<ssize_t>(buffer.size())) return static_cast<int>(n);
+  if (n < 0 && (errno == ENOSYS || errno == EOPNOTSUPP)) cached_reads_ = false;
+  return -EAGAIN;
+#else
+  (void)file, (void)buffer, (void)position;
+  return -EAGAIN;
+#endif
+}
+
 int PooledFiles::write(HandleId file, std::span<const uint8_t> buffer, int64_t position, int32_t op_id) {
   FileJob job;
   job.kind = FileJob::Kind::kWrite;
@@ -113,6 +137,9 @@ void PooledFiles::collect(std::vector<Event>& out) {
       if (result >= 0) {
         OpenFile open_file;
         open_file.fd.reset(result);
+#ifdef O_DIRECT
+        open_file.direct = (job.open_flags & O_DIRECT) != 0;
+#endif
         result = files_.insert(std::move(open_file));
         if (result < 0) result = -EMFILE;  // the fd closed with the OpenFile that was dropped
       }

@@ -1,5 +1,7 @@
 // Regular files for the readiness backends (epoll, kqueue): each operation runs on the thread
-// pool and completes as an event collected by the backend's drain().
+// pool and completes as an event collected by the backend's drain() — except a read that the page
+// cache can serve whole, which Linux lets the loop thread do itself without risk of blocking
+// (read_cached).
 #pragma once
 
 #include <memory>
@@ -23,6 +25,11 @@ class PooledFiles {
 
   int open(const std::string& path, const FileOpenOptions& options, int32_t op_id);
   int read(HandleId file, std::span<uint8_t> buffer, int64_t position, int32_t op_id);
+  // Reads `buffer` whole from the page cache at once, on the calling thread, where the OS can
+  // promise not to block (preadv2 with RWF_NOWAIT). Returns the bytes read, or -EAGAIN when the
+  // read has to go to the pool: pages not cached, a short read (the end of the file, or part
+  // cached), O_DIRECT, the file's current position, a large read, or no RWF_NOWAIT on this OS.
+  int read_cached(HandleId file, std::span<uint8_t> buffer, int64_t position);
   int write(HandleId file, std::span<const uint8_t> buffer, int64_t position, int32_t op_id);
   int sync(HandleId file, bool data_only, int32_t op_id);
   int close(HandleId file, int32_t op_id);
@@ -41,6 +48,7 @@ class PooledFiles {
  private:
   struct OpenFile {
     UniqueFd fd;
+    bool direct = false;    // O_DIRECT: never in the page cache
     int in_flight = 0;
     int32_t close_op = -1;  // >= 0: close once in_flight drops to 0
   };
@@ -52,6 +60,7 @@ class PooledFiles {
   void (*wake_)(void*);
   void* context_;
   int threads_ = 4;  // libuv's default for Node's fs
+  bool cached_reads_ = true;  // false once preadv2 said this kernel has no RWF_NOWAIT
   HandleTable<OpenFile> files_;
   std::vector<FileJob> finished_;
   uint64_t syscalls_ = 0;
