@@ -148,12 +148,9 @@ export class Socket extends Handle implements AsyncIterable<Buffer>, Sweepable {
   }
 
   [Symbol.asyncIterator](): AsyncIterator<Buffer> {
-    return {
-      next: async () => {
-        const chunk = await this.read();
-        return chunk === null ? { done: true, value: undefined } : { done: false, value: chunk };
-      },
-    };
+    // Not an async function: a connection waiting for its next chunk holds the read's promise
+    // alone, without a suspended frame and a second promise (see the idle benchmark).
+    return { next: () => this.read().then(toIteratorResult) };
   }
 
   /**
@@ -357,6 +354,10 @@ function validateOperationOptions(options: SocketOperationOptions): AbortSignal 
   validateObject('options', options);
   validateAbortSignal('options.signal', options.signal);
   return options.signal;
+}
+
+function toIteratorResult(chunk: Buffer | null): IteratorResult<Buffer, undefined> {
+  return chunk === null ? { done: true, value: undefined } : { done: false, value: chunk };
 }
 
 /** The smaller of two timeouts where 0 means none; 0 when both are. */
