@@ -26,7 +26,13 @@
         "native/backends/readiness.cc",
         "native/backends/kqueue.cc"
       ]}],
-      ["OS=='win'", {"backend_sources": ["native/backends/iocp.cc"]}]
+      ["OS=='win'", {"backend_sources": [
+        "native/backends/iocp_socket.cc",
+        "native/backends/iocp_files.cc",
+        "native/backends/iocp_operations.cc",
+        "native/backends/iocp_dispatch.cc",
+        "native/backends/iocp.cc"
+      ]}]
     ]
   },
   "targets": [

@@ -1,7 +1,7 @@
 // Error numbers on Windows. The backend contract returns negative errno values in libuv's
 // numbering, because lib/ names them with util.getSystemErrorName(), and on Windows that expects
 // libuv's own UV_E* codes (include/uv/errno.h: the fixed values below -4000), not the CRT's errno.
-// iocp_socket.h translates Winsock and Win32 errors into them. No Windows header here: the binding
+// iocp_socket.cc translates Winsock and Win32 errors into them. No Windows header here: the binding
 // includes this file for the few numbers it exports.
 #pragma once
 

@@ -1,11 +1,13 @@
-// Winsock helpers of the IOCP backend: RAII owners for sockets and handles, a lock, addresses, and
-// the translation of Winsock/Win32 errors into the libuv numbering of iocp_errors.h. Every
-// function returns >= 0 or a negative libuv error and never throws.
+// Winsock helpers of the IOCP backend: RAII owners for sockets and handles, a lock, the pool of
+// operations, addresses, socket setup (overlapped sockets, AcceptEx/ConnectEx), and the
+// translation of Winsock/Win32 errors into the libuv numbering of iocp_errors.h. Every function
+// returns >= 0 or a negative libuv error and never throws.
 #pragma once
 
 #include <winsock2.h>
 #include <windows.h>
 #include <ws2tcpip.h>
+#include <mswsock.h>
 
 #include <cstring>
 #include <memory>
@@ -17,118 +19,8 @@
 
 namespace twinloop {
 
-// A GetLastError()/WSAGetLastError() value as a negative libuv error number. The rows are the
-// socket and file rows of libuv's uv_translate_sys_error (src/win/error.c), which Node's own net
-// and fs report — except ERROR_ACCESS_DENIED, which stays EACCES (libuv says EPERM) as it always
-// has for sockets here.
-inline int translate_system_error(unsigned long error) {
-  using namespace uv_errors;
-  switch (error) {
-    case 0:
-      return 0;
-    case ERROR_FILE_NOT_FOUND:
-    case ERROR_PATH_NOT_FOUND:
-    case ERROR_INVALID_NAME:
-    case ERROR_INVALID_DRIVE:
-    case ERROR_BAD_PATHNAME:
-    case ERROR_DIRECTORY:
-      return kENOENT;
-    case ERROR_FILE_EXISTS:
-    case ERROR_ALREADY_EXISTS:
-      return kEEXIST;
-    case ERROR_INVALID_FUNCTION:  // ReadFile/WriteFile on a directory handle
-      return kEISDIR;
-    case ERROR_SHARING_VIOLATION:
-    case ERROR_LOCK_VIOLATION:
-      return kEBUSY;
-    case ERROR_DISK_FULL:
-    case ERROR_HANDLE_DISK_FULL:
-      return kENOSPC;
-    case ERROR_WRITE_PROTECT:
-      return kEROFS;
-    case ERROR_FILENAME_EXCED_RANGE:
-      return kENAMETOOLONG;
-    case ERROR_CANT_ACCESS_FILE:
-      return kEACCES;
-    case ERROR_NEGATIVE_SEEK:
-      return kEINVAL;
-    case ERROR_INVALID_FLAGS:
-      return kEBADF;
-    case ERROR_IO_DEVICE:
-    case ERROR_CRC:
-      return kEIO;
-    case WSAEACCES:
-    case ERROR_ACCESS_DENIED:
-      return kEACCES;
-    case WSAEADDRINUSE:
-    case ERROR_ADDRESS_ALREADY_ASSOCIATED:
-      return kEADDRINUSE;
-    case WSAEADDRNOTAVAIL:
-      return kEADDRNOTAVAIL;
-    case WSAEAFNOSUPPORT:
-      return kEAFNOSUPPORT;
-    case WSAEWOULDBLOCK:
-      return kEAGAIN;
-    case WSAEALREADY:
-      return kEALREADY;
-    case WSAENOTSOCK:
-      return kENOTSOCK;
-    case ERROR_INVALID_HANDLE:
-      return kEBADF;
-    case ERROR_OPERATION_ABORTED:  // also WSA_OPERATION_ABORTED
-    case WSAEINTR:
-      return kECANCELED;
-    case WSAECONNABORTED:
-    case ERROR_CONNECTION_ABORTED:
-      return kECONNABORTED;
-    case WSAECONNREFUSED:
-    case ERROR_CONNECTION_REFUSED:
-      return kECONNREFUSED;
-    case WSAECONNRESET:
-    case ERROR_NETNAME_DELETED:
-      return kECONNRESET;
-    case WSAEFAULT:
-      return kEFAULT;
-    case WSAEHOSTUNREACH:
-    case ERROR_HOST_UNREACHABLE:
-      return kEHOSTUNREACH;
-    case WSAEINVAL:
-    case ERROR_INVALID_PARAMETER:
-      return kEINVAL;
-    case WSAEISCONN:
-      return kEISCONN;
-    case WSAEMFILE:
-    case ERROR_TOO_MANY_OPEN_FILES:
-      return kEMFILE;
-    case WSAEMSGSIZE:
-      return kEMSGSIZE;
-    case WSAENETDOWN:
-      return kENETDOWN;
-    case WSAENETUNREACH:
-    case ERROR_NETWORK_UNREACHABLE:
-      return kENETUNREACH;
-    case WSAENOBUFS:
-      return kENOBUFS;
-    case ERROR_NOT_ENOUGH_MEMORY:
-    case ERROR_OUTOFMEMORY:
-      return kENOMEM;
-    case WSAENOTCONN:
-    case ERROR_NOT_CONNECTED:
-      return kENOTCONN;
-    case WSAEOPNOTSUPP:
-    case ERROR_NOT_SUPPORTED:
-      return kENOTSUP;
-    case WSAESHUTDOWN:
-      return kEPIPE;
-    case WSAEPROTONOSUPPORT:
-      return kEPROTONOSUPPORT;
-    case WSAETIMEDOUT:
-    case ERROR_SEM_TIMEOUT:
-      return kETIMEDOUT;
-    default:
-      return kUNKNOWN;
-  }
-}
+// A GetLastError()/WSAGetLastError() value as a negative libuv error number.
+int translate_system_error(unsigned long error);
 
 namespace iocp {
 
@@ -136,7 +28,6 @@ using namespace uv_errors;
 
 inline int last_socket_error() { return translate_system_error(static_cast<unsigned long>(WSAGetLastError())); }
 
-// Owns one socket; closing is the destructor's job.
 // Operations the kernel knows by their OVERLAPPED's address: recycled rather than allocated per
 // operation, and handed out zeroed where the kernel reads them. An Op begins with its OVERLAPPED.
 template <typename Op>
@@ -166,6 +57,7 @@ class OperationPool {
   size_t in_flight_ = 0;
 };
 
+// Owns one socket; closing is the destructor's job.
 class UniqueSocket {
  public:
   UniqueSocket() = default;
@@ -259,31 +151,25 @@ struct SockAddr {
   int length = 0;
   const sockaddr* get() const { return reinterpret_cast<const sockaddr*>(&storage); }
 };
-
-inline int to_sockaddr(const SocketAddress& address, SockAddr& out) {
-  out = {};
-  if (address.family == SocketAddress::Family::kIPv4) {
-    auto* in = reinterpret_cast<sockaddr_in*>(&out.storage);
-    in->sin_family = AF_INET;
-    in->sin_port = htons(address.port);
-    if (inet_pton(AF_INET, address.host.c_str(), &in->sin_addr) != 1) return kEINVAL;
-    out.length = sizeof(sockaddr_in);
-    return 0;
-  }
-  if (address.family == SocketAddress::Family::kIPv6) {
-    auto* in6 = reinterpret_cast<sockaddr_in6*>(&out.storage);
-    in6->sin6_family = AF_INET6;
-    in6->sin6_port = htons(address.port);
-    if (inet_pton(AF_INET6, address.host.c_str(), &in6->sin6_addr) != 1) return kEINVAL;
-    out.length = sizeof(sockaddr_in6);
-    return 0;
-  }
-  return kEAFNOSUPPORT;
-}
+int to_sockaddr(const SocketAddress& address, SockAddr& out);
+// Fills `out` from the socket's local or peer address; returns the port.
+int socket_address(SOCKET socket, bool peer, SocketAddress& out);
 
 inline void enable(SOCKET socket, int level, int option, BOOL on = TRUE) {
   setsockopt(socket, level, option, reinterpret_cast<const char*>(&on), sizeof(on));
 }
+
+// An overlapped TCP socket that no child process inherits; invalid when WSASocketW failed, and
+// last_socket_error() says why.
+UniqueSocket open_tcp_socket(int family);
+
+// The extension functions come from the provider of the socket, as Microsoft documents; the same
+// pointers serve IPv4 and IPv6 TCP sockets.
+struct SocketExtensions {
+  LPFN_ACCEPTEX accept_ex = nullptr;
+  LPFN_CONNECTEX connect_ex = nullptr;
+};
+int load_socket_extensions(SocketExtensions& out);
 
 }  // namespace iocp
 }  // namespace twinloop

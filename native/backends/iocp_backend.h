@@ -1,0 +1,225 @@
+// The IOCP backend's class and its per-socket state, shared by the files that implement it:
+//   iocp.cc             the design (read it first), the backend's lifetime, and the calls JavaScript
+//                       makes on sockets: listen/connect/close, reactor, proactor, cancel
+//   iocp_dispatch.cc    from the port to events: the waiting thread, drain(), each kind of
+//                       completion, and serving the sockets listed for attention
+//   iocp_operations.cc  the overlapped operations: posting them, and keeping those of a socket in
+//                       line with what is wanted of it (level-triggered readiness)
+//   iocp_socket.{h,cc}  Winsock helpers: owners, errors, addresses, AcceptEx/ConnectEx
+//   iocp_timers.h, iocp_files.{h,cc}  timers and regular files, on the same port
+#pragma once
+
+#include <winsock2.h>
+
+#include <atomic>
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "../core/backend.h"
+#include "../core/event_queue.h"
+#include "../core/handle_table.h"
+#include "iocp_files.h"
+#include "iocp_socket.h"
+#include "iocp_timers.h"
+
+namespace twinloop::iocp {
+
+inline constexpr ULONG kMaxCompletions = 256;
+// Completion keys: 0 for socket operations, IocpFiles::kFileKey for file ones, and two packets
+// without an OVERLAPPED: stop the waiting thread, or make it recompute its timeout (IocpTimers).
+inline constexpr ULONG_PTR kStopKey = 1;
+inline constexpr ULONG_PTR kTimerWakeKey = 2;
+static_assert(IocpFiles::kFileKey != 0 && IocpFiles::kFileKey != kStopKey && IocpFiles::kFileKey != kTimerWakeKey);
+// AcceptEx wants room for each address plus 16 bytes.
+inline constexpr DWORD kAcceptAddressLength = sizeof(sockaddr_storage) + 16;
+
+inline constexpr uint32_t kWantReadable = static_cast<uint32_t>(Interest::kReadable);
+inline constexpr uint32_t kWantWritable = static_cast<uint32_t>(Interest::kWritable);
+
+enum class OpKind : uint8_t { kPoll, kRecv, kSend, kAccept, kConnect };
+
+// 376 bytes (x64), most of it AcceptEx's address area; pooled, so a busy loop allocates none.
+struct Operation {
+  OVERLAPPED overlapped;  // first: a completion's OVERLAPPED* is the Operation*
+  OpKind kind = OpKind::kPoll;
+  bool orphaned = false;  // its socket was closed: the completion only returns it to the pool
+  bool cancelled = false;  // cancel() asked the kernel to give it back (CancelIoEx)
+  HandleId handle = -1;
+  int32_t op_id = -1;     // >= 0: a proactor operation JavaScript waits for
+  std::span<const uint8_t> rest;          // kSend: bytes not sent yet
+  size_t sent = 0;                        // kSend: bytes the peer has (> 0: cancelling tears the stream)
+  std::unique_ptr<uint8_t[]> staging;     // kSend for try_write: our copy of the caller's bytes
+  UniqueSocket accepted;                  // kAccept: the socket AcceptEx connects
+  char addresses[2 * kAcceptAddressLength];
+};
+static_assert(offsetof(Operation, overlapped) == 0, "completions are mapped back by address");
+
+struct PendingRead {
+  std::span<uint8_t> buffer;
+  int32_t op_id;
+};
+
+struct PendingWrite {
+  std::span<const uint8_t> buffer;
+  int32_t op_id;
+};
+
+// Per-socket state: 184 bytes (x64, measured) plus queues that allocate only once an operation
+// has to wait. No per-connection read buffer: readiness comes from zero-byte reads, so an idle
+// connection pins no memory in the kernel either.
+struct Socket {
+  UniqueSocket socket;
+  int family = AF_INET;
+  bool listener = false;
+  bool connected = false;       // accepted sockets at once, clients once ConnectEx completed
+  bool readable = false;        // a zero-byte read completed and nobody has found the socket empty since
+  bool in_attention = false;    // listed in IocpBackend::attention_
+  bool in_rearm = false;        // listed in IocpBackend::rearm_
+  bool streaming_read = false;  // read_start
+  bool streaming_accept = false;
+  bool write_torn = false;      // a write was cancelled half-sent: no later byte may follow it
+  uint32_t watched = 0;         // reactor interest (Interest bits)
+  // An error a zero-byte read or a background send found: reported by the next read or write,
+  // because the socket may not report it a second time.
+  int read_error = 0;
+  int write_error = 0;
+  Operation* poll = nullptr;     // zero-byte WSARecv in flight
+  Operation* recv = nullptr;     // proactor WSARecv in flight
+  Operation* send = nullptr;     // WSASend in flight
+  Operation* connect = nullptr;  // ConnectEx in flight
+  std::vector<PendingRead> reads;    // proactor reads queued behind `recv`
+  std::vector<PendingWrite> writes;  // proactor writes queued behind `send`
+  std::vector<int32_t> accepts;      // listener: proactor accepts waiting for a connection
+  std::vector<Operation*> accepting;  // listener: AcceptEx in flight
+  std::vector<UniqueSocket> backlog;  // listener: accepted connections nobody has taken yet
+};
+
+class IocpBackend final : public Backend {
+ public:
+  IocpBackend(std::unique_ptr<WinsockSession> winsock, UniqueHandle port, SocketExtensions extensions);
+  ~IocpBackend() override;
+
+  const BackendInfo& info() const override { return info_; }
+  int poll_fd() const override { return -1; }
+  void set_wake(void (*wake)(void* context), void* context) override;
+
+  // Sockets (iocp.cc).
+  int listen(const SocketAddress& address, const ListenOptions& options) override;
+  int connect(const SocketAddress& address, int32_t op_id) override;
+  int shutdown(HandleId handle) override;
+  int close(HandleId handle, bool reset) override;
+  int address(HandleId handle, bool peer, SocketAddress& out) override;
+
+  int watch(HandleId handle, uint32_t interest) override;
+  int try_read(HandleId handle, std::span<uint8_t> buffer) override;
+  int try_write(HandleId handle, std::span<const uint8_t> buffer) override;
+  int try_accept(HandleId handle) override;
+
+  int submit_read(HandleId handle, std::span<uint8_t> buffer, int32_t op_id) override;
+  int submit_write(HandleId handle, std::span<const uint8_t> buffer, int32_t op_id) override;
+  int submit_accept(HandleId handle, int32_t op_id) override;
+  int read_start(HandleId handle) override { return set_streaming(handle, &Socket::streaming_read, true); }
+  int read_stop(HandleId handle) override { return set_streaming(handle, &Socket::streaming_read, false); }
+  int accept_start(HandleId handle) override { return set_streaming(handle, &Socket::streaming_accept, true); }
+  int accept_stop(HandleId handle) override { return set_streaming(handle, &Socket::streaming_accept, false); }
+
+  int cancel(HandleId handle, int32_t op_id) override;
+
+  int start_timer(uint64_t delay_ms, int32_t op_id) override { return timers_.start(delay_ms, op_id) ? 0 : kEEXIST; }
+
+  int file_open(const std::string& path, const FileOpenOptions& options, int32_t op_id) override {
+    return files_.open(path, options, op_id);
+  }
+  int file_read(HandleId file, std::span<uint8_t> buffer, int64_t position, int32_t op_id) override {
+    return files_.read(file, buffer, position, op_id);
+  }
+  int file_write(HandleId file, std::span<const uint8_t> buffer, int64_t position, int32_t op_id) override {
+    return files_.write(file, buffer, position, op_id);
+  }
+  int file_sync(HandleId file, bool /*data_only*/, int32_t op_id) override { return files_.sync(file, op_id); }
+  int file_close(HandleId file, int32_t op_id) override { return files_.close(file, op_id); }
+
+  // From the port to events (iocp_dispatch.cc).
+  void drain(BatchSink& sink) override;
+  void flush() override;
+
+  Stats stats() const override;
+
+ private:
+  // The waiting thread (iocp_dispatch.cc).
+  static DWORD WINAPI wait_loop(void* self);
+  void wait_for_completions();
+  void request_wake();
+
+  // Sockets opened, adopted and closed (iocp.cc).
+  int open_socket(int family, UniqueSocket& out);
+  int prepare(SOCKET socket);
+  HandleId insert(Socket socket);
+  int adopt_connection(UniqueSocket socket);
+  static UniqueSocket take_backlog(Socket& s);
+  void reclaim(const OVERLAPPED_ENTRY& entry);
+  void release_socket(HandleId handle, bool reset);
+
+  // Operations, and the readiness kept from them (iocp_operations.cc).
+  Operation* acquire(OpKind kind, HandleId handle, int32_t op_id);
+  void release(Operation* op);
+  int set_streaming(HandleId handle, bool Socket::*flag, bool on);
+  static bool writable(const Socket& s) { return s.connected && s.send == nullptr && s.writes.empty(); }
+  int update(HandleId handle, Socket& s);
+  int update_listener(HandleId handle);
+  void withdraw_surplus_accepts(Socket& listener);
+  void need_attention(HandleId handle, Socket& s);
+  void schedule_rearm(HandleId handle, Socket& s);
+  void rearm();
+  void post_poll(HandleId handle, Socket& s);
+  int post_recv(HandleId handle, Socket& s, std::span<uint8_t> buffer, int32_t op_id);
+  int post_send(Socket& s, Operation* op);
+  int post_accept(HandleId handle, Socket& listener);
+  int recv_some(Socket& s, std::span<uint8_t> buffer);
+  int send_some(Socket& s, std::span<const uint8_t> buffer);
+
+  // Completions turned into events (iocp_dispatch.cc).
+  void emit(const Event& event);
+  void defer(const Event& event);
+  int operation_error(const Socket& s, Operation* op);
+  void complete(const OVERLAPPED_ENTRY& entry);
+  void complete_send(HandleId handle, Socket& s, Operation* op, int error, size_t bytes);
+  void complete_accept(HandleId handle, Socket& listener, Operation* op, int error);
+  void serve(HandleId handle);
+  void stream_read(HandleId handle, Socket& s);
+  void serve_listener(HandleId handle);
+
+  std::unique_ptr<WinsockSession> winsock_;
+  UniqueHandle port_;
+  SocketExtensions extensions_;
+  UniqueHandle thread_;
+  BackendInfo info_;
+  HandleTable<Socket> sockets_;
+  EventQueue deferred_;
+  Stats stats_;
+  BatchSink* sink_ = nullptr;  // during drain()
+  bool in_drain_ = false;
+  std::vector<HandleId> attention_;
+  std::vector<HandleId> serving_;
+  std::vector<HandleId> rearm_;
+  std::vector<HandleId> rearming_;
+  OperationPool<Operation> operations_;
+  std::vector<OVERLAPPED_ENTRY> ready_;  // the batch drain() works on
+  IocpFiles files_{port_.get()};
+
+  // Shared with the waiting thread through its own atomics.
+  IocpTimers timers_{port_.get(), kTimerWakeKey};
+
+  // Shared with the waiting thread.
+  Lock lock_;
+  std::vector<OVERLAPPED_ENTRY> completed_;  // guarded by lock_
+  std::atomic<bool> wake_pending_{false};
+  std::atomic<void (*)(void*)> wake_{nullptr};
+  void* wake_context_ = nullptr;  // written before the thread starts
+};
+
+}  // namespace twinloop::iocp

@@ -1,0 +1,315 @@
+// From the completion port to events. The waiting thread moves each batch of completions off the
+// port; drain(), on the JavaScript thread, turns every completion into events by the kind of its
+// operation, then serves the sockets listed for attention (streamed data, accepted connections,
+// readiness). The design is described in iocp.cc.
+#include "iocp_backend.h"
+
+#include <algorithm>
+#include <cstdint>
+#include <utility>
+#include <vector>
+
+namespace twinloop::iocp {
+namespace {
+
+constexpr size_t kMaxStreamRead = 64 * 1024;
+
+}  // namespace
+
+DWORD WINAPI IocpBackend::wait_loop(void* self) {
+  static_cast<IocpBackend*>(self)->wait_for_completions();
+  return 0;
+}
+
+void IocpBackend::wait_for_completions() {
+  OVERLAPPED_ENTRY entries[kMaxCompletions];
+  for (;;) {
+    bool due = false;
+    DWORD timeout = timers_.next_timeout(due);
+    if (due) request_wake();
+    ULONG count = 0;
+    if (!GetQueuedCompletionStatusEx(port_.get(), entries, kMaxCompletions, &count, timeout, FALSE)) {
+      if (GetLastError() == ERROR_ABANDONED_WAIT_0) return;  // the port was closed
+      continue;  // WAIT_TIMEOUT: next_timeout() says whether a timer is due, or how long is left
+    }
+    bool stop = false;
+    bool any = false;
+    {
+      LockGuard guard(lock_);
+      for (ULONG i = 0; i < count; ++i) {
+        if (entries[i].lpOverlapped == nullptr) {  // a stop or a timer wake packet
+          stop = stop || entries[i].lpCompletionKey == kStopKey;
+          continue;
+        }
+        completed_.push_back(entries[i]);
+        any = true;
+      }
+    }
+    if (any) request_wake();
+    if (stop) return;
+  }
+}
+
+// Either thread. One wake per batch: the flag stays set until drain() has taken the batch.
+void IocpBackend::request_wake() {
+  void (*wake)(void*) = wake_.load();
+  if (wake != nullptr && !wake_pending_.exchange(true)) wake(wake_context_);
+}
+
+void IocpBackend::drain(BatchSink& sink) {
+  // Cleared before the completions are taken: one that arrives after the swap wakes us again.
+  wake_pending_.store(false);
+  in_drain_ = true;
+  sink_ = &sink;
+  rearm();
+  deferred_.drain_into(sink);
+  {
+    LockGuard guard(lock_);
+    std::swap(ready_, completed_);
+  }
+  for (const OVERLAPPED_ENTRY& entry : ready_) complete(entry);
+  ready_.clear();
+  timers_.pop_expired([&](int32_t op_id) { emit({-1, EventKind::kCompleted, 0, op_id}); });
+  // Sockets served now that still have something to report go to the back of the list, for the
+  // next drain: one busy socket cannot fill every batch.
+  serving_.swap(attention_);
+  for (HandleId handle : serving_) {
+    if (Socket* s = sockets_.find(handle); s != nullptr) s->in_attention = false;
+  }
+  for (HandleId handle : serving_) serve(handle);
+  serving_.clear();
+  sink_ = nullptr;
+  in_drain_ = false;
+  if (!deferred_.empty() || !attention_.empty()) request_wake();
+}
+
+// Called after JavaScript has handled a batch: readiness it reported is checked again now, so a
+// socket that is still ready is reported again (level triggering).
+void IocpBackend::flush() {
+  rearm();
+  if (!attention_.empty()) request_wake();
+}
+
+void IocpBackend::emit(const Event& event) {
+  ++stats_.events;
+  if (sink_ != nullptr && !sink_->full()) {
+    sink_->push(event);
+  } else {
+    defer(event);
+  }
+}
+
+void IocpBackend::defer(const Event& event) {
+  deferred_.push(event);
+  if (!in_drain_) request_wake();
+}
+
+// The error of a completed operation: the completion carries an NTSTATUS, WSAGetOverlappedResult
+// turns it into the Winsock error the rest of the table speaks.
+int IocpBackend::operation_error(const Socket& s, Operation* op) {
+  DWORD bytes = 0;
+  DWORD flags = 0;
+  if (WSAGetOverlappedResult(s.socket.get(), &op->overlapped, &bytes, FALSE, &flags)) return 0;
+  return last_socket_error();
+}
+
+void IocpBackend::complete(const OVERLAPPED_ENTRY& entry) {
+  if (entry.lpCompletionKey == IocpFiles::kFileKey) {
+    emit(files_.complete(entry));
+    return;
+  }
+  auto* op = reinterpret_cast<Operation*>(entry.lpOverlapped);
+  if (op->orphaned) {
+    if (op->op_id >= 0) emit({op->handle, EventKind::kCompleted, kECANCELED, op->op_id});
+    release(op);
+    return;
+  }
+  HandleId handle = op->handle;
+  Socket* s = sockets_.find(handle);
+  bool ok = static_cast<LONG>(op->overlapped.Internal) >= 0;  // NT_SUCCESS
+  int error = ok ? 0 : operation_error(*s, op);
+  if (!ok && error == 0) error = kUNKNOWN;
+  auto bytes = static_cast<size_t>(entry.dwNumberOfBytesTransferred);
+  switch (op->kind) {
+    case OpKind::kPoll:
+      s->poll = nullptr;
+      s->readable = true;
+      if (error != 0) s->read_error = error;
+      release(op);
+      update(handle, *s);
+      break;
+    case OpKind::kRecv:
+      s->recv = nullptr;
+      emit({handle, EventKind::kCompleted, ok ? static_cast<int>(bytes) : error, op->op_id});
+      release(op);
+      while (s->recv == nullptr && !s->reads.empty()) {
+        PendingRead next = s->reads.front();
+        s->reads.erase(s->reads.begin());
+        if (int rc = post_recv(handle, *s, next.buffer, next.op_id); rc < 0) emit({handle, EventKind::kCompleted, rc, next.op_id});
+      }
+      update(handle, *s);
+      break;
+    case OpKind::kSend:
+      complete_send(handle, *s, op, ok ? 0 : error, bytes);
+      break;
+    case OpKind::kConnect:
+      s->connect = nullptr;
+      if (ok) {
+        // Without it the socket does not know it is connected: getpeername and shutdown fail.
+        setsockopt(s->socket.get(), SOL_SOCKET, SO_UPDATE_CONNECT_CONTEXT, nullptr, 0);
+        s->connected = true;
+      }
+      emit({handle, EventKind::kCompleted, error, op->op_id});
+      release(op);
+      update(handle, *s);
+      break;
+    case OpKind::kAccept:
+      complete_accept(handle, *s, op, error);
+      break;
+  }
+}
+
+void IocpBackend::complete_send(HandleId handle, Socket& s, Operation* op, int error, size_t bytes) {
+  s.send = nullptr;
+  if (error == 0 || error == kECANCELED) {
+    // A send the kernel gave back cancelled still reports the bytes that went out before. Under
+    // wine that count is 0 and nothing went out after the send buffer filled (the speculative
+    // prefix in `sent` is what the peer gets, as the torn-write test checks); on Windows, whose
+    // AFD may send straight from the caller's pages, it is the kernel's word, untested here.
+    bytes = std::min(bytes, op->rest.size());
+    op->sent += bytes;
+    op->rest = op->rest.subspan(bytes);
+    if (op->rest.empty()) error = 0;  // every byte went out before the cancel took hold
+  }
+  if (error == 0 && !op->rest.empty() && !op->cancelled) {
+    // A short send (or a buffer over 1 GiB): continue with the rest.
+    error = post_send(s, op);
+    if (error == 0) return;
+  }
+  if (op->cancelled && !op->rest.empty() && (error == 0 || error == kECANCELED)) {
+    int32_t op_id = op->op_id;
+    size_t sent = op->sent;
+    if (sent == 0) {
+      emit({handle, EventKind::kCompleted, kECANCELED, op_id});  // withdrawn whole: the queue carries on
+    } else {
+      // Torn (see Backend::cancel): the count the peer got, and nothing queued may follow it.
+      emit({handle, EventKind::kCompleted, static_cast<int32_t>(std::min<size_t>(sent, INT32_MAX)), op_id});
+      for (const PendingWrite& write : s.writes) emit({handle, EventKind::kCompleted, kECANCELED, write.op_id});
+      s.writes.clear();
+      s.write_torn = true;
+    }
+  } else if (op->op_id >= 0) {
+    emit({handle, EventKind::kCompleted, error, op->op_id});
+  } else if (error != 0) {
+    s.write_error = error;
+  }
+  release(op);
+  while (s.send == nullptr && !s.writes.empty()) {
+    PendingWrite next = s.writes.front();
+    s.writes.erase(s.writes.begin());
+    Operation* write = acquire(OpKind::kSend, handle, next.op_id);
+    write->rest = next.buffer;
+    if (int rc = post_send(s, write); rc < 0) {
+      release(write);
+      emit({handle, EventKind::kCompleted, rc, next.op_id});
+    }
+  }
+  update(handle, s);
+}
+
+void IocpBackend::complete_accept(HandleId handle, Socket& listener, Operation* op, int error) {
+  listener.accepting.erase(std::find(listener.accepting.begin(), listener.accepting.end(), op));
+  if (error == 0) {
+    // Gives the accepted socket its listener's properties; getpeername and shutdown need it.
+    SOCKET listen_socket = listener.socket.get();
+    setsockopt(op->accepted.get(), SOL_SOCKET, SO_UPDATE_ACCEPT_CONTEXT, reinterpret_cast<const char*>(&listen_socket),
+               sizeof(listen_socket));
+    listener.backlog.push_back(std::move(op->accepted));
+  } else if (op->cancelled) {
+    // Withdrawn by cancel(): nobody waits for it, and release() closes its accept socket.
+  } else if (error != kECONNRESET && error != kECONNABORTED) {
+    // A peer that gave up before we accepted is skipped, as accept(2) does; anything else goes to
+    // whoever waits for a connection.
+    if (!listener.accepts.empty()) {
+      emit({handle, EventKind::kCompleted, error, listener.accepts.front()});
+      listener.accepts.erase(listener.accepts.begin());
+    } else if (listener.streaming_accept) {
+      emit({handle, EventKind::kAccepted, error, 0});
+      listener.streaming_accept = false;
+    }
+  }
+  release(op);
+  update_listener(handle);
+}
+
+// Reports what a socket listed for attention has: streamed data, accepted connections,
+// readiness.
+void IocpBackend::serve(HandleId handle) {
+  Socket* s = sockets_.find(handle);
+  if (s == nullptr) return;
+  if (s->listener) {
+    serve_listener(handle);
+    return;
+  }
+  if (s->streaming_read && (s->readable || s->read_error != 0)) stream_read(handle, *s);
+  if ((s->watched & kWantReadable) && (s->readable || s->read_error != 0)) {
+    emit({handle, EventKind::kReadable, 0, 0});
+    s->readable = false;
+    schedule_rearm(handle, *s);
+  }
+  if ((s->watched & kWantWritable) && (writable(*s) || s->write_error != 0)) {
+    emit({handle, EventKind::kWritable, 0, 0});
+    schedule_rearm(handle, *s);
+  }
+}
+
+void IocpBackend::stream_read(HandleId handle, Socket& s) {
+  std::span<uint8_t> space = sink_->arena_space(kMaxStreamRead);
+  if (space.empty()) {  // the batch is full of data: the next drain continues
+    need_attention(handle, s);
+    return;
+  }
+  int n = s.read_error != 0 ? std::exchange(s.read_error, 0) : recv_some(s, space);
+  if (n == kEAGAIN) {
+    s.readable = false;
+    update(handle, s);
+    return;
+  }
+  int32_t offset = n > 0 ? sink_->commit_arena(static_cast<size_t>(n)) : 0;
+  emit({handle, EventKind::kData, n, offset});
+  if (n <= 0) {
+    s.streaming_read = false;  // after EOF or an error the socket stays readable for ever
+  } else if (static_cast<size_t>(n) == space.size()) {
+    need_attention(handle, s);  // there may be more: read again in the next drain
+  } else {
+    // Short read: the socket is most likely empty. The zero-byte read says so for certain, and
+    // completes at once if it is not.
+    s.readable = false;
+    update(handle, s);
+  }
+}
+
+void IocpBackend::serve_listener(HandleId handle) {
+  Socket* s = sockets_.find(handle);
+  while (!s->backlog.empty() && (!s->accepts.empty() || s->streaming_accept)) {
+    if (sink_->full()) {
+      need_attention(handle, *s);
+      return;
+    }
+    int result = adopt_connection(take_backlog(*s));
+    s = sockets_.find(handle);  // inserting may have moved it
+    if (!s->accepts.empty()) {
+      emit({handle, EventKind::kCompleted, result, s->accepts.front()});
+      s->accepts.erase(s->accepts.begin());
+    } else {
+      emit({handle, EventKind::kAccepted, result, 0});
+    }
+  }
+  if ((s->watched & kWantReadable) && !s->backlog.empty()) {
+    emit({handle, EventKind::kReadable, 0, 0});
+    schedule_rearm(handle, *s);
+  }
+  update_listener(handle);
+}
+
+}  // namespace twinloop::iocp

@@ -1,0 +1,299 @@
+#include "iocp_files.h"
+
+#include <algorithm>
+#include <cstring>
+#include <utility>
+
+namespace twinloop::iocp {
+
+namespace {
+
+// Results travel as int32: one call moves at most 1 GiB, as with sockets.
+constexpr size_t kMaxTransfer = size_t{1} << 30;
+// WriteFile at this offset writes at the end of the file (FILE_WRITE_TO_END_OF_FILE).
+constexpr uint64_t kEndOfFile = ~uint64_t{0};
+constexpr unsigned kOwnerWrite = 0200;
+
+bool to_utf16(const std::string& text, std::wstring& out) {
+  if (text.empty()) return false;
+  int length = MultiByteToWideChar(CP_UTF8, MB_ERR_INVALID_CHARS, text.data(), static_cast<int>(text.size()), nullptr, 0);
+  if (length <= 0) return false;
+  out.resize(static_cast<size_t>(length));
+  return MultiByteToWideChar(CP_UTF8, MB_ERR_INVALID_CHARS, text.data(), static_cast<int>(text.size()), out.data(), length) == length;
+}
+
+// The result of an overlapped transfer the kernel completed: the NTSTATUS in Internal becomes a
+// Win32 error through GetOverlappedResult, which also says the operation is over (bWait FALSE).
+int transfer_result(HANDLE handle, OVERLAPPED* overlapped, DWORD bytes) {
+  if (static_cast<LONG>(overlapped->Internal) >= 0) return static_cast<int>(std::min<size_t>(bytes, kMaxTransfer));  // NT_SUCCESS
+  DWORD transferred = 0;
+  if (GetOverlappedResult(handle, overlapped, &transferred, FALSE)) return static_cast<int>(transferred);
+  DWORD error = GetLastError();
+  return error == ERROR_HANDLE_EOF ? 0 : translate_system_error(error);
+}
+
+}  // namespace
+
+IocpFiles::~IocpFiles() {
+  // Handles the table still holds are closed by its UniqueHandles. An operation the kernel never
+  // gave back is leaked on purpose (its memory may still be written), as in IocpBackend.
+}
+
+IocpFiles::Operation* IocpFiles::acquire(Kind kind, HandleId file, int32_t op_id) {
+  Operation* op = operations_.acquire();
+  op->kind = kind;
+  op->sequential = false;
+  op->posted = false;
+  op->file = file;
+  op->op_id = op_id;
+  op->result = 0;
+  op->port = port_;
+  op->handle = nullptr;
+  op->directory = false;
+  return op;
+}
+
+void IocpFiles::release(Operation* op) {
+  op->path.clear();
+  operations_.release(op);
+}
+
+int IocpFiles::open(const std::string& path, const FileOpenOptions& options, int32_t op_id) {
+  std::wstring wide;
+  if (!to_utf16(path, wide)) return kEINVAL;
+  // libuv's fs__open: the same access rights, share modes and dispositions as Node's fs.open.
+  DWORD access = options.read && options.write ? FILE_GENERIC_READ | FILE_GENERIC_WRITE
+                 : options.write                ? FILE_GENERIC_WRITE
+                                                : FILE_GENERIC_READ;
+  if (options.append) access = (access & ~static_cast<DWORD>(FILE_WRITE_DATA)) | FILE_APPEND_DATA;
+  DWORD disposition;
+  if (options.create && options.exclusive) {
+    disposition = CREATE_NEW;
+  } else if (options.create) {
+    disposition = options.truncate ? CREATE_ALWAYS : OPEN_ALWAYS;
+  } else {
+    disposition = options.truncate ? TRUNCATE_EXISTING : OPEN_EXISTING;
+  }
+  // BACKUP_SEMANTICS opens directories too (as open(2) does, for reading): a read of one is then
+  // EISDIR, as on Linux, rather than the open failing with EACCES.
+  DWORD attributes = FILE_ATTRIBUTE_NORMAL | FILE_FLAG_OVERLAPPED | FILE_FLAG_BACKUP_SEMANTICS;
+  if (options.direct) attributes |= FILE_FLAG_NO_BUFFERING;
+  if (options.create && !(static_cast<unsigned>(options.mode) & kOwnerWrite)) attributes |= FILE_ATTRIBUTE_READONLY;
+  Operation* op = acquire(Kind::kOpen, -1, op_id);
+  op->path = std::move(wide);
+  op->access = access;
+  op->disposition = disposition;
+  op->attributes = attributes;
+  op->want_write = options.write;
+  op->append = options.append;
+  start_work(op);
+  return 0;
+}
+
+int IocpFiles::read(HandleId file, std::span<uint8_t> buffer, int64_t position, int32_t op_id) {
+  return transfer(file, false, buffer, position, op_id);
+}
+
+int IocpFiles::write(HandleId file, std::span<const uint8_t> buffer, int64_t position, int32_t op_id) {
+  // The kernel only reads from it; one submission path serves both directions.
+  return transfer(file, true, {const_cast<uint8_t*>(buffer.data()), buffer.size()}, position, op_id);
+}
+
+int IocpFiles::transfer(HandleId id, bool write, std::span<uint8_t> buffer, int64_t position, int32_t op_id) {
+  File* file = files_.find(id);
+  if (!file || file->close_op >= 0) return kEBADF;
+  Transfer next{write, buffer.first(std::min(buffer.size(), kMaxTransfer)), op_id};
+  ++file->in_flight;  // queued or posted: close waits for it either way
+  if (position >= 0) {
+    start_transfer(id, *file, next, position, false);
+  } else if (file->sequential_busy) {
+    file->sequential.push_back(next);
+  } else {
+    file->sequential_busy = true;
+    start_transfer(id, *file, next, file->position, true);
+  }
+  return 0;
+}
+
+void IocpFiles::start_transfer(HandleId id, File& file, const Transfer& transfer, int64_t position, bool sequential) {
+  Operation* op = acquire(transfer.write ? Kind::kWrite : Kind::kRead, id, transfer.op_id);
+  op->sequential = sequential;
+  if (file.directory) {
+    post_result(op, kEISDIR);
+    return;
+  }
+  uint64_t offset = transfer.write && file.append ? kEndOfFile : static_cast<uint64_t>(position);
+  op->overlapped.Offset = static_cast<DWORD>(offset);
+  op->overlapped.OffsetHigh = static_cast<DWORD>(offset >> 32);
+  auto length = static_cast<DWORD>(transfer.buffer.size());
+  ++syscalls_;
+  BOOL ok = transfer.write ? WriteFile(file.handle.get(), transfer.buffer.data(), length, nullptr, &op->overlapped)
+                           : ReadFile(file.handle.get(), transfer.buffer.data(), length, nullptr, &op->overlapped);
+  if (ok) return;  // completes through the port all the same (no FILE_SKIP_COMPLETION_PORT_ON_SUCCESS)
+  DWORD error = GetLastError();
+  if (error == ERROR_IO_PENDING) return;
+  // Failed at once: no packet will come from the kernel, so one is posted (a read at or past the
+  // end of the file fails this way on a cached file: that is a count of 0, not an error).
+  post_result(op, error == ERROR_HANDLE_EOF ? 0 : translate_system_error(error));
+}
+
+int IocpFiles::sync(HandleId id, int32_t op_id) {
+  File* file = files_.find(id);
+  if (!file || file->close_op >= 0) return kEBADF;
+  ++file->in_flight;
+  Operation* op = acquire(Kind::kSync, id, op_id);
+  op->handle = file->handle.get();
+  start_work(op);
+  return 0;
+}
+
+int IocpFiles::close(HandleId id, int32_t op_id) {
+  File* file = files_.find(id);
+  if (!file || file->close_op >= 0) return kEBADF;
+  file->close_op = op_id;
+  // Closing under a transfer in flight would cancel it; the contract (and io_uring) lets it finish.
+  if (file->in_flight == 0) start_close(id, *file);
+  return 0;
+}
+
+void IocpFiles::start_close(HandleId id, File& file) {
+  Operation* op = acquire(Kind::kClose, id, file.close_op);
+  op->handle = file.handle.get();
+  start_work(op);
+}
+
+void IocpFiles::start_work(Operation* op) {
+  ++working_;
+  ++syscalls_;
+  if (!TrySubmitThreadpoolCallback(run_work, op, nullptr)) post_result(op, translate_system_error(GetLastError()));
+}
+
+void IocpFiles::post_result(Operation* op, int result) {
+  op->posted = true;
+  op->result = result;
+  PostQueuedCompletionStatus(port_, 0, kFileKey, &op->overlapped);
+}
+
+// A thread of the system pool. It owns `op` until the packet is posted, and touches nothing else:
+// the backend may be tearing down, waiting for exactly this packet.
+void CALLBACK IocpFiles::run_work(PTP_CALLBACK_INSTANCE /*instance*/, void* context) {
+  auto* op = static_cast<Operation*>(context);
+  switch (op->kind) {
+    case Kind::kOpen:
+      run_open(op);
+      break;
+    case Kind::kSync:
+      // FlushFileBuffers is fsync and fdatasync both: Windows has no data-only flush before
+      // NtFlushBuffersFileEx, which MinGW does not declare.
+      op->result = FlushFileBuffers(op->handle) ? 0 : translate_system_error(GetLastError());
+      break;
+    case Kind::kClose:
+      op->result = CloseHandle(op->handle) ? 0 : translate_system_error(GetLastError());
+      break;
+    default:
+      break;
+  }
+  op->posted = true;
+  PostQueuedCompletionStatus(op->port, 0, kFileKey, &op->overlapped);
+}
+
+void IocpFiles::run_open(Operation* op) {
+  HANDLE handle = CreateFileW(op->path.c_str(), op->access, FILE_SHARE_READ | FILE_SHARE_WRITE | FILE_SHARE_DELETE, nullptr,
+                              op->disposition, op->attributes, nullptr);
+  if (handle == INVALID_HANDLE_VALUE) {
+    DWORD error = GetLastError();
+    DWORD found = GetFileAttributesW(op->path.c_str());
+    bool directory = found != INVALID_FILE_ATTRIBUTES && (found & FILE_ATTRIBUTE_DIRECTORY);
+    // A directory refuses write access (EACCES) and, with OPEN_ALWAYS, says it exists; open(2)
+    // says EISDIR for both, and so does libuv.
+    op->result = directory && op->want_write ? kEISDIR : translate_system_error(error);
+    return;
+  }
+  BY_HANDLE_FILE_INFORMATION info;
+  op->directory = GetFileInformationByHandle(handle, &info) && (info.dwFileAttributes & FILE_ATTRIBUTE_DIRECTORY);
+  if (op->directory && op->want_write) {
+    CloseHandle(handle);
+    op->result = kEISDIR;
+    return;
+  }
+  // A directory takes no transfer (they are EISDIR before any call): it needs no port.
+  if (!op->directory && CreateIoCompletionPort(handle, op->port, kFileKey, 0) == nullptr) {
+    op->result = translate_system_error(GetLastError());
+    CloseHandle(handle);
+    return;
+  }
+  op->handle = handle;
+  op->result = 0;
+}
+
+Event IocpFiles::complete(const OVERLAPPED_ENTRY& entry) {
+  auto* op = reinterpret_cast<Operation*>(entry.lpOverlapped);
+  HandleId id = op->file;
+  int32_t op_id = op->op_id;
+  File* file = files_.find(id);
+  int result;
+  if (op->posted) {
+    result = op->result;
+  } else {
+    result = transfer_result(file->handle.get(), &op->overlapped, entry.dwNumberOfBytesTransferred);
+  }
+  switch (op->kind) {
+    case Kind::kOpen: {
+      --working_;
+      if (result == 0) {
+        File opened;
+        opened.handle = UniqueHandle(op->handle);
+        opened.directory = op->directory;
+        opened.append = op->append;
+        result = files_.insert(std::move(opened));
+        if (result < 0) result = kEMFILE;  // the handle closed with the File that was dropped
+      }
+      release(op);
+      return {-1, EventKind::kCompleted, result, op_id};
+    }
+    case Kind::kClose:
+      --working_;
+      (void)file->handle.release();  // the work item closed it
+      files_.erase(id);
+      release(op);
+      return {id, EventKind::kCompleted, result, op_id};
+    case Kind::kSync:
+      --working_;
+      break;
+    case Kind::kRead:
+    case Kind::kWrite:
+      if (op->sequential) {
+        if (result > 0 && !(op->kind == Kind::kWrite && file->append)) file->position += result;
+        file->sequential_busy = false;
+        if (!file->sequential.empty()) {
+          Transfer next = file->sequential.front();
+          file->sequential.erase(file->sequential.begin());
+          file->sequential_busy = true;
+          start_transfer(id, *file, next, file->position, true);
+          file = files_.find(id);
+        }
+      }
+      break;
+  }
+  release(op);
+  if (--file->in_flight == 0 && file->close_op >= 0) start_close(id, *file);
+  return {id, EventKind::kCompleted, result, op_id};
+}
+
+void IocpFiles::cancel_all() {
+  files_.for_each([](HandleId, File& file) {
+    if (!file.directory) CancelIoEx(file.handle.get(), nullptr);
+  });
+}
+
+void IocpFiles::discard(OVERLAPPED* overlapped) {
+  auto* op = reinterpret_cast<Operation*>(overlapped);
+  if (op->kind == Kind::kOpen || op->kind == Kind::kSync || op->kind == Kind::kClose) --working_;
+  if (op->kind == Kind::kOpen && op->result == 0 && op->handle != nullptr) CloseHandle(op->handle);
+  if (op->kind == Kind::kClose) {
+    if (File* file = files_.find(op->file)) (void)file->handle.release();
+  }
+  release(op);
+}
+
+}  // namespace twinloop::iocp

@@ -1,0 +1,201 @@
+// The overlapped operations of sockets: taken from the pool, posted (zero-byte reads for
+// readiness, receives, sends, AcceptEx), and kept in line with what JavaScript wants of each
+// socket, which lists the socket for the next drain when it has something to report.
+#include "iocp_backend.h"
+
+#include <algorithm>
+#include <utility>
+#include <vector>
+
+namespace twinloop::iocp {
+namespace {
+
+// Results travel as int32: one call moves at most 1 GiB, and the caller continues with the rest.
+constexpr size_t kMaxTransfer = size_t{1} << 30;
+// AcceptEx calls kept posted on a streaming listener: a burst of connections does not wait for a
+// round trip through JavaScript per connection (libuv keeps 32; a handful serves a loop well).
+constexpr size_t kStreamingAccepts = 4;
+
+size_t live_accepts(const Socket& listener) {
+  return static_cast<size_t>(std::count_if(listener.accepting.begin(), listener.accepting.end(), [](const Operation* op) { return !op->cancelled; }));
+}
+
+}  // namespace
+
+Operation* IocpBackend::acquire(OpKind kind, HandleId handle, int32_t op_id) {
+  Operation* op = operations_.acquire();
+  op->kind = kind;
+  op->orphaned = false;
+  op->handle = handle;
+  op->op_id = op_id;
+  op->cancelled = false;
+  op->rest = {};
+  op->sent = 0;
+  return op;
+}
+
+void IocpBackend::release(Operation* op) {
+  op->staging.reset();
+  op->accepted.reset();
+  operations_.release(op);
+}
+
+int IocpBackend::set_streaming(HandleId handle, bool Socket::*flag, bool on) {
+  Socket* s = sockets_.find(handle);
+  if (!s) return kEBADF;
+  if ((flag == &Socket::streaming_accept) != s->listener) return kEINVAL;
+  s->*flag = on;
+  return update(handle, *s);
+}
+
+// Brings the socket's operations in flight in line with what is wanted of it, and lists it for
+// the next drain when it has something to report.
+int IocpBackend::update(HandleId handle, Socket& s) {
+  if (s.listener) return update_listener(handle);
+  bool wants_readiness = s.streaming_read || (s.watched & kWantReadable);
+  if (wants_readiness && s.connected) {
+    if (s.readable || s.read_error != 0) {
+      need_attention(handle, s);
+    } else if (s.poll == nullptr && s.recv == nullptr) {
+      post_poll(handle, s);
+    }
+  }
+  if ((s.watched & kWantWritable) && (writable(s) || s.write_error != 0)) need_attention(handle, s);
+  return 0;
+}
+
+int IocpBackend::update_listener(HandleId handle) {
+  Socket* s = sockets_.find(handle);
+  size_t wanted = s->streaming_accept ? kStreamingAccepts : s->accepts.size() + ((s->watched & kWantReadable) ? 1 : 0);
+  if (!s->backlog.empty() && (s->streaming_accept || !s->accepts.empty() || (s->watched & kWantReadable))) {
+    need_attention(handle, *s);
+  }
+  while (live_accepts(*s) + s->backlog.size() < wanted) {
+    if (int rc = post_accept(handle, *s); rc < 0) {
+      // Out of sockets (EMFILE, ENOBUFS): streaming stops and says so, as epoll's accept does;
+      // JavaScript decides when to try again.
+      if (s->streaming_accept) {
+        s->streaming_accept = false;
+        emit({handle, EventKind::kAccepted, rc, 0});
+        return 0;
+      }
+      return rc;
+    }
+  }
+  return 0;
+}
+
+// An AcceptEx posted for an accept that was cancelled since is asked back; its pre-created
+// socket closes when it is. One that wins the race leaves its connection in the backlog for
+// the next accept: no connection is dropped.
+void IocpBackend::withdraw_surplus_accepts(Socket& listener) {
+  if (listener.streaming_accept) return;
+  size_t wanted = listener.accepts.size() + ((listener.watched & kWantReadable) ? 1 : 0);
+  size_t live = live_accepts(listener);
+  for (auto op = listener.accepting.rbegin(); op != listener.accepting.rend() && live + listener.backlog.size() > wanted; ++op) {
+    if ((*op)->cancelled) continue;
+    (*op)->cancelled = true;
+    --live;
+    ++stats_.syscalls;
+    CancelIoEx(reinterpret_cast<HANDLE>(listener.socket.get()), &(*op)->overlapped);
+  }
+}
+
+void IocpBackend::need_attention(HandleId handle, Socket& s) {
+  if (!s.in_attention) {
+    s.in_attention = true;
+    attention_.push_back(handle);
+  }
+  if (!in_drain_) request_wake();
+}
+
+void IocpBackend::schedule_rearm(HandleId handle, Socket& s) {
+  if (!s.in_rearm) {
+    s.in_rearm = true;
+    rearm_.push_back(handle);
+  }
+}
+
+void IocpBackend::rearm() {
+  if (rearm_.empty()) return;
+  rearming_.swap(rearm_);
+  for (HandleId handle : rearming_) {
+    Socket* s = sockets_.find(handle);
+    if (s == nullptr) continue;
+    s->in_rearm = false;
+    update(handle, *s);
+  }
+  rearming_.clear();
+}
+
+void IocpBackend::post_poll(HandleId handle, Socket& s) {
+  Operation* op = acquire(OpKind::kPoll, handle, -1);
+  WSABUF buf{0, nullptr};
+  DWORD flags = 0;
+  ++stats_.syscalls;
+  if (WSARecv(s.socket.get(), &buf, 1, nullptr, &flags, &op->overlapped, nullptr) != 0 && WSAGetLastError() != WSA_IO_PENDING) {
+    s.read_error = last_socket_error();
+    release(op);
+    need_attention(handle, s);
+    return;
+  }
+  s.poll = op;
+}
+
+int IocpBackend::post_recv(HandleId handle, Socket& s, std::span<uint8_t> buffer, int32_t op_id) {
+  Operation* op = acquire(OpKind::kRecv, handle, op_id);
+  WSABUF buf{static_cast<ULONG>(std::min(buffer.size(), kMaxTransfer)), reinterpret_cast<char*>(buffer.data())};
+  DWORD flags = 0;
+  ++stats_.syscalls;
+  if (WSARecv(s.socket.get(), &buf, 1, nullptr, &flags, &op->overlapped, nullptr) != 0 && WSAGetLastError() != WSA_IO_PENDING) {
+    int rc = last_socket_error();
+    release(op);
+    return rc;
+  }
+  s.recv = op;
+  return 0;
+}
+
+int IocpBackend::post_send(Socket& s, Operation* op) {
+  WSABUF buf{static_cast<ULONG>(std::min(op->rest.size(), kMaxTransfer)),
+             const_cast<char*>(reinterpret_cast<const char*>(op->rest.data()))};
+  ++stats_.syscalls;
+  if (WSASend(s.socket.get(), &buf, 1, nullptr, 0, &op->overlapped, nullptr) != 0 && WSAGetLastError() != WSA_IO_PENDING) {
+    return last_socket_error();
+  }
+  s.send = op;
+  return 0;
+}
+
+int IocpBackend::post_accept(HandleId handle, Socket& listener) {
+  ++stats_.syscalls;
+  UniqueSocket accepted = open_tcp_socket(listener.family);
+  if (!accepted) return last_socket_error();
+  Operation* op = acquire(OpKind::kAccept, handle, -1);
+  op->accepted = std::move(accepted);
+  DWORD received = 0;
+  ++stats_.syscalls;
+  if (!extensions_.accept_ex(listener.socket.get(), op->accepted.get(), op->addresses, 0, kAcceptAddressLength, kAcceptAddressLength,
+                  &received, &op->overlapped) &&
+      WSAGetLastError() != ERROR_IO_PENDING) {
+    int rc = last_socket_error();
+    release(op);
+    return rc;
+  }
+  listener.accepting.push_back(op);
+  return 0;
+}
+
+int IocpBackend::recv_some(Socket& s, std::span<uint8_t> buffer) {
+  ++stats_.syscalls;
+  int n = ::recv(s.socket.get(), reinterpret_cast<char*>(buffer.data()), static_cast<int>(std::min(buffer.size(), kMaxTransfer)), 0);
+  return n >= 0 ? n : last_socket_error();
+}
+
+int IocpBackend::send_some(Socket& s, std::span<const uint8_t> buffer) {
+  ++stats_.syscalls;
+  int n = ::send(s.socket.get(), reinterpret_cast<const char*>(buffer.data()), static_cast<int>(std::min(buffer.size(), kMaxTransfer)), 0);
+  return n >= 0 ? n : last_socket_error();
+}
+
+}  // namespace twinloop::iocp
