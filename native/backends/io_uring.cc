@@ -48,6 +48,10 @@ constexpr unsigned kCqEntries = 8192;
 constexpr unsigned kBufferSize = 8 * 1024;
 constexpr unsigned kMaxBuffers = 4096;
 constexpr size_t kMaxIov = 64;
+// Accepts of one listener the kernel holds at once. A server posts many (as IOCP servers post many
+// AcceptEx) so that a burst is taken in one pass; held one at a time, each accept's CQE queued
+// behind a busy loop's whole backlog, and the last ~200 of 10 000 clients waited seconds.
+constexpr uint8_t kMaxAcceptsInFlight = 64;
 // The kernel runs at most ~20 deferred completions per GETEVENTS enter (IO_LOCAL_TW_DEFAULT_MAX,
 // measured here: 100 ready recvs → 20 CQEs per enter); a drain enters again while the kernel says
 // more wait (IORING_SQ_TASKRUN), up to this bound so a flood cannot starve Node's loop.
@@ -57,7 +61,9 @@ constexpr uint32_t kReadable = static_cast<uint32_t>(Interest::kReadable);
 constexpr uint32_t kWritable = static_cast<uint32_t>(Interest::kWritable);
 
 // One bit per kind of operation; a socket has at most one of each in flight, so user_data =
-// kind << 32 | handle names the operation exactly.
+// kind << 32 | handle names the operation exactly. The exception is kAccept: a listener's accepts
+// are interchangeable, so several share one user_data and each CQE goes to the oldest accept()
+// waiting (see on_accept).
 enum Op : uint8_t {
   kRecv = 1 << 0,         // submit_read into the caller's buffer
   kRecvStream = 1 << 1,   // read_start: multishot recv from the buffer ring
@@ -78,6 +84,11 @@ struct PendingRead {
   int32_t op_id;
 };
 
+struct PendingAccept {
+  int32_t op_id;
+  bool cancelled = false;  // cancelled while the kernel held an accept for it: see cancel()
+};
+
 struct PendingWrite {
   const uint8_t* data;
   uint32_t size;
@@ -94,7 +105,7 @@ struct SendBatch {
   iovec iov[kMaxIov];
 };
 
-// Per-socket state: 104 bytes; the vectors allocate only once an operation has to wait, so an idle
+// Per-socket state: 112 bytes; the vectors allocate only once an operation has to wait, so an idle
 // connection costs its slot (and in the kernel, its armed multishot recv) and nothing else.
 struct Socket {
   UniqueFd fd;
@@ -103,6 +114,7 @@ struct Socket {
   uint8_t watched = 0;      // Interest bits
   uint8_t recheck = 0;      // Interest bits reported without a sign that the socket went dry
   uint8_t send_count = 0;   // writes the in-flight send carries
+  uint8_t accepts_in_flight = 0;  // kAccept operations the kernel holds
   bool listener = false;
   bool streaming_read = false;
   bool streaming_accept = false;
@@ -114,7 +126,7 @@ struct Socket {
   std::unique_ptr<SendBatch> send_batch;
   std::vector<PendingRead> reads;
   std::vector<PendingWrite> writes;
-  std::vector<int32_t> accepts;
+  std::vector<PendingAccept> accepts;
 };
 
 uint32_t poll_events(uint32_t interest) {
@@ -254,9 +266,8 @@ class IoUringBackend final : public Backend {
     s->reads.resize(first_queued_read);
     for (size_t i = s->send_count; i < s->writes.size(); ++i) defer({handle, EventKind::kCompleted, -ECANCELED, s->writes[i].op_id});
     s->writes.resize(s->send_count);
-    size_t first_queued_accept = (s->in_flight & kAccept) ? 1 : 0;
-    for (size_t i = first_queued_accept; i < s->accepts.size(); ++i) defer({handle, EventKind::kCompleted, -ECANCELED, s->accepts[i]});
-    s->accepts.resize(first_queued_accept);
+    for (size_t i = s->accepts_in_flight; i < s->accepts.size(); ++i) defer({handle, EventKind::kCompleted, -ECANCELED, s->accepts[i].op_id});
+    s->accepts.resize(s->accepts_in_flight);
     if (s->connect_op >= 0 && !(s->in_flight & kConnect)) {
       defer({handle, EventKind::kCompleted, -ECANCELED, s->connect_op});
       s->connect_op = -1;
@@ -346,7 +357,7 @@ class IoUringBackend final : public Backend {
     Socket* s = find(handle);
     if (!s) return -EBADF;
     if (!s->listener) return -EINVAL;
-    s->accepts.push_back(op_id);
+    s->accepts.push_back({op_id});
     mark_dirty(handle, *s);
     return 0;
   }
@@ -383,10 +394,19 @@ class IoUringBackend final : public Backend {
       return 0;
     }
     for (size_t i = 0; i < s->accepts.size(); ++i) {
-      if (s->accepts[i] != op_id) continue;
-      if (i == 0 && (s->in_flight & kAccept)) return cancel_in_flight(handle, *s, kAccept);
-      s->accepts.erase(s->accepts.begin() + static_cast<std::ptrdiff_t>(i));
-      defer({handle, EventKind::kCompleted, -ECANCELED, op_id});
+      if (s->accepts[i].op_id != op_id) continue;
+      // The kernel's accepts belong to no accept() in particular. If the others queued can take
+      // all of them, this one just leaves. Else the kernel's accepts are recalled (one alone cannot
+      // be: they share a user_data, and a cancel finds the first again until it is gone), this one
+      // ends with what comes back, so that a connection taken meanwhile is not lost, and pump()
+      // posts those still wanted once all are back.
+      if (s->accepts.size() > s->accepts_in_flight) {
+        s->accepts.erase(s->accepts.begin() + static_cast<std::ptrdiff_t>(i));
+        defer({handle, EventKind::kCompleted, -ECANCELED, op_id});
+        return 0;
+      }
+      s->accepts[i].cancelled = true;
+      if (!(s->cancelling & kAccept)) cancel(handle, *s, kAccept);
       return 0;
     }
     for (size_t i = 0; i < s->writes.size(); ++i) {
@@ -562,12 +582,14 @@ class IoUringBackend final : public Backend {
     return 0;
   }
 
+  // Every operation of `kind` the socket has in flight (several only for kAccept).
   void cancel(HandleId handle, Socket& s, Op kind) {
     io_uring_sqe* entry = sqe();
     if (entry == nullptr) return;
     entry->opcode = IORING_OP_ASYNC_CANCEL;
     entry->fd = -1;
     entry->addr = user_data(kind, handle);
+    entry->cancel_flags = IORING_ASYNC_CANCEL_ALL;
     entry->user_data = kIgnoreKind << 32;
     s.cancelling |= kind;
   }
@@ -610,6 +632,19 @@ class IoUringBackend final : public Backend {
 
   void requeue(HandleId handle, Socket& s) { mark_dirty(handle, s); }
 
+  // A recv whose bytes are already there completes within the enter that submits it, straight
+  // into the CQ; one that had to wait is completed by deferred task work, of which a GETEVENTS
+  // enter runs only ~20 (kTaskRunCap), and drain() enters again only once the CQ is empty. Under
+  // load a flush posts about as many inline completions as the batch before it consumed, so the
+  // CQ never emptied and waiting recvs got 20 completions a drain: with 10 000 clients, ~5 000
+  // had recvs seconds old. So while deferred completions wait (IORING_SQ_TASKRUN), a recv polls
+  // first: data already there queues it behind them instead of overtaking them. Sends still
+  // complete inline: each answers a request whose recv has had its turn, and polling first would
+  // cost every send a poll (measured: twice the enters, more CPU per round trip).
+  uint16_t recv_flags() const {
+    return (ring_.sq_flags() & IORING_SQ_TASKRUN) ? IORING_RECVSEND_POLL_FIRST : 0;
+  }
+
   void pump_reads(HandleId handle, Socket& s) {
     bool reading = s.in_flight & (kRecv | kRecvStream);
     if (!s.reads.empty() && !reading) {
@@ -619,6 +654,7 @@ class IoUringBackend final : public Backend {
       entry->fd = s.fd.get();
       entry->addr = reinterpret_cast<uint64_t>(s.reads.front().data);
       entry->len = s.reads.front().size;
+      entry->ioprio = recv_flags();
       start(handle, s, kRecv, entry);
     } else if (s.streaming_read && !reading) {
       io_uring_sqe* entry = sqe();
@@ -627,7 +663,7 @@ class IoUringBackend final : public Backend {
       entry->fd = s.fd.get();
       entry->flags = IOSQE_BUFFER_SELECT;
       entry->buf_group = BufferRing::kGroup;
-      if (ring_.features().multishot_recv) entry->ioprio = IORING_RECV_MULTISHOT;
+      entry->ioprio = recv_flags() | (ring_.features().multishot_recv ? IORING_RECV_MULTISHOT : 0);
       start(handle, s, kRecvStream, entry);
     } else if (!s.streaming_read && (s.in_flight & kRecvStream) && !(s.cancelling & kRecvStream)) {
       cancel(handle, s, kRecvStream);
@@ -635,11 +671,12 @@ class IoUringBackend final : public Backend {
   }
 
   void pump_accepts(HandleId handle, Socket& s) {
-    if (!s.accepts.empty() && !(s.in_flight & kAccept)) {
+    while (!(s.cancelling & kAccept) && s.accepts_in_flight < std::min<size_t>(s.accepts.size(), kMaxAcceptsInFlight)) {
       io_uring_sqe* entry = sqe();
       if (entry == nullptr) return requeue(handle, s);
       prepare_accept(entry, s.fd.get(), false);
       start(handle, s, kAccept, entry);
+      ++s.accepts_in_flight;
     }
     if (s.streaming_accept && !(s.in_flight & kAcceptStream)) {
       io_uring_sqe* entry = sqe();
@@ -815,8 +852,10 @@ class IoUringBackend final : public Backend {
     }
     if (final) {
       s = sockets_.find(handle);
-      s->in_flight &= ~op;
-      s->cancelling &= ~op;
+      if (op != kAccept || --s->accepts_in_flight == 0) {
+        s->in_flight &= ~op;
+        s->cancelling &= ~op;
+      }
       --in_flight_ops_;
       if (s->closing) {
         if (s->in_flight == 0) sockets_.erase(handle);
@@ -863,7 +902,7 @@ class IoUringBackend final : public Backend {
         break;
       case kAccept:
         if (!s.accepts.empty()) {
-          complete_op(sink, handle, -ECANCELED, s.accepts.front());
+          complete_op(sink, handle, -ECANCELED, s.accepts.front().op_id);
           s.accepts.erase(s.accepts.begin());
         }
         break;
@@ -1023,15 +1062,30 @@ class IoUringBackend final : public Backend {
     emit(sink, {handle, EventKind::kCompleted, result, op_id});
   }
 
+  // A connection (or an error) goes to the oldest accept still wanted, or failing that to a
+  // cancelled one, which then completes normally; a cancellation to the oldest cancelled one, or to
+  // nobody. The accepts never number fewer than the kernel's, so a connection always has a taker.
+  // Once the last of a recall is back, cancelled accepts left over are settled.
   void on_accept(HandleId handle, Socket& s, int32_t result, BatchSink& sink) {
-    if (s.accepts.empty()) {
-      if (result >= 0) ::close(result);
-      return;
+    auto cancelled = [](const PendingAccept& accept) { return accept.cancelled; };
+    auto taker = result == -ECANCELED ? std::find_if(s.accepts.begin(), s.accepts.end(), cancelled)
+                                      : std::find_if_not(s.accepts.begin(), s.accepts.end(), cancelled);
+    if (taker == s.accepts.end() && result != -ECANCELED) taker = s.accepts.begin();
+    bool taken = taker != s.accepts.end();
+    int32_t op_id = taken ? taker->op_id : 0;
+    if (taken) s.accepts.erase(taker);
+    if (s.accepts_in_flight == 1) {
+      for (const PendingAccept& accept : s.accepts) {
+        if (accept.cancelled) emit(sink, {handle, EventKind::kCompleted, -ECANCELED, accept.op_id});
+      }
+      std::erase_if(s.accepts, cancelled);
     }
-    int32_t op_id = s.accepts.front();
-    s.accepts.erase(s.accepts.begin());
-    int32_t accepted = result >= 0 ? adopt(result) : result;
-    emit(sink, {handle, EventKind::kCompleted, accepted, op_id});
+    // Last: adopt() may grow the socket table, which moves `s`.
+    if (taken) {
+      emit(sink, {handle, EventKind::kCompleted, result >= 0 ? adopt(result) : result, op_id});
+    } else if (result >= 0) {
+      ::close(result);
+    }
   }
 
   void on_stream_accept(HandleId handle, Socket& s, int32_t result, bool final, BatchSink& sink) {
