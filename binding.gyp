@@ -17,6 +17,8 @@
         "native/backends/readiness.cc",
         "native/backends/epoll.cc",
         "native/backends/io_uring_ring.cc",
+        "native/backends/io_uring_submit.cc",
+        "native/backends/io_uring_dispatch.cc",
         "native/backends/io_uring.cc"
       ]}],
       ["OS=='mac' or OS=='freebsd'", {"backend_sources": [

@@ -25,7 +25,7 @@ class RingFiles {
   // inline 0.50x, on the kernel's workers 1.11x. 4 KiB reads stay inline (4-5x node:fs).
   static constexpr size_t kInlineTransferLimit = 64 * 1024;
 
-  // Not an Op bit of io_uring.cc, nor its kIgnoreKind (0xff), nor RingTimers' kind (0xfe).
+  // Not an Op bit of io_uring_backend.h, nor its kIgnoreKind (0xff), nor RingTimers' kind (0xfe).
   static constexpr uint64_t kKind = 0xfd;
 
   // Each returns 0 (a completion follows) or a negative errno. `get_sqe` yields a free SQE or null.

@@ -1,6 +1,7 @@
 // io_uring's rings with raw syscalls (no liburing): setup with feature probing, the submission
-// and completion queues, and the provided-buffer ring that multishot recv fills. The dispatch of
-// socket operations lives in io_uring.cc; this file knows nothing about sockets.
+// and completion queues, and the provided-buffer ring that multishot recv fills. The socket
+// operations are submitted and dispatched by the backend (io_uring_backend.h, with its file map);
+// this file knows nothing about sockets.
 #pragma once
 
 #include <linux/io_uring.h>

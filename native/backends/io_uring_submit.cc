@@ -1,0 +1,260 @@
+// The submission side. An API call only records what a socket wants and lists it as dirty; pump()
+// turns that into SQEs just before an io_uring_enter (flush(), or the start of drain()): reads,
+// sends (one SENDMSG for a batch's writes), accepts, polls, connects. Cancels and the timers'
+// TIMEOUT are prepared here too. The design is described in io_uring.cc.
+#include "io_uring_backend.h"
+
+#include <poll.h>
+#include <sys/socket.h>
+
+#include <algorithm>
+#include <memory>
+#include <utility>
+
+namespace twinloop::iouring {
+namespace {
+
+// Accepts of one listener the kernel holds at once. A server posts many (as IOCP servers post many
+// AcceptEx) so that a burst is taken in one pass; held one at a time, each accept's CQE queued
+// behind a busy loop's whole backlog, and the last ~200 of 10 000 clients waited seconds.
+constexpr uint8_t kMaxAcceptsInFlight = 64;
+
+uint32_t poll_events(uint32_t interest) {
+  return ((interest & kReadable) ? POLLIN | POLLRDHUP : 0) | ((interest & kWritable) ? POLLOUT : 0);
+}
+
+void prepare_accept(io_uring_sqe* entry, int fd, bool multishot) {
+  entry->opcode = IORING_OP_ACCEPT;
+  entry->fd = fd;
+  entry->accept_flags = SOCK_NONBLOCK | SOCK_CLOEXEC;
+  if (multishot) entry->ioprio = IORING_ACCEPT_MULTISHOT;
+}
+
+}  // namespace
+
+void IoUringBackend::flush() {
+  pump_dirty();
+  if (ring_.pending() > 0) enter(false);
+}
+
+int IoUringBackend::enter(bool get_events) {
+  ++stats_.syscalls;
+  return ring_.enter(get_events);
+}
+
+void IoUringBackend::submit() { enter(false); }
+
+io_uring_sqe* IoUringBackend::sqe() {
+  io_uring_sqe* entry = ring_.get_sqe();
+  if (entry == nullptr) {
+    // SQ full: hand the kernel what is there and carry on.
+    submit();
+    entry = ring_.get_sqe();
+  }
+  return entry;  // null only if the kernel took nothing (then pump() retries at the next enter)
+}
+
+void IoUringBackend::start(HandleId handle, Socket& s, Op kind, io_uring_sqe* entry) {
+  entry->user_data = user_data(kind, handle);
+  s.in_flight |= kind;
+  ++in_flight_ops_;
+}
+
+int IoUringBackend::cancel_in_flight(HandleId handle, Socket& s, Op kind) {
+  if (!(s.cancelling & kind)) cancel(handle, s, kind);
+  return 0;
+}
+
+// Every operation of `kind` the socket has in flight (several only for kAccept).
+void IoUringBackend::cancel(HandleId handle, Socket& s, Op kind) {
+  io_uring_sqe* entry = sqe();
+  if (entry == nullptr) return;
+  entry->opcode = IORING_OP_ASYNC_CANCEL;
+  entry->fd = -1;
+  entry->addr = user_data(kind, handle);
+  entry->cancel_flags = IORING_ASYNC_CANCEL_ALL;
+  entry->user_data = kIgnoreKind << 32;
+  s.cancelling |= kind;
+}
+
+void IoUringBackend::arm_timer() {
+  if (timers_.arm([this] { return sqe(); }, kIgnoreKind << 32)) ++in_flight_ops_;
+}
+
+void IoUringBackend::pump_dirty() {
+  // pump() may dirty sockets again (it cannot, today, but a swap keeps that safe).
+  pumping_.swap(dirty_);
+  for (HandleId handle : pumping_) {
+    Socket* s = sockets_.find(handle);
+    if (s == nullptr) continue;
+    s->dirty = false;
+    if (!s->closing) pump(handle, *s);
+  }
+  pumping_.clear();
+}
+
+// Turns what the socket wants into SQEs for what is not in flight yet.
+void IoUringBackend::pump(HandleId handle, Socket& s) {
+  int fd = s.fd.get();
+  if (s.connect_op >= 0) {
+    if (!(s.in_flight & kConnect)) {
+      io_uring_sqe* entry = sqe();
+      if (entry == nullptr) return requeue(handle, s);
+      entry->opcode = IORING_OP_CONNECT;
+      entry->fd = fd;
+      entry->addr = reinterpret_cast<uint64_t>(s.connect_address->get());
+      entry->off = s.connect_address->length;
+      start(handle, s, kConnect, entry);
+    }
+    return;
+  }
+  if (s.listener) {
+    pump_accepts(handle, s);
+  } else {
+    pump_reads(handle, s);
+    if (!s.writes.empty() && !(s.in_flight & kSend)) start_send(handle, s);
+  }
+  pump_poll(handle, s);
+}
+
+void IoUringBackend::requeue(HandleId handle, Socket& s) { mark_dirty(handle, s); }
+
+// A recv whose bytes are already there completes within the enter that submits it, straight
+// into the CQ; one that had to wait is completed by deferred task work, of which a GETEVENTS
+// enter runs only ~20 (kTaskRunCap), and drain() enters again only once the CQ is empty. Under
+// load a flush posts about as many inline completions as the batch before it consumed, so the
+// CQ never emptied and waiting recvs got 20 completions a drain: with 10 000 clients, ~5 000
+// had recvs seconds old. So while deferred completions wait (IORING_SQ_TASKRUN), a recv polls
+// first: data already there queues it behind them instead of overtaking them. Sends still
+// complete inline: each answers a request whose recv has had its turn, and polling first would
+// cost every send a poll (measured: twice the enters, more CPU per round trip).
+uint16_t IoUringBackend::recv_flags() const {
+  return (ring_.sq_flags() & IORING_SQ_TASKRUN) ? IORING_RECVSEND_POLL_FIRST : 0;
+}
+
+void IoUringBackend::pump_reads(HandleId handle, Socket& s) {
+  bool reading = s.in_flight & (kRecv | kRecvStream);
+  if (!s.reads.empty() && !reading) {
+    io_uring_sqe* entry = sqe();
+    if (entry == nullptr) return requeue(handle, s);
+    entry->opcode = IORING_OP_RECV;
+    entry->fd = s.fd.get();
+    entry->addr = reinterpret_cast<uint64_t>(s.reads.front().data);
+    entry->len = s.reads.front().size;
+    entry->ioprio = recv_flags();
+    start(handle, s, kRecv, entry);
+  } else if (s.streaming_read && !reading) {
+    io_uring_sqe* entry = sqe();
+    if (entry == nullptr) return requeue(handle, s);
+    entry->opcode = IORING_OP_RECV;
+    entry->fd = s.fd.get();
+    entry->flags = IOSQE_BUFFER_SELECT;
+    entry->buf_group = BufferRing::kGroup;
+    entry->ioprio = recv_flags() | (ring_.features().multishot_recv ? IORING_RECV_MULTISHOT : 0);
+    start(handle, s, kRecvStream, entry);
+  } else if (!s.streaming_read && (s.in_flight & kRecvStream) && !(s.cancelling & kRecvStream)) {
+    cancel(handle, s, kRecvStream);
+  }
+}
+
+void IoUringBackend::pump_accepts(HandleId handle, Socket& s) {
+  while (!(s.cancelling & kAccept) && s.accepts_in_flight < std::min<size_t>(s.accepts.size(), kMaxAcceptsInFlight)) {
+    io_uring_sqe* entry = sqe();
+    if (entry == nullptr) return requeue(handle, s);
+    prepare_accept(entry, s.fd.get(), false);
+    start(handle, s, kAccept, entry);
+    ++s.accepts_in_flight;
+  }
+  if (s.streaming_accept && !(s.in_flight & kAcceptStream)) {
+    io_uring_sqe* entry = sqe();
+    if (entry == nullptr) return requeue(handle, s);
+    prepare_accept(entry, s.fd.get(), ring_.features().multishot_accept);
+    start(handle, s, kAcceptStream, entry);
+  } else if (!s.streaming_accept && (s.in_flight & kAcceptStream) && !(s.cancelling & kAcceptStream)) {
+    cancel(handle, s, kAcceptStream);
+  }
+}
+
+// The reactor, emulated. A multishot poll reports *changes* (each wakeup of the socket), not
+// levels: data left unread after a kReadable would never be reported again, and a handler that
+// reads in small pieces would hang. epoll's level-triggered contract is kept by re-checking:
+// each reported readiness sets `recheck` until the handler's own try_read/try_write shows the
+// socket went dry (EAGAIN or a short transfer); if it did not, a one-shot POLL_ADD goes out with
+// the batch's enter, completes at once if the socket is still ready, and reports it again on
+// the next drain. A handler that drains the socket costs nothing extra.
+//
+// The multishot poll always asks for both directions, and interest is filtered here: changing
+// its mask in place (IORING_POLL_UPDATE_EVENTS) fails with EALREADY whenever a wakeup is being
+// processed — seen here with a reactor echo flipping readable/writable per message, which then
+// hung — and removing and re-adding it costs a round trip per flip. Asking for POLLOUT costs
+// little: TCP wakes writers only after a send found the buffer full (SOCK_NOSPACE). As the poll
+// is edge-like, an interest that watch() adds is checked at once with the one-shot poll.
+void IoUringBackend::pump_poll(HandleId handle, Socket& s) {
+  if (s.watched != 0 && !(s.in_flight & kPoll)) {
+    io_uring_sqe* entry = sqe();
+    if (entry == nullptr) return requeue(handle, s);
+    entry->opcode = IORING_OP_POLL_ADD;
+    entry->fd = s.fd.get();
+    entry->poll32_events = poll_events(kReadable | kWritable);
+    entry->len = IORING_POLL_ADD_MULTI;
+    start(handle, s, kPoll, entry);
+  } else if (s.watched == 0 && (s.in_flight & kPoll) && !(s.cancelling & kPoll)) {
+    cancel(handle, s, kPoll);  // re-armed, if watched again, once its last CQE is in
+  }
+  uint8_t check = s.recheck & s.watched;
+  if (check != 0 && !(s.in_flight & kPollCheck)) {
+    io_uring_sqe* entry = sqe();
+    if (entry == nullptr) return requeue(handle, s);
+    entry->opcode = IORING_OP_POLL_ADD;
+    entry->fd = s.fd.get();
+    entry->poll32_events = poll_events(check);
+    start(handle, s, kPollCheck, entry);
+    s.recheck = 0;
+  }
+}
+
+void IoUringBackend::start_send(HandleId handle, Socket& s) {
+  io_uring_sqe* entry = sqe();
+  if (entry == nullptr) return requeue(handle, s);
+  size_t count = std::min(s.writes.size(), kMaxIov);
+  entry->fd = s.fd.get();
+  // MSG_WAITALL: the kernel itself continues a short send on a stream socket (5.19+), so a big
+  // write usually completes in one CQE; a short result is still continued here.
+  // MSG_NOSIGNAL: a vanished peer is EPIPE, not a SIGPIPE that kills Node.
+  entry->msg_flags = MSG_NOSIGNAL | MSG_WAITALL;
+  if (count == 1) {
+    const PendingWrite& write = s.writes.front();
+    entry->opcode = IORING_OP_SEND;
+    entry->addr = reinterpret_cast<uint64_t>(write.data + write.sent);
+    entry->len = clamp(write.size - write.sent);
+  } else {
+    if (!s.send_batch) s.send_batch = take_batch();
+    SendBatch& batch = *s.send_batch;
+    for (size_t i = 0; i < count; ++i) {
+      const PendingWrite& write = s.writes[i];
+      batch.iov[i] = {const_cast<uint8_t*>(write.data + write.sent), write.size - write.sent};
+    }
+    batch.header = {};
+    batch.header.msg_iov = batch.iov;
+    batch.header.msg_iovlen = count;
+    entry->opcode = IORING_OP_SENDMSG;
+    entry->addr = reinterpret_cast<uint64_t>(&batch.header);
+    entry->len = 1;
+  }
+  s.send_count = static_cast<uint8_t>(count);
+  start(handle, s, kSend, entry);
+}
+
+std::unique_ptr<SendBatch> IoUringBackend::take_batch() {
+  if (spare_batches_.empty()) return std::make_unique<SendBatch>();
+  auto batch = std::move(spare_batches_.back());
+  spare_batches_.pop_back();
+  return batch;
+}
+
+void IoUringBackend::release_batch(Socket& s) {
+  s.send_count = 0;
+  if (s.send_batch) spare_batches_.push_back(std::move(s.send_batch));
+}
+
+}  // namespace twinloop::iouring
