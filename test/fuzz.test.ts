@@ -7,7 +7,9 @@
 // lets each operation settle (5 ms on loopback) before the next, so the outcome is the kernel's, not
 // a race's. Where Node legitimately differs, the harness normalises, and says so:
 //  1. Node sockets are opened with `allowHalfOpen: true`: by default Node ends its side on the
-//     peer's FIN, twinloop never ends a side by itself.
+//     peer's FIN, twinloop never ends a side by itself. And with `noDelay: true`, as twinloop's
+//     are: with Nagle's algorithm a small write waits in the kernel for the ACK of the one before,
+//     so whether a write meets the RST of a peer that has closed depends on delayed ACKs.
 //  2. Node destroys a socket on its first error (autoDestroy); twinloop leaves closing to the
 //     caller, so the harness closes a twinloop socket on its first read or write error.
 //  3. A write on a closed socket is `ERR_SOCKET_CLOSED` in twinloop and `ERR_STREAM_DESTROYED` in
@@ -217,12 +219,12 @@ describe('differential fuzzing against node:net', () => {
       });
     }
     const waiting: ((socket: net.Socket) => void)[] = [];
-    netServer = net.createServer({ allowHalfOpen: true }, (socket) => waiting.shift()!(socket));  // normalisation 1
+    netServer = net.createServer({ allowHalfOpen: true, noDelay: true }, (socket) => waiting.shift()!(socket));  // normalisation 1
     await new Promise<void>((resolve) => netServer.listen(0, '127.0.0.1', resolve));
     const { port } = netServer.address() as net.AddressInfo;
     connectors.set('net', async () => {
       const serverSide = new Promise<net.Socket>((resolve) => waiting.push(resolve));
-      const client = net.connect({ host: '127.0.0.1', port, allowHalfOpen: true });
+      const client = net.connect({ host: '127.0.0.1', port, allowHalfOpen: true, noDelay: true });
       await new Promise((resolve) => client.once('connect', resolve));
       return { client: netEnd(client), server: netEnd(await serverSide) };
     });
