@@ -12,7 +12,8 @@ import { open as openFs, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 
-import { allocAligned, open, type BackendName, type File } from '../lib/index.js';
+// The built package, as users run it (see servers/twinloop-server.ts).
+import { allocAligned, open, type BackendName, type File } from 'twinloop';
 
 export interface FileBenchOptions {
   backends: BackendName[];

@@ -11,7 +11,7 @@ import { mkdir, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
 
-import { availableBackends, type BackendName } from '../lib/index.js';
+import { availableBackends, type BackendName } from 'twinloop';
 import { renderCharts } from './lib/charts.js';
 import { describeMachine, machineLine } from './lib/machine.js';
 import { describe, measureIdle, measureLoad, type Timing, type Workload } from './lib/measure.js';

@@ -6,7 +6,7 @@
 import { randomBytes } from 'node:crypto';
 import { parseArgs } from 'node:util';
 
-import { open, type Socket } from '../lib/index.js';
+import { open, type Socket } from 'twinloop';
 
 const { values } = parseArgs({
   options: {

@@ -5,7 +5,7 @@
 // Ctrl-C (or SIGTERM) prints what it did and exits.
 import { parseArgs } from 'node:util';
 
-import { open, type BackendName } from '../lib/index.js';
+import { open, type BackendName } from 'twinloop';
 
 const { values } = parseArgs({
   options: {

@@ -2,7 +2,7 @@
 import { execFileSync } from 'node:child_process';
 import os from 'node:os';
 
-import { open, type BackendName, type LoopInfo } from '../../lib/index.js';
+import { open, type BackendName, type LoopInfo } from 'twinloop';
 
 export interface Machine {
   cpuModel: string;
