@@ -3,7 +3,7 @@
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 
 import { open, type Loop, type Server, type Socket } from '../lib/index.js';
-import { backends } from './helpers.js';
+import { backends, outcome } from './helpers.js';
 
 /** An echo server written with the proactor API, keeping `accepts` accepts posted. */
 function proactorEcho(loop: Loop, server: Server, accepts: number): void {
@@ -23,15 +23,6 @@ function proactorEcho(loop: Loop, server: Server, accepts: number): void {
       serve(socket!);
     });
   for (let i = 0; i < accepts; i++) accept();
-}
-
-async function outcome<T>(promise: Promise<T>): Promise<{ value: T } | { name: string; code: unknown }> {
-  try {
-    return { value: await promise };
-  } catch (error) {
-    const { name, code } = error as Error & { code?: unknown };
-    return { name, code };
-  }
 }
 
 describe.skipIf(!backends.includes('io_uring'))('fairness on io_uring', () => {

@@ -32,6 +32,16 @@ export function listenEcho(loop: Loop, options: { host?: string; path?: string }
   });
 }
 
+/** Settles `promise` into what a test can compare: the value, or the error's name and code. */
+export async function outcome<T>(promise: Promise<T>): Promise<{ value: T } | { name: string; code: unknown }> {
+  try {
+    return { value: await promise };
+  } catch (error) {
+    const { name, code } = error as Error & { code?: unknown };
+    return { name, code };
+  }
+}
+
 /** Reads until `length` bytes arrived (or EOF) and returns them. */
 export async function readBytes(socket: Socket, length: number): Promise<Buffer> {
   const chunks: Buffer[] = [];

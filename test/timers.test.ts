@@ -7,20 +7,10 @@ import { runInNewContext } from 'node:vm';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 
 import { open, type Loop, type Server, type Socket, type SystemError } from '../lib/index.js';
-import { backends, openFdCount, readAll, readBytes, sha256 } from './helpers.js';
+import { backends, openFdCount, outcome, readAll, readBytes, sha256 } from './helpers.js';
 
 setFlagsFromString('--expose-gc');
 const gc = runInNewContext('gc') as () => void;
-
-/** Settles `promise` into what a test can compare: the value, or the error's name and code. */
-async function outcome<T>(promise: Promise<T>): Promise<{ value: T } | { name: string; code: unknown }> {
-  try {
-    return { value: await promise };
-  } catch (error) {
-    const { name, code } = error as Error & { code?: unknown };
-    return { name, code };
-  }
-}
 
 const aborted = { name: 'AbortError', code: 'ABORT_ERR' };
 const pattern = (length: number, byte: number): Buffer => Buffer.alloc(length, byte);
