@@ -123,7 +123,7 @@ export class Socket extends Handle implements AsyncIterable<Buffer>, Sweepable {
       if (rc < 0) return Promise.reject(systemError(rc, 'read'));
       this.#streaming = true;
     }
-    if (signal === undefined) return new Promise((resolve, reject) => this.#readers.push({ resolve, reject }));
+    if (signal === undefined) return new Promise((resolve, reject) => this.#addReader({ resolve, reject }));
     // No kernel operation per read() here (the socket streams into the loop's buffers): aborting
     // only withdraws this reader, so a chunk that arrives later goes to the next read().
     return new Promise((resolve, reject) => {
@@ -143,7 +143,7 @@ export class Socket extends Handle implements AsyncIterable<Buffer>, Sweepable {
         },
       };
       signal.addEventListener('abort', onAbort, { once: true });
-      this.#readers.push(reader);
+      this.#addReader(reader);
     });
   }
 
@@ -324,7 +324,8 @@ export class Socket extends Handle implements AsyncIterable<Buffer>, Sweepable {
         reader.resolve(chunk);
         return;
       }
-      this.#received.push(chunk);
+      if (this.#received.length === 0) this.#received = [chunk];  // see #addReader
+      else this.#received.push(chunk);
       this.#receivedBytes += chunk.length;
       if (!this.#paused && this.#receivedBytes >= this.readableHighWaterMark) this.#pause();
       return;
@@ -337,6 +338,13 @@ export class Socket extends Handle implements AsyncIterable<Buffer>, Sweepable {
       this.#readError = systemError(status, 'read');
       for (const reader of this.#readers.splice(0)) reader.reject(this.#readError);
     }
+  }
+
+  // An exact-size array where the queue was empty: push() on an empty array reserves 16 slots,
+  // which an idle connection waiting on one reader would carry for ever (152 bytes of 2 000).
+  #addReader(reader: ReadWaiter): void {
+    if (this.#readers.length === 0) this.#readers = [reader];
+    else this.#readers.push(reader);
   }
 
   // A reader that falls behind stops the socket being read, so the kernel's window fills and the
