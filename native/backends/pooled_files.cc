@@ -14,9 +14,11 @@ namespace twinloop {
 namespace {
 // Results travel as int32: one call moves at most 1 GiB, as with sockets.
 constexpr size_t kMaxTransfer = size_t{1} << 30;
+#ifdef RWF_NOWAIT
 // The largest read done on the loop thread: copying it costs a few microseconds; a larger one
 // goes to the pool, where copying does not hold up the loop.
 constexpr size_t kMaxCachedRead = size_t{64} << 10;
+#endif
 }  // namespace
 
 PooledFiles::~PooledFiles() {

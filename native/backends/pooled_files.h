@@ -60,7 +60,8 @@ class PooledFiles {
   void (*wake_)(void*);
   void* context_;
   int threads_ = 4;  // libuv's default for Node's fs
-  bool cached_reads_ = true;  // false once preadv2 said this kernel has no RWF_NOWAIT
+  // False once preadv2 said this kernel has no RWF_NOWAIT; unused where the OS has none.
+  [[maybe_unused]] bool cached_reads_ = true;
   HandleTable<OpenFile> files_;
   std::vector<FileJob> finished_;
   uint64_t syscalls_ = 0;
