@@ -3,7 +3,7 @@
     # The benchmark's own targets (native_echo, loadgen) are built only where bench/ is: it is not
     # published, so a source install from the npm tarball builds the addon alone; and prebuilds
     # carry only twinloop.node (scripts/prebuild.sh sets npm_config_twinloop_bench=0, which is
-    # node-gyp's --twinloop_bench=0).
+    # node-gyp's --twinloop_bench=0). And only on Linux, where the load generator runs.
     "twinloop_bench%": "<!(node -p \"+require('fs').existsSync('bench/loadgen/loadgen.cc')\")",
     # Where a kqueue emulation is installed, to build the kqueue backend on Linux (see below).
     "twinloop_kqueue_prefix%": "",
@@ -93,7 +93,7 @@
     }
   ],
   "conditions": [
-    ["twinloop_bench==1", {
+    ["twinloop_bench==1 and OS=='linux'", {
       "targets": [
         {
           "target_name": "native_echo",
@@ -114,8 +114,7 @@
           "type": "executable",
           "sources": ["bench/loadgen/loadgen.cc"],
           "cflags_cc!": ["-std=gnu++17", "-std=c++17"],
-          "cflags_cc": ["-std=c++20", "-O2", "-Wall", "-Wextra", "-Werror"],
-          "conditions": [["OS!='linux'", {"type": "none", "sources!": ["bench/loadgen/loadgen.cc"]}]]
+          "cflags_cc": ["-std=c++20", "-O2", "-Wall", "-Wextra", "-Werror"]
         }
       ]
     }]
