@@ -3,19 +3,9 @@
 // that hands memory to the kernel runs at least once under memcheck.
 import { randomBytes } from 'node:crypto';
 
-const { open, availableBackends, bindingPath } = await import(new URL('../dist/index.js', import.meta.url));
+import { readBytes } from '../test/fixtures/read-bytes.mjs';
 
-async function readBytes(socket, length) {
-  const chunks = [];
-  let total = 0;
-  while (total < length) {
-    const chunk = await socket.read();
-    if (chunk === null) break;
-    chunks.push(chunk);
-    total += chunk.length;
-  }
-  return Buffer.concat(chunks);
-}
+const { open, availableBackends, bindingPath } = await import(new URL('../dist/index.js', import.meta.url));
 
 const backends = process.argv[2] ? process.argv[2].split(',') : availableBackends();
 console.log(`binary: ${bindingPath}; backends: ${backends.join(', ')}`);

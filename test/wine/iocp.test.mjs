@@ -14,6 +14,8 @@ import path from 'node:path';
 import { getSystemErrorName } from 'node:util';
 import { Worker } from 'node:worker_threads';
 
+import { readBytes } from '../fixtures/read-bytes.mjs';
+
 const distEntry = new URL('../../dist/index.js', import.meta.url).href;
 const { open, availableBackends, bindingPath } = await import(distEntry);
 const native = createRequire(import.meta.url)(bindingPath);
@@ -38,18 +40,6 @@ function listenEcho(loop, host = '127.0.0.1') {
   return loop.listen({ host, port: 0 }, async (socket) => {
     for await (const chunk of socket) await socket.write(chunk);
   });
-}
-
-async function readBytes(socket, length) {
-  const chunks = [];
-  let total = 0;
-  while (total < length) {
-    const chunk = await socket.read();
-    if (chunk === null) break;
-    chunks.push(chunk);
-    total += chunk.length;
-  }
-  return Buffer.concat(chunks);
 }
 
 async function readAll(socket) {
