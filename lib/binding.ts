@@ -68,18 +68,23 @@ export interface NativeLoop {
   fileClose(file: number, opId: number): number;
   setThreadPoolSize(threads: number): void;
   stats(): NativeStats;
-  ref(): void;
-  unref(): void;
+  /**
+   * `referenced`: keep Node's process alive. `held`: keep this loop alive (something may still
+   * call back); a loop that is neither is collected once unreachable and closed by its finalizer.
+   */
+  setLiveness(referenced: boolean, held: boolean): void;
   close(): void;
 }
 
 export interface NativeModule {
   NativeLoop: new (backend: string, events: Int32Array, arena: Uint8Array, dispatch: (count: number) => void) => NativeLoop;
   allocAligned(size: number, alignment: number): ArrayBuffer;
+  /** The most bytes one operation moves (1 GiB): longer socket writes are split by lib/. */
+  maxTransfer: number;
   /** Backends compiled into this binary, most preferred first. */
   backends: string[];
   /** Negative errno values as the backends return them. */
-  errors: { EAGAIN: number; ECANCELED: number; EBADF: number; EMFILE: number; ENFILE: number; ENOSYS: number; ETIMEDOUT: number };
+  errors: { EAGAIN: number; ECANCELED: number; EBADF: number; EFAULT: number; EMFILE: number; ENFILE: number; ENOSYS: number; ETIMEDOUT: number };
 }
 
 const require = createRequire(import.meta.url);

@@ -38,20 +38,24 @@ export class LoopCore {
   readonly native: NativeLoop;
   readonly info: NativeInfo;
   #closed = false;
-  readonly #events: Int32Array;
-  readonly #arena: Buffer;
+  #events: Int32Array;
+  #arena: Buffer;
+  /** Referenced only weakly by the native loop while idle (see #updateReference): kept here. */
+  readonly #dispatcher: (count: number) => void;
   readonly #targets = new Map<number, EventTarget>();
   readonly #operations = new Map<number, PendingOperation>();
   #nextOperation = 0;
   #weakOperations = 0;
   #referenced = false;
+  #held = false;
   /** Timers emulated with Node's own, on a backend without native ones (ENOSYS). */
   readonly #fallbackTimers = new Map<number, NodeJS.Timeout>();
 
   constructor(backend: string, batchSize: number, arenaSize: number) {
     this.#events = new Int32Array(batchSize * kEventInts);
     this.#arena = Buffer.alloc(arenaSize);
-    this.native = new native.NativeLoop(backend, this.#events, this.#arena, (count) => this.#dispatch(count));
+    this.#dispatcher = (count) => this.#dispatch(count);
+    this.native = new native.NativeLoop(backend, this.#events, this.#arena, this.#dispatcher);
     this.info = this.native.info();
   }
 
@@ -155,6 +159,8 @@ export class LoopCore {
     for (const target of [...this.#targets.values()]) target.onLoopClose();
     this.#targets.clear();
     this.native.close();  // after this, no kernel operation uses any buffer we hold
+    this.#events = new Int32Array(0);
+    this.#arena = Buffer.alloc(0);
     for (const timer of this.#fallbackTimers.values()) clearTimeout(timer);
     this.#fallbackTimers.clear();
     const pending = [...this.#operations.values()];
@@ -170,13 +176,17 @@ export class LoopCore {
     }
   }
 
-  // Node's loop stays alive while a handle is open or an operation is in flight, as with `net`.
+  // Node's loop stays alive while a handle is open or an operation is in flight, as with `net`;
+  // the loop itself stays alive while anything may still call back — an unref'd timer included.
+  // An idle loop nobody can reach is collected, and closed by its native finalizer.
   #updateReference(): void {
-    const busy = this.#targets.size > 0 || this.#operations.size > this.#weakOperations;
-    if (busy === this.#referenced || this.#closed) return;
-    this.#referenced = busy;
-    if (busy) this.native.ref();
-    else this.native.unref();
+    if (this.#closed) return;
+    const referenced = this.#targets.size > 0 || this.#operations.size > this.#weakOperations;
+    const held = this.#targets.size > 0 || this.#operations.size > 0;
+    if (referenced === this.#referenced && held === this.#held) return;
+    this.#referenced = referenced;
+    this.#held = held;
+    this.native.setLiveness(referenced, held);
   }
 
   #dispatch(count: number): void {

@@ -6,6 +6,7 @@ import { Handle } from '../handle.js';
 import { IdleSweeper, type Sweepable } from './idle.js';
 
 const { ECANCELED, ETIMEDOUT } = native.errors;
+const { maxTransfer } = native;
 const resolved: Promise<void> = Promise.resolve();
 
 export interface SocketOptions {
@@ -169,6 +170,7 @@ export class Socket extends Handle implements AsyncIterable<Buffer>, Sweepable {
     if (this.closed) return Promise.reject(this.closedError());
     if (this.#ending !== null) return Promise.reject(codedError('ERR_STREAM_WRITE_AFTER_END', 'write after end'));
     if (bytes.length === 0) return resolved;
+    if (bytes.length > maxTransfer) return this.#writeInPieces(bytes, options);
     const id = this.core.nextOperationId();
     const rc = this.core.native.write(this.handle, bytes, id);
     if (rc === 1) {
@@ -212,6 +214,16 @@ export class Socket extends Handle implements AsyncIterable<Buffer>, Sweepable {
       { signal, handle: this.handle },
     );
     return promise;
+  }
+
+  // One native write moves at most `maxTransfer` bytes; the pieces of a longer one are queued
+  // back to back, so they go out in order and before any later write.
+  #writeInPieces(bytes: Uint8Array, options: SocketOperationOptions | undefined): Promise<void> {
+    const pieces: Promise<void>[] = [];
+    for (let offset = 0; offset < bytes.length; offset += maxTransfer) {
+      pieces.push(this.write(bytes.subarray(offset, offset + maxTransfer), options));
+    }
+    return Promise.all(pieces).then(() => undefined);
   }
 
   /**

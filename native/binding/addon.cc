@@ -11,14 +11,24 @@
 // Every method returns a number: >= 0 for success (a handle, a byte count) or a negative errno,
 // which lib/ turns into a Node-style Error. TypeErrors are thrown only for misuse of this internal
 // interface; C++ exceptions are disabled.
+//
+// The boundary: every buffer argument goes through view_of(), which reads a view's real address
+// and length at the moment of the call. Synchronous calls (tryRead, tryWrite) use that memory
+// directly; an operation that outlives the call owns its memory (a Lease from the BytePool), so
+// nothing JavaScript does to its buffers afterwards — transfer, shrink, collect — can reach the
+// kernel or a pool thread. The wake path never throws and calls into JavaScript only while the
+// environment can run it (worker termination, teardown).
 #include <napi.h>
 
+#include <algorithm>
 #include <cstdlib>
 #include <cstring>
 #include <memory>
 #include <string>
+#include <unordered_map>
 
 #include "../core/backend.h"
+#include "../core/byte_pool.h"
 #include "loop_watcher.h"
 #include "platform_errors.h"
 
@@ -58,8 +68,7 @@ class NativeLoop : public Napi::ObjectWrap<NativeLoop> {
                            InstanceMethod<&NativeLoop::cancel>("cancel"),
                            InstanceMethod<&NativeLoop::start_timer>("startTimer"),
                            InstanceMethod<&NativeLoop::stats>("stats"),
-                           InstanceMethod<&NativeLoop::ref>("ref"),
-                           InstanceMethod<&NativeLoop::unref>("unref"),
+                           InstanceMethod<&NativeLoop::set_liveness>("setLiveness"),
                            InstanceMethod<&NativeLoop::close>("close"),
                        });
   }
@@ -86,13 +95,21 @@ class NativeLoop : public Napi::ObjectWrap<NativeLoop> {
       error.ThrowAsJavaScriptException();
       return;
     }
+    std::span<uint8_t> event_bytes, arena_bytes;
+    view_of(env, events, event_bytes);
+    view_of(env, arena, arena_bytes);
     events_ref_ = Napi::Persistent(events.As<Napi::Object>());
     arena_ref_ = Napi::Persistent(arena.As<Napi::Object>());
-    dispatch_ = Napi::Persistent(info[3].As<Napi::Function>());
+    // Weak until JavaScript says the loop is busy (setLiveness): the function closes over the
+    // loop's JavaScript half, which holds this object, so a strong reference would keep an idle
+    // loop that nobody can reach alive for ever, with its descriptors.
+    dispatch_ = Napi::Weak(info[3].As<Napi::Function>());
     sink_ = std::make_unique<BatchSink>(
-        std::span<Event>(reinterpret_cast<Event*>(typed_data(events)), events.ElementLength() / 4),
-        std::span<uint8_t>(typed_data(arena), arena.ByteLength()));
-    async_context_ = std::make_unique<Napi::AsyncContext>(env, "twinloop");
+        std::span<Event>(reinterpret_cast<Event*>(event_bytes.data()), event_bytes.size() / sizeof(Event)),
+        arena_bytes);
+    napi_value resource_name;
+    napi_create_string_utf8(env, "twinloop", NAPI_AUTO_LENGTH, &resource_name);
+    napi_async_init(env, nullptr, resource_name, &async_context_);
 
     watcher_ = make_loop_watcher();
     if (std::string failure = watcher_->start(env, *backend_, on_watcher_wake, this); !failure.empty()) {
@@ -108,8 +125,63 @@ class NativeLoop : public Napi::ObjectWrap<NativeLoop> {
   ~NativeLoop() override { shut_down(); }
 
  private:
-  static uint8_t* typed_data(const Napi::TypedArray& array) {
-    return static_cast<uint8_t*>(array.ArrayBuffer().Data()) + array.ByteOffset();
+  // An operation in flight, by id: what it owns until its completion event (see finish_leases).
+  struct Lease {
+    OwnedBytes bytes;
+    napi_ref target = nullptr;  // a read's view, where its bytes go at completion
+    napi_env env = nullptr;
+    Lease() = default;
+    Lease(Lease&& other) noexcept
+        : bytes(std::move(other.bytes)), target(std::exchange(other.target, nullptr)), env(other.env) {}
+    Lease& operator=(Lease&&) = delete;
+    ~Lease() {
+      if (target != nullptr) napi_delete_reference(env, target);
+    }
+  };
+
+  // Where the bytes of a TypedArray or DataView are now. napi_get_*_info give the real address
+  // for views over a SharedArrayBuffer too (node-addon-api's ArrayBuffer().Data() gives null
+  // there), and a detached or out-of-bounds view has no bytes. Valid until JavaScript runs again.
+  static bool view_of(napi_env env, napi_value value, std::span<uint8_t>& out) {
+    void* data = nullptr;
+    size_t bytes = 0;
+    bool is_typed_array = false, is_data_view = false;
+    if (napi_is_typedarray(env, value, &is_typed_array) == napi_ok && is_typed_array) {
+      napi_typedarray_type type;
+      size_t length = 0;
+      if (napi_get_typedarray_info(env, value, &type, &length, &data, nullptr, nullptr) != napi_ok) return false;
+      size_t element_size = element_size_of(type);
+      if (element_size == 0) return false;
+      bytes = length * element_size;
+    } else if (napi_is_dataview(env, value, &is_data_view) == napi_ok && is_data_view) {
+      if (napi_get_dataview_info(env, value, &bytes, &data, nullptr, nullptr) != napi_ok) return false;
+    } else {
+      return false;
+    }
+    out = data == nullptr || bytes == 0 ? std::span<uint8_t>() : std::span<uint8_t>(static_cast<uint8_t*>(data), bytes);
+    return true;
+  }
+
+  static size_t element_size_of(napi_typedarray_type type) {
+    switch (type) {
+      case napi_int8_array:
+      case napi_uint8_array:
+      case napi_uint8_clamped_array:
+        return 1;
+      case napi_int16_array:
+      case napi_uint16_array:
+        return 2;
+      case napi_int32_array:
+      case napi_uint32_array:
+      case napi_float32_array:
+        return 4;
+      case napi_float64_array:
+      case napi_bigint64_array:
+      case napi_biguint64_array:
+        return 8;
+      default:
+        return 0;  // a kind this build does not know: refused
+    }
   }
 
   // TWINLOOP_DISABLE_BACKENDS=io_uring,... makes backends unavailable, as a seccomp profile or a
@@ -163,26 +235,78 @@ class NativeLoop : public Napi::ObjectWrap<NativeLoop> {
 
   static void on_watcher_wake(void* self) { static_cast<NativeLoop*>(self)->on_wake(); }
 
+  // Raw N-API with every status checked: node-addon-api's wrappers turn a failed call into a
+  // thrown error, and throwing fails — fatally — while a worker is being terminated, which is
+  // exactly when Node's loop may still wake us.
   void on_wake() {
-    Napi::Env env = Env();
-    Napi::HandleScope scope(env);
+    napi_env env = Env();
+    napi_handle_scope scope;
+    if (napi_open_handle_scope(env, &scope) != napi_ok) return;
     ++wakes_;
     for (int round = 0; round < kMaxRoundsPerWake && backend_; ++round) {
       sink_->reset();
       backend_->drain(*sink_);
       if (sink_->count() == 0) break;
+      finish_leases();
       bool was_full = sink_->full();
       ++js_calls_;
-      dispatch_.MakeCallback(Value(), {Napi::Number::New(env, static_cast<double>(sink_->count()))},
-                             *async_context_);
-      if (env.IsExceptionPending()) {
-        // What Node does with an exception thrown from any callback: 'uncaughtException'.
-        napi_fatal_exception(env, env.GetAndClearPendingException().Value());
-      }
+      if (!dispatch(env)) break;
       if (!backend_) break;  // JavaScript closed the loop during the batch
       backend_->flush();
       if (!was_full) break;
     }
+    napi_close_handle_scope(env, scope);
+  }
+
+  // Hands the batch to JavaScript; false when JavaScript cannot run any more (the environment is
+  // going away: the batch's events are dropped and the watcher stops; teardown closes the rest).
+  bool dispatch(napi_env env) {
+    napi_value function = nullptr, receiver, count, ignored;
+    if (napi_get_reference_value(env, dispatch_, &function) != napi_ok || function == nullptr ||
+        napi_get_global(env, &receiver) != napi_ok ||
+        napi_create_double(env, static_cast<double>(sink_->count()), &count) != napi_ok) {
+      return stop_waking();
+    }
+    if (napi_make_callback(env, async_context_, receiver, function, 1, &count, &ignored) == napi_ok) return true;
+    bool pending = false;
+    if (napi_is_exception_pending(env, &pending) != napi_ok || !pending) return stop_waking();
+    // What Node does with an exception thrown from any callback: 'uncaughtException' (which
+    // napi_fatal_exception declines, harmlessly, once the environment is stopping).
+    napi_value error;
+    if (napi_get_and_clear_last_exception(env, &error) == napi_ok) napi_fatal_exception(env, error);
+    return true;
+  }
+
+  bool stop_waking() {
+    if (watcher_ != nullptr) watcher_->stop();
+    return false;
+  }
+
+  // Before JavaScript sees a batch: every operation that completed in it gives back what it
+  // owned, and a read's bytes are copied into the caller's view — which, if it can no longer hold
+  // them (detached, transferred or shrunk meanwhile), completes the read with -EFAULT instead.
+  void finish_leases() {
+    if (leases_.empty()) return;
+    for (Event& event : sink_->filled()) {
+      if (event.kind != EventKind::kCompleted) continue;
+      auto lease = leases_.find(event.aux);
+      if (lease == leases_.end()) continue;
+      if (lease->second.target != nullptr && event.result > 0) {
+        event.result = copy_out(lease->second, static_cast<size_t>(event.result));
+      }
+      leases_.erase(lease);
+    }
+  }
+
+  int copy_out(const Lease& lease, size_t count) {
+    napi_value value = nullptr;
+    std::span<uint8_t> view;
+    if (napi_get_reference_value(Env(), lease.target, &value) != napi_ok || value == nullptr ||
+        !view_of(Env(), value, view) || view.size() < count) {
+      return platform_errors::kEFAULT;
+    }
+    std::memcpy(view.data(), lease.bytes.span().data(), count);
+    return static_cast<int>(count);
   }
 
   void shut_down() {
@@ -195,6 +319,17 @@ class NativeLoop : public Napi::ObjectWrap<NativeLoop> {
     // thread if it has one — which must happen before the watcher that thread signals goes away.
     backend_.reset();
     watcher_.reset();
+    // Nothing uses an operation's memory now; what JavaScript lent us goes back at once, not
+    // when this object is collected (a closed loop must not hold its 1 MiB arena).
+    leases_.clear();
+    sink_.reset();
+    events_ref_.Reset();
+    arena_ref_.Reset();
+    dispatch_.Reset();
+    if (async_context_ != nullptr) {
+      napi_async_destroy(Env(), async_context_);
+      async_context_ = nullptr;
+    }
   }
 
   // Argument helpers: lib/ validates what users pass, so a failure here is an internal bug; it
@@ -204,18 +339,49 @@ class NativeLoop : public Napi::ObjectWrap<NativeLoop> {
     return ok;
   }
   static int32_t int_arg(const Napi::CallbackInfo& info, size_t i) { return info[i].As<Napi::Number>().Int32Value(); }
-  static std::span<uint8_t> bytes_arg(const Napi::CallbackInfo& info, size_t i) {
-    auto array = info[i].As<Napi::TypedArray>();
-    return {typed_data(array), array.ByteLength()};
-  }
-  bool args_ok(const Napi::CallbackInfo& info, size_t numbers, bool buffer_last = false) {
+  bool args_ok(const Napi::CallbackInfo& info, size_t numbers) {
     if (!check(backend_ != nullptr, "the loop is closed")) return false;
-    size_t needed = numbers + (buffer_last ? 1 : 0);
-    if (!check(info.Length() >= needed, "missing arguments")) return false;
+    if (!check(info.Length() >= numbers, "missing arguments")) return false;
     for (size_t i = 0; i < numbers; ++i) {
       if (!check(info[i].IsNumber(), "expected a number")) return false;
     }
-    return !buffer_last || check(info[numbers].IsTypedArray(), "expected a Uint8Array");
+    return true;
+  }
+  // (handle, view, numbers…): the view at index 1, numbers everywhere else.
+  bool view_args_ok(const Napi::CallbackInfo& info, size_t count, std::span<uint8_t>& view) {
+    if (!args_ok(info, 1) || !check(info.Length() >= count, "missing arguments")) return false;
+    for (size_t i = 2; i < count; ++i) {
+      if (!check(info[i].IsNumber(), "expected a number")) return false;
+    }
+    return check(view_of(Env(), info[1], view), "expected a TypedArray or DataView");
+  }
+
+
+  // Submits an operation that reads into (`into_view`) or writes from the view info[1] through
+  // memory it owns: a block the read's bytes are copied out of at completion, or a copy of the
+  // bytes to write. `submit` gets that memory; a write it takes at once (1) or a failure (< 0)
+  // completes nothing later, so the memory goes back now.
+  template <typename Submit>
+  Napi::Value submit_leased(const Napi::CallbackInfo& info, std::span<uint8_t> view, int32_t op_id, bool into_view, Submit submit) {
+    // Ids come from lib/ and are unique while in flight; a repeated one would let one completion
+    // free memory another operation still lends to the kernel.
+    if (!check(!leases_.contains(op_id), "operation id already in flight")) return Env().Undefined();
+    if (!into_view && view.size() > kMaxTransfer) {
+      Napi::RangeError::New(Env(), "a write moves at most 1 GiB (lib/ splits longer ones)").ThrowAsJavaScriptException();
+      return Env().Undefined();
+    }
+    Lease lease;
+    lease.env = Env();
+    if (into_view) {
+      if (napi_create_reference(Env(), info[1], 1, &lease.target) != napi_ok) return result(platform_errors::kENOMEM);
+      lease.bytes = pool_.acquire(std::min(view.size(), kMaxTransfer));
+    } else {
+      lease.bytes = pool_.copy_of(view);
+    }
+    int rc = submit(lease.bytes.span());
+    if (rc < 0 || (!into_view && rc == 1)) return result(rc);
+    leases_.emplace(op_id, std::move(lease));
+    return result(rc);
   }
   Napi::Value result(int value) { return Napi::Number::New(Env(), value); }
 
@@ -300,13 +466,15 @@ class NativeLoop : public Napi::ObjectWrap<NativeLoop> {
   }
 
   Napi::Value try_read(const Napi::CallbackInfo& info) {
-    if (!args_ok(info, 1, true)) return Env().Undefined();
-    return result(backend_->try_read(int_arg(info, 0), bytes_arg(info, 1)));
+    std::span<uint8_t> view;
+    if (!view_args_ok(info, 2, view)) return Env().Undefined();
+    return result(backend_->try_read(int_arg(info, 0), view.first(std::min(view.size(), kMaxTransfer))));
   }
 
   Napi::Value try_write(const Napi::CallbackInfo& info) {
-    if (!args_ok(info, 1, true)) return Env().Undefined();
-    return result(backend_->try_write(int_arg(info, 0), bytes_arg(info, 1)));
+    std::span<uint8_t> view;
+    if (!view_args_ok(info, 2, view)) return Env().Undefined();
+    return result(backend_->try_write(int_arg(info, 0), view.first(std::min(view.size(), kMaxTransfer))));
   }
 
   Napi::Value try_accept(const Napi::CallbackInfo& info) {
@@ -314,20 +482,22 @@ class NativeLoop : public Napi::ObjectWrap<NativeLoop> {
     return result(backend_->try_accept(int_arg(info, 0)));
   }
 
-  // read(handle, buffer, opId): lib/ keeps `buffer` referenced until the completion arrives.
+  // read(handle, buffer, opId): reads at most 1 GiB.
   Napi::Value submit_read(const Napi::CallbackInfo& info) {
-    if (!args_ok(info, 1, true) || !check(info.Length() > 2 && info[2].IsNumber(), "expected an operation id")) {
-      return Env().Undefined();
-    }
-    return result(backend_->submit_read(int_arg(info, 0), bytes_arg(info, 1), int_arg(info, 2)));
+    std::span<uint8_t> view;
+    if (!view_args_ok(info, 3, view)) return Env().Undefined();
+    HandleId handle = int_arg(info, 0);
+    int32_t op_id = int_arg(info, 2);
+    return submit_leased(info, view, op_id, true, [&](std::span<uint8_t> bytes) { return backend_->submit_read(handle, bytes, op_id); });
   }
 
   // write(handle, buffer, opId) → 1 when taken at once, 0 when a completion will follow
   Napi::Value submit_write(const Napi::CallbackInfo& info) {
-    if (!args_ok(info, 1, true) || !check(info.Length() > 2 && info[2].IsNumber(), "expected an operation id")) {
-      return Env().Undefined();
-    }
-    return result(backend_->submit_write(int_arg(info, 0), bytes_arg(info, 1), int_arg(info, 2)));
+    std::span<uint8_t> view;
+    if (!view_args_ok(info, 3, view)) return Env().Undefined();
+    HandleId handle = int_arg(info, 0);
+    int32_t op_id = int_arg(info, 2);
+    return submit_leased(info, view, op_id, false, [&](std::span<uint8_t> bytes) { return backend_->submit_write(handle, bytes, op_id); });
   }
 
   Napi::Value submit_accept(const Napi::CallbackInfo& info) {
@@ -376,14 +546,25 @@ class NativeLoop : public Napi::ObjectWrap<NativeLoop> {
   }
 
   // fileRead(file, buffer, position, opId) / fileWrite(…): position -1 means the current one.
-  Napi::Value file_read(const Napi::CallbackInfo& info) {
-    if (!file_io_args_ok(info)) return Env().Undefined();
-    return result(backend_->file_read(int_arg(info, 0), bytes_arg(info, 1), position_arg(info, 2), int_arg(info, 3)));
-  }
+  Napi::Value file_read(const Napi::CallbackInfo& info) { return file_transfer(info, true); }
+  Napi::Value file_write(const Napi::CallbackInfo& info) { return file_transfer(info, false); }
 
-  Napi::Value file_write(const Napi::CallbackInfo& info) {
-    if (!file_io_args_ok(info)) return Env().Undefined();
-    return result(backend_->file_write(int_arg(info, 0), bytes_arg(info, 1), position_arg(info, 2), int_arg(info, 3)));
+  Napi::Value file_transfer(const Napi::CallbackInfo& info, bool read) {
+    std::span<uint8_t> view;
+    if (!view_args_ok(info, 4, view)) return Env().Undefined();
+    double position = info[2].As<Napi::Number>().DoubleValue();
+    if (!check(position >= -1 && position <= 9007199254740991.0 && position == static_cast<double>(static_cast<int64_t>(position)),
+               "position must be an integer >= -1")) {
+      return Env().Undefined();
+    }
+    HandleId file = int_arg(info, 0);
+    int32_t op_id = int_arg(info, 3);
+    auto at = static_cast<int64_t>(position);
+    // A file write may be short, as pwrite's is (bytesWritten says so): clamped, not refused.
+    if (!read) view = view.first(std::min(view.size(), kMaxTransfer));
+    return submit_leased(info, view, op_id, read, [&](std::span<uint8_t> bytes) {
+      return read ? backend_->file_read(file, bytes, at, op_id) : backend_->file_write(file, bytes, at, op_id);
+    });
   }
 
   // fileSync(file, dataOnly, opId)
@@ -403,13 +584,6 @@ class NativeLoop : public Napi::ObjectWrap<NativeLoop> {
     if (!args_ok(info, 1)) return Env().Undefined();
     backend_->set_thread_pool_size(int_arg(info, 0));
     return Env().Undefined();
-  }
-
-  bool file_io_args_ok(const Napi::CallbackInfo& info) {
-    return args_ok(info, 1, true) && check(info.Length() > 3 && info[2].IsNumber() && info[3].IsNumber(), "expected a position and an operation id");
-  }
-  static int64_t position_arg(const Napi::CallbackInfo& info, size_t i) {
-    return info[i].As<Napi::Number>().Int64Value();
   }
 
   static constexpr uint32_t kFileRead = 1, kFileWrite = 2, kFileCreate = 4, kFileTruncate = 8, kFileAppend = 16,
@@ -442,13 +616,20 @@ class NativeLoop : public Napi::ObjectWrap<NativeLoop> {
     return out;
   }
 
-  Napi::Value ref(const Napi::CallbackInfo&) {
-    if (watcher_ != nullptr) watcher_->ref();
-    return Env().Undefined();
-  }
-
-  Napi::Value unref(const Napi::CallbackInfo&) {
-    if (watcher_ != nullptr) watcher_->unref();
+  // setLiveness(referenced, held): whether the loop keeps Node's process alive (handles open,
+  // operations in flight that are not unref'd), and whether it keeps itself alive (anything at
+  // all that may still call back). A loop that does neither is collected when unreachable, and
+  // its finalizer closes it.
+  Napi::Value set_liveness(const Napi::CallbackInfo& info) {
+    if (backend_ == nullptr || info.Length() < 2) return Env().Undefined();
+    if (info[0].ToBoolean().Value()) watcher_->ref();
+    else watcher_->unref();
+    bool held = info[1].ToBoolean().Value();
+    if (held != held_) {
+      held_ = held;
+      if (held) dispatch_.Ref();
+      else dispatch_.Unref();
+    }
     return Env().Undefined();
   }
 
@@ -459,12 +640,15 @@ class NativeLoop : public Napi::ObjectWrap<NativeLoop> {
 
   std::unique_ptr<Backend> backend_;
   std::unique_ptr<BatchSink> sink_;
-  std::unique_ptr<Napi::AsyncContext> async_context_;
+  BytePool pool_;  // before leases_, which give their blocks back to it when destroyed
+  std::unordered_map<int32_t, Lease> leases_;
+  napi_async_context async_context_ = nullptr;
   Napi::ObjectReference events_ref_;
   Napi::ObjectReference arena_ref_;
   Napi::FunctionReference dispatch_;
   std::unique_ptr<LoopWatcher> watcher_;
   bool cleanup_hook_added_ = false;
+  bool held_ = false;
   std::string fallback_reason_;
   std::string open_error_message_;
   int open_error_ = 0;
@@ -521,11 +705,13 @@ static Napi::Object init_twinloop(Napi::Env env, Napi::Object exports) {
   errors.Set("EAGAIN", platform_errors::kEAGAIN);
   errors.Set("ECANCELED", platform_errors::kECANCELED);
   errors.Set("EBADF", platform_errors::kEBADF);
+  errors.Set("EFAULT", platform_errors::kEFAULT);  // a read's buffer could no longer hold its bytes
   errors.Set("EMFILE", platform_errors::kEMFILE);
   errors.Set("ENFILE", platform_errors::kENFILE);
   errors.Set("ENOSYS", platform_errors::kENOSYS);      // cancel() or startTimer() not implemented
   errors.Set("ETIMEDOUT", platform_errors::kETIMEDOUT);  // connect and idle timeouts
   exports.Set("errors", errors);
+  exports.Set("maxTransfer", static_cast<double>(kMaxTransfer));
   return exports;
 }
 

@@ -14,6 +14,8 @@ namespace twinloop::platform_errors {
 constexpr int kEAGAIN = uv_errors::kEAGAIN;
 constexpr int kECANCELED = uv_errors::kECANCELED;
 constexpr int kEBADF = uv_errors::kEBADF;
+constexpr int kEFAULT = uv_errors::kEFAULT;
+constexpr int kENOMEM = uv_errors::kENOMEM;
 constexpr int kEMFILE = uv_errors::kEMFILE;
 constexpr int kENFILE = uv_errors::kENFILE;
 constexpr int kENOSYS = uv_errors::kENOSYS;
@@ -22,6 +24,8 @@ constexpr int kETIMEDOUT = uv_errors::kETIMEDOUT;
 constexpr int kEAGAIN = -EAGAIN;
 constexpr int kECANCELED = -ECANCELED;
 constexpr int kEBADF = -EBADF;
+constexpr int kEFAULT = -EFAULT;
+constexpr int kENOMEM = -ENOMEM;
 constexpr int kEMFILE = -EMFILE;
 constexpr int kENFILE = -ENFILE;
 constexpr int kENOSYS = -ENOSYS;

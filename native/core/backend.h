@@ -56,6 +56,7 @@ class BatchSink {
   // should stop and let JavaScript consume the batch.
   bool full() const { return count_ == events_.size() || arena_exhausted_; }
   size_t count() const { return count_; }
+  std::span<Event> filled() const { return events_.first(count_); }
   void push(const Event& event) {
     // Received bytes of one socket often come as several reads in one drain (io_uring's provided
     // buffers are 8 KiB): bytes that continue the previous event in the arena extend it, so

@@ -1,0 +1,120 @@
+// Memory that an operation in flight owns, so that neither the kernel nor a pool thread ever
+// touches memory JavaScript can free, transfer or shrink (DESIGN.md, "The boundary"). N-API cannot
+// pin an ArrayBuffer's backing store, so an asynchronous write is copied in when it is submitted
+// and an asynchronous read lands here and is copied out when it completes.
+//
+// Blocks of up to 64 KiB are recycled through per-size free lists: a busy connection reuses the
+// same few blocks instead of calling the allocator for every operation. Larger blocks go straight
+// to the allocator, which maps them lazily, so a 1 GiB read buffer costs only the pages the
+// kernel fills.
+#pragma once
+
+#include <algorithm>
+#include <array>
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <span>
+#include <vector>
+
+namespace twinloop {
+
+// The most one operation moves: io_uring's lengths are 32-bit and completions report counts as
+// int32, so every backend stops at 1 GiB and lib/ splits longer writes.
+constexpr size_t kMaxTransfer = size_t{1} << 30;
+
+class BytePool;
+
+// A block from the pool, returned to it on destruction. Movable, not copyable.
+class OwnedBytes {
+ public:
+  OwnedBytes() = default;
+  OwnedBytes(OwnedBytes&& other) noexcept { *this = std::move(other); }
+  OwnedBytes& operator=(OwnedBytes&& other) noexcept;
+  ~OwnedBytes() { release(); }
+
+  std::span<uint8_t> span() const { return {data_.get(), size_}; }
+  size_t size() const { return size_; }
+
+ private:
+  friend class BytePool;
+  OwnedBytes(BytePool* pool, std::unique_ptr<uint8_t[]> data, size_t size, int size_class)
+      : pool_(pool), data_(std::move(data)), size_(size), size_class_(size_class) {}
+  void release();
+
+  BytePool* pool_ = nullptr;
+  std::unique_ptr<uint8_t[]> data_;
+  size_t size_ = 0;
+  int size_class_ = -1;  // -1: not recycled
+};
+
+class BytePool {
+ public:
+  // Uninitialised memory of `size` bytes (at most kMaxTransfer).
+  OwnedBytes acquire(size_t size) {
+    int size_class = class_of(size);
+    if (size_class < 0) return OwnedBytes(this, std::unique_ptr<uint8_t[]>(new uint8_t[size]), size, -1);
+    auto& free = free_[static_cast<size_t>(size_class)];
+    std::unique_ptr<uint8_t[]> block;
+    if (!free.empty()) {
+      block = std::move(free.back());
+      free.pop_back();
+    } else {
+      block.reset(new uint8_t[class_size(size_class)]);
+    }
+    return OwnedBytes(this, std::move(block), size, size_class);
+  }
+
+  // A copy of `bytes`.
+  OwnedBytes copy_of(std::span<const uint8_t> bytes) {
+    OwnedBytes owned = acquire(bytes.size());
+    if (!bytes.empty()) std::copy(bytes.begin(), bytes.end(), owned.span().begin());
+    return owned;
+  }
+
+ private:
+  friend class OwnedBytes;
+  static constexpr size_t kSmallest = 512;
+  static constexpr int kClasses = 8;  // 512 B … 64 KiB
+  // Each class keeps at most ~1 MiB of free blocks (and at least 4), so an idle loop holds at
+  // most ~8 MiB it does not use.
+  static constexpr size_t kFreeBytesPerClass = size_t{1} << 20;
+
+  static size_t class_size(int size_class) { return kSmallest << size_class; }
+  static int class_of(size_t size) {
+    for (int size_class = 0; size_class < kClasses; ++size_class) {
+      if (size <= class_size(size_class)) return size_class;
+    }
+    return -1;
+  }
+
+  void give_back(std::unique_ptr<uint8_t[]> block, int size_class) {
+    auto& free = free_[static_cast<size_t>(size_class)];
+    size_t limit = std::max<size_t>(4, kFreeBytesPerClass / class_size(size_class));
+    if (free.size() < limit) free.push_back(std::move(block));
+  }
+
+  std::array<std::vector<std::unique_ptr<uint8_t[]>>, kClasses> free_;
+};
+
+inline OwnedBytes& OwnedBytes::operator=(OwnedBytes&& other) noexcept {
+  if (this != &other) {
+    release();
+    pool_ = other.pool_;
+    data_ = std::move(other.data_);
+    size_ = other.size_;
+    size_class_ = other.size_class_;
+    other.pool_ = nullptr;
+    other.size_ = 0;
+    other.size_class_ = -1;
+  }
+  return *this;
+}
+
+inline void OwnedBytes::release() {
+  if (data_ != nullptr && pool_ != nullptr && size_class_ >= 0) pool_->give_back(std::move(data_), size_class_);
+  data_.reset();
+  size_ = 0;
+}
+
+}  // namespace twinloop
