@@ -66,6 +66,11 @@ export interface NativeLoop {
   fileWrite(file: number, buffer: Uint8Array, position: number, opId: number): number;
   fileSync(file: number, dataOnly: boolean, opId: number): number;
   fileClose(file: number, opId: number): number;
+  /**
+   * Cancels file operation `opId` of `file` (-1: an open). It still completes, as an event: with
+   * ECANCELED if it really was cancelled, else with its result. -ENOENT: not in flight.
+   */
+  fileCancel(file: number, opId: number): number;
   setThreadPoolSize(threads: number): void;
   stats(): NativeStats;
   /**

@@ -6,6 +6,7 @@ import {
   abortError,
   codedError,
   invalidArgValue,
+  loopClosed,
   systemError,
   type SystemError,
   validateAbortSignal,
@@ -28,7 +29,11 @@ export interface OpenFileOptions {
 }
 
 export interface FileOperationOptions {
-  /** Aborting rejects with an AbortError once the operation has let go of the buffer. */
+  /**
+   * Aborting cancels the operation (in the kernel, or by interrupting the thread pool's syscall)
+   * and rejects with an AbortError once it has let go of the buffer — unless it had completed:
+   * then it resolves with its result, so that no byte read or written is lost.
+   */
   signal?: AbortSignal;
 }
 
@@ -54,41 +59,56 @@ const flagBits: Record<OpenFlags, number> = {
   'ax+': kRead | kWrite | kCreate | kAppend | kExclusive,
 };
 
-const { EBADF } = native.errors;
+const { ECANCELED } = native.errors;
 
 /**
- * Submits one file operation and settles when it completes. An aborted signal rejects with an
- * AbortError — but only once the operation is over, so the buffer is never reused under it.
+ * Submits one file operation of `file` (-1: an open) and settles when it completes. Aborting
+ * `signal` cancels it where it waits (the kernel, or the thread pool's syscall); it rejects with
+ * an AbortError only if it really was cancelled — one the kernel had done resolves with its
+ * result — and only once it is over, so the buffer is never reused under it. Pending when the
+ * loop closes, it rejects with ERR_LOOP_CLOSED.
  */
 function submitFileOperation(
   core: LoopCore,
   syscall: string,
   path: string | undefined,
+  file: number,
   signal: AbortSignal | undefined,
   buffer: Uint8Array | undefined,
   start: (id: number) => number,
 ): Promise<number> {
   if (signal?.aborted) return Promise.reject(abortError(signal));
-  if (core.closed) return Promise.reject(codedError('ERR_LOOP_CLOSED', 'The loop is closed'));
+  if (core.closed) return Promise.reject(loopClosed());
   const id = core.nextOperationId();
   const rc = start(id);
   if (rc < 0) return Promise.reject(fileError(rc, syscall, path));
   return new Promise((resolve, reject) => {
+    // Not LoopCore.cancel: a file handle is not a socket handle, files have a cancel of their own.
+    const onAbort = (): void => cancelFileOperation(core, file, id);
+    signal?.addEventListener('abort', onAbort, { once: true });
     core.expect(
       id,
       (result) => {
-        if (signal?.aborted) reject(abortError(signal));
-        else if (result < 0) reject(fileError(result, syscall, path));
-        else resolve(result);
+        signal?.removeEventListener('abort', onAbort);
+        if (result >= 0) resolve(result);
+        else if (result === ECANCELED && signal?.aborted) reject(abortError(signal));
+        else if (result === ECANCELED && core.closed) reject(loopClosed());
+        else reject(fileError(result, syscall, path));
       },
       buffer,
     );
   });
 }
 
-// Shaped like `node:fs` errors: "ENOENT: no such file or directory, open '/path'".
+/** Asks the backend to cancel file operation `id`; its completion follows as an event. */
+function cancelFileOperation(core: LoopCore, file: number, id: number): void {
+  if (!core.closed) core.native.fileCancel(file, id);
+}
+
+// Shaped like `node:fs` errors: "ENOENT: no such file or directory, open '/path'". A closed File is
+// refused before anything is submitted (ERR_FILE_CLOSED), so an EBADF here is the system's: a
+// write on a file opened for reading, as node:fs reports it.
 function fileError(errno: number, syscall: string, path: string | undefined): Error {
-  if (errno === EBADF && path === undefined) return codedError('ERR_FILE_CLOSED', 'File is closed');
   const error: SystemError & { path?: string } = systemError(errno, syscall);
   const description = getSystemErrorMap().get(errno)?.[1] ?? 'unknown error';
   error.message = `${error.code}: ${description}, ${syscall}${path === undefined ? '' : ` '${path}'`}`;
@@ -117,7 +137,7 @@ export async function openFile(core: LoopCore, path: string, options: OpenFileOp
   validateInteger('options.mode', mode, 0, 0o7777);
   validateAbortSignal('options.signal', options.signal);
   const bits = flagBits[flags as OpenFlags] | (options.direct === true ? kDirect : 0);
-  const handle = await submitFileOperation(core, 'open', path, options.signal, undefined, (id) =>
+  const handle = await submitFileOperation(core, 'open', path, -1, options.signal, undefined, (id) =>
     core.native.fileOpen(path, bits, mode, id),
   );
   return new File(core, handle, path);
@@ -198,7 +218,7 @@ export class File {
     if (this.#closing === null) {
       this.#closing = this.#core.closed
         ? Promise.resolve()
-        : submitFileOperation(this.#core, 'close', this.path, undefined, undefined, (id) =>
+        : submitFileOperation(this.#core, 'close', this.path, this.#handle, undefined, undefined, (id) =>
             this.#core.native.fileClose(this.#handle, id),
           ).then(() => undefined);
     }
@@ -209,7 +229,7 @@ export class File {
     validateObject('options', options);
     validateAbortSignal('options.signal', options.signal);
     if (this.#closing !== null) return Promise.reject(codedError('ERR_FILE_CLOSED', 'File is closed'));
-    return submitFileOperation(this.#core, syscall, undefined, options.signal, buffer, start);
+    return submitFileOperation(this.#core, syscall, undefined, this.#handle, options.signal, buffer, start);
   }
 
   #slice(name: string, buffer: Uint8Array, offset: number, length: number, position: number | null): Uint8Array {

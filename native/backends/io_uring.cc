@@ -44,6 +44,8 @@ constexpr unsigned kCqEntries = 8192;
 // pool grows on demand (128 buffers = 1 MiB at start, at most 4096 = 32 MiB under load).
 constexpr unsigned kBufferSize = 8 * 1024;
 constexpr unsigned kMaxBuffers = 4096;
+// How long teardown waits for the kernel to give back what it holds (DESIGN: bounded teardown).
+constexpr uint64_t kTeardownBoundMs = 1000;
 
 }  // namespace
 
@@ -104,7 +106,11 @@ IoUringBackend::~IoUringBackend() {
     if (!s.closing) close(handle, false);
   });
   timers_.disarm([this] { return sqe(); }, kIgnoreKind << 32);
-  for (int waits = 0; in_flight_ops_ + files_.in_flight() > 0 && waits < 100; ++waits) {
+  files_.cancel_all([this] { return sqe(); }, kIgnoreKind << 32);
+  // Bounded, whatever the kernel is blocked on: cancelled operations land within microseconds,
+  // a file read from a disk within milliseconds.
+  uint64_t deadline = deadline_after_ms(kTeardownBoundMs);
+  while (in_flight_ops_ + files_.in_flight() > 0 && monotonic_now_ns() < deadline) {
     pump_dirty();
     if (ring_.enter(true) < 0 && ring_.pending() > 0) break;
     reap_discarding();
@@ -350,6 +356,10 @@ int IoUringBackend::file_sync(HandleId file, bool data_only, int32_t op_id) {
 }
 
 int IoUringBackend::file_close(HandleId file, int32_t op_id) { return files_.close([this] { return sqe(); }, file, op_id); }
+
+int IoUringBackend::file_cancel(HandleId file, int32_t op_id) {
+  return files_.cancel([this] { return sqe(); }, file, op_id, kIgnoreKind << 32);
+}
 
 int IoUringBackend::start_timer(uint64_t delay_ms, int32_t op_id) {
   if (!timers_.push(deadline_after_ms(delay_ms), op_id)) return -EEXIST;

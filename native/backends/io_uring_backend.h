@@ -142,6 +142,7 @@ class IoUringBackend final : public Backend {
   int file_write(HandleId file, std::span<const uint8_t> buffer, int64_t position, int32_t op_id) override;
   int file_sync(HandleId file, bool data_only, int32_t op_id) override;
   int file_close(HandleId file, int32_t op_id) override;
+  int file_cancel(HandleId file, int32_t op_id) override;
   int start_timer(uint64_t delay_ms, int32_t op_id) override;
 
   void drain(BatchSink& sink) override;  // io_uring_dispatch.cc

@@ -89,15 +89,47 @@ class RingFiles {
     return 0;
   }
 
+  // Asks the kernel to cancel operation `op_id` of `file` (-1: an open) with an ASYNC_CANCEL by
+  // its user_data; its own CQE then says what happened (-ECANCELED, or its result if it won the
+  // race). The slot cannot be reused before the kernel sees the cancel: it is freed only when its
+  // CQE is reaped, after the enter that carries the cancel. Returns -ENOENT if it is not in
+  // flight (its CQE may be waiting to be reaped), -EAGAIN if no SQE is free.
+  template <typename GetSqe>
+  int cancel(GetSqe&& get_sqe, HandleId file, int32_t op_id, uint64_t ignored_user_data) {
+    for (uint32_t slot = 0; slot < ops_.size(); ++slot) {
+      FileOp& op = ops_[slot];
+      if (!op.in_flight || op.op_id != op_id || op.file != file || op.kind == Kind::kClose) continue;
+      if (op.cancelled) return 0;
+      if (!submit_cancel(get_sqe, slot, ignored_user_data)) return -EAGAIN;
+      return 0;
+    }
+    return -ENOENT;
+  }
+
+  // Teardown: cancels every operation in flight (the closes excepted), so that a read of a FIFO
+  // or an open waiting for its writer ends now rather than holding the ring, and a reader on the
+  // FIFO, for ever.
+  template <typename GetSqe>
+  void cancel_all(GetSqe&& get_sqe, uint64_t ignored_user_data) {
+    for (uint32_t slot = 0; slot < ops_.size(); ++slot) {
+      if (ops_[slot].in_flight && !ops_[slot].cancelled && ops_[slot].kind != Kind::kClose) {
+        submit_cancel(get_sqe, slot, ignored_user_data);
+      }
+    }
+  }
+
   // Turns the CQE of one of our operations into the event to report, or into nothing (false).
   // At teardown (`discarding`), what the kernel finished is released instead of reported.
   template <typename GetSqe>
   bool complete(GetSqe&& get_sqe, const io_uring_cqe& cqe, bool discarding, Event& out) {
     auto slot = static_cast<uint32_t>(cqe.user_data & 0xffffffffu);
     FileOp op = std::move(ops_[slot]);
+    ops_[slot].in_flight = false;
     free_slots_.push_back(slot);
     --in_flight_;
     int result = cqe.res;
+    // An io-wq worker interrupted by the cancel (a FIFO it was blocked on) reports -EINTR.
+    if (op.cancelled && result == -EINTR) result = -ECANCELED;
     if (op.kind == Kind::kOpen) {
       if (result >= 0) {
         if (discarding) {
@@ -136,6 +168,8 @@ class RingFiles {
     HandleId file = -1;
     int32_t op_id = 0;
     std::unique_ptr<std::string> path;  // on the heap: the kernel holds its address while ops_ grows
+    bool in_flight = true;   // false: a free slot
+    bool cancelled = false;  // an ASYNC_CANCEL for it went out
   };
 
   struct RingFile {
@@ -143,6 +177,18 @@ class RingFiles {
     int in_flight = 0;
     int32_t close_op = -1;  // >= 0: close once in_flight drops to 0
   };
+
+  template <typename GetSqe>
+  bool submit_cancel(GetSqe&& get_sqe, uint32_t slot, uint64_t ignored_user_data) {
+    io_uring_sqe* entry = get_sqe();
+    if (entry == nullptr) return false;
+    entry->opcode = IORING_OP_ASYNC_CANCEL;
+    entry->fd = -1;
+    entry->addr = (kKind << 32) | slot;
+    entry->user_data = ignored_user_data;
+    ops_[slot].cancelled = true;
+    return true;
+  }
 
   uint32_t take_slot(FileOp op) {
     ++in_flight_;

@@ -142,6 +142,7 @@ class IocpBackend final : public Backend {
   }
   int file_sync(HandleId file, bool /*data_only*/, int32_t op_id) override { return files_.sync(file, op_id); }
   int file_close(HandleId file, int32_t op_id) override { return files_.close(file, op_id); }
+  int file_cancel(HandleId file, int32_t op_id) override { return files_.cancel(file, op_id); }
 
   // From the port to events (iocp_dispatch.cc).
   void drain(BatchSink& sink) override;

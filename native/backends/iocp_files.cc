@@ -129,9 +129,12 @@ void IocpFiles::start_transfer(HandleId id, File& file, const Transfer& transfer
   ++syscalls_;
   BOOL ok = transfer.write ? WriteFile(file.handle.get(), transfer.buffer.data(), length, nullptr, &op->overlapped)
                            : ReadFile(file.handle.get(), transfer.buffer.data(), length, nullptr, &op->overlapped);
-  if (ok) return;  // completes through the port all the same (no FILE_SKIP_COMPLETION_PORT_ON_SUCCESS)
-  DWORD error = GetLastError();
-  if (error == ERROR_IO_PENDING) return;
+  DWORD error = ok ? ERROR_SUCCESS : GetLastError();
+  // Either way the kernel completes it through the port (no FILE_SKIP_COMPLETION_PORT_ON_SUCCESS).
+  if (ok || error == ERROR_IO_PENDING) {
+    transfers_.push_back(op);
+    return;
+  }
   // Failed at once: no packet will come from the kernel, so one is posted (a read at or past the
   // end of the file fails this way on a cached file: that is a count of 0, not an error).
   post_result(op, error == ERROR_HANDLE_EOF ? 0 : translate_system_error(error));
@@ -156,6 +159,29 @@ int IocpFiles::close(HandleId id, int32_t op_id) {
   return 0;
 }
 
+int IocpFiles::cancel(HandleId id, int32_t op_id) {
+  for (Operation* op : transfers_) {
+    if (op->op_id != op_id || op->file != id) continue;
+    ++syscalls_;
+    // ERROR_NOT_FOUND: the kernel finished it; its packet, with the result, is on its way.
+    if (File* file = files_.find(id)) CancelIoEx(file->handle.get(), &op->overlapped);
+    return 0;
+  }
+  if (File* file = files_.find(id)) {
+    for (auto it = file->sequential.begin(); it != file->sequential.end(); ++it) {
+      if (it->op_id != op_id) continue;
+      Operation* op = acquire(it->write ? Kind::kWrite : Kind::kRead, id, op_id);
+      file->sequential.erase(it);
+      post_result(op, kECANCELED);  // still counted in in_flight: complete() settles it
+      return 0;
+    }
+  }
+  for (Operation* op : working_ops_) {
+    if (op->op_id == op_id && op->file == id && op->kind != Kind::kClose) return 0;
+  }
+  return kENOENT;
+}
+
 void IocpFiles::start_close(HandleId id, File& file) {
   Operation* op = acquire(Kind::kClose, id, file.close_op);
   op->handle = file.handle.get();
@@ -164,6 +190,7 @@ void IocpFiles::start_close(HandleId id, File& file) {
 
 void IocpFiles::start_work(Operation* op) {
   ++working_;
+  working_ops_.push_back(op);
   ++syscalls_;
   if (!TrySubmitThreadpoolCallback(run_work, op, nullptr)) post_result(op, translate_system_error(GetLastError()));
 }
@@ -226,8 +253,14 @@ void IocpFiles::run_open(Operation* op) {
   op->result = 0;
 }
 
+void IocpFiles::forget(Operation* op) {
+  std::erase(transfers_, op);
+  std::erase(working_ops_, op);
+}
+
 Event IocpFiles::complete(const OVERLAPPED_ENTRY& entry) {
   auto* op = reinterpret_cast<Operation*>(entry.lpOverlapped);
+  forget(op);
   HandleId id = op->file;
   int32_t op_id = op->op_id;
   File* file = files_.find(id);
@@ -288,6 +321,7 @@ void IocpFiles::cancel_all() {
 
 void IocpFiles::discard(OVERLAPPED* overlapped) {
   auto* op = reinterpret_cast<Operation*>(overlapped);
+  forget(op);
   if (op->kind == Kind::kOpen || op->kind == Kind::kSync || op->kind == Kind::kClose) --working_;
   if (op->kind == Kind::kOpen && op->result == 0 && op->handle != nullptr) CloseHandle(op->handle);
   if (op->kind == Kind::kClose) {

@@ -47,6 +47,11 @@ class IocpFiles {
   int write(HandleId file, std::span<const uint8_t> buffer, int64_t position, int32_t op_id);
   int sync(HandleId file, int32_t op_id);
   int close(HandleId file, int32_t op_id);
+  // Cancels operation `op_id` of `file`: a transfer the kernel holds with CancelIoEx (its packet
+  // then says ECANCELED, or its result if it finished first), one queued behind the file position
+  // at once. An open or sync already on the system thread pool cannot be withdrawn (CreateFileW and
+  // FlushFileBuffers take no OVERLAPPED): it completes with its result. -ENOENT: not in flight.
+  int cancel(HandleId file, int32_t op_id);
 
   // Turns a dequeued file packet into the event to report.
   Event complete(const OVERLAPPED_ENTRY& entry);
@@ -108,10 +113,13 @@ class IocpFiles {
   static void run_open(Operation* op);
 
   Operation* acquire(Kind kind, HandleId file, int32_t op_id);
+  void forget(Operation* op);  // its packet was dequeued
   void release(Operation* op);
 
   HANDLE port_;
   HandleTable<File> files_;
+  std::vector<Operation*> transfers_;  // handed to ReadFile/WriteFile, packet not dequeued yet
+  std::vector<Operation*> working_ops_;  // open and sync on the system thread pool
   iocp::OperationPool<Operation> operations_;
   size_t working_ = 0;
   uint64_t syscalls_ = 0;

@@ -23,11 +23,14 @@ constexpr size_t kMaxCachedRead = size_t{64} << 10;
 
 PooledFiles::~PooledFiles() {
   if (!pool_) return;
-  pool_->stop();
+  std::vector<FileJob> abandoned = pool_->stop();
   // What the workers finished but the loop never collected: an opened descriptor nobody owns yet,
-  // or a descriptor a worker already closed, which the table must not close again.
+  // or a descriptor a worker already closed, which the table must not close again. A close still
+  // running on an abandoned worker counts as done. A transfer still running there keeps its
+  // descriptor's file alive in the kernel on its own; the table closes its number.
   finished_.clear();
   pool_->take_finished(finished_);
+  for (FileJob& job : abandoned) finished_.push_back(std::move(job));
   for (const FileJob& job : finished_) {
     if (job.kind == FileJob::Kind::kOpen && job.result >= 0) ::close(job.result);
     if (job.kind == FileJob::Kind::kClose) {

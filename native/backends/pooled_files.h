@@ -33,6 +33,9 @@ class PooledFiles {
   int write(HandleId file, std::span<const uint8_t> buffer, int64_t position, int32_t op_id);
   int sync(HandleId file, bool data_only, int32_t op_id);
   int close(HandleId file, int32_t op_id);
+  // Cancels operation `op_id` of `file` (-1: an open) on the pool: see ThreadPool::cancel. A read
+  // that read_cached() served is already done (-ENOENT): it completes with its bytes.
+  int cancel(HandleId file, int32_t op_id) { return pool_ ? pool_->cancel(file, op_id) : -ENOENT; }
 
   // Hands the jobs submitted since the last flush to the workers.
   void flush() {

@@ -78,6 +78,7 @@ class ReadinessBackend : public Backend {
   }
   int file_sync(HandleId file, bool data_only, int32_t op_id) override { return files_.sync(file, data_only, op_id); }
   int file_close(HandleId file, int32_t op_id) override { return files_.close(file, op_id); }
+  int file_cancel(HandleId file, int32_t op_id) override { return files_.cancel(file, op_id); }
   void set_thread_pool_size(int threads) override { files_.set_threads(threads); }
 
   void drain(BatchSink& sink) override;

@@ -64,6 +64,7 @@ class NativeLoop : public Napi::ObjectWrap<NativeLoop> {
                            InstanceMethod<&NativeLoop::file_write>("fileWrite"),
                            InstanceMethod<&NativeLoop::file_sync>("fileSync"),
                            InstanceMethod<&NativeLoop::file_close>("fileClose"),
+                           InstanceMethod<&NativeLoop::file_cancel>("fileCancel"),
                            InstanceMethod<&NativeLoop::set_thread_pool_size>("setThreadPoolSize"),
                            InstanceMethod<&NativeLoop::cancel>("cancel"),
                            InstanceMethod<&NativeLoop::start_timer>("startTimer"),
@@ -578,6 +579,13 @@ class NativeLoop : public Napi::ObjectWrap<NativeLoop> {
   Napi::Value file_close(const Napi::CallbackInfo& info) {
     if (!args_ok(info, 2)) return Env().Undefined();
     return result(backend_->file_close(int_arg(info, 0), int_arg(info, 1)));
+  }
+
+  // fileCancel(file, opId): file -1 for an open. The operation still completes, with -ECANCELED
+  // only if it really was cancelled.
+  Napi::Value file_cancel(const Napi::CallbackInfo& info) {
+    if (!args_ok(info, 2)) return Env().Undefined();
+    return result(backend_->file_cancel(int_arg(info, 0), int_arg(info, 1)));
   }
 
   Napi::Value set_thread_pool_size(const Napi::CallbackInfo& info) {

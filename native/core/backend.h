@@ -240,6 +240,13 @@ class Backend {
     (void)op_id;
     return -ENOSYS;
   }
+  // Cancels file operation `op_id` of `file` (-1: an open), wherever it waits: in the kernel
+  // (IORING_OP_ASYNC_CANCEL, CancelIoEx) or on the thread pool (a job not started is dropped, a
+  // running one has its syscall interrupted). It completes with -ECANCELED only if it really was
+  // cancelled, else with its result: what the kernel did is never hidden. Returns -ENOENT when no
+  // such operation is in flight. The completion always comes as an event, never from inside this
+  // call. A close cannot be cancelled.
+  virtual int file_cancel(HandleId file, int32_t op_id) = 0;
   // Threads for blocking work (file I/O on the reactors); takes effect before the first file op.
   virtual void set_thread_pool_size(int threads) { (void)threads; }
 
