@@ -109,3 +109,12 @@ export function abortError(signal: AbortSignal): Error {
 export function validateAbortSignal(name: string, signal: unknown): asserts signal is AbortSignal | undefined {
   if (signal !== undefined && !(signal instanceof AbortSignal)) throw invalidArgType(name, 'an instance of AbortSignal', signal);
 }
+
+/** The TypeError for a socket or server passed to a loop that did not open it. */
+export function foreignHandle(name: string): TypeError {
+  const error = new TypeError(`The "${name}" argument belongs to another loop: a handle is valid only on the loop that opened it`) as TypeError & {
+    code: string;
+  };
+  error.code = 'ERR_INVALID_ARG_VALUE';
+  return error;
+}

@@ -3,13 +3,13 @@ import type { LoopCore } from '../core.js';
 import {
   abortError,
   codedError,
-  invalidArgType,
   systemError,
   validateAbortSignal,
   validateBuffer,
   validateFunction,
   validateObject,
 } from '../errors.js';
+import { validateHandle } from '../handle.js';
 import { Server } from '../net/server.js';
 import { Socket } from '../net/socket.js';
 
@@ -69,7 +69,7 @@ export class ProactorApi {
     optionsOrCallback?: ProactorOptions | Completion<number>,
     callback?: Completion<number>,
   ): Promise<number> | void {
-    validateSocket(socket);
+    validateHandle(this.#core, 'socket', socket, Socket, 'a twinloop Socket');
     validateBuffer('buffer', buffer);
     const [options, done] = splitArguments(optionsOrCallback, callback);
     return this.#submit(done, options, socket, 'read', buffer, (id, bytes) => this.#core.native.read(socket.handle, bytes!, id), (n) => n);
@@ -85,7 +85,7 @@ export class ProactorApi {
     optionsOrCallback?: ProactorOptions | Completion<number>,
     callback?: Completion<number>,
   ): Promise<number> | void {
-    validateSocket(socket);
+    validateHandle(this.#core, 'socket', socket, Socket, 'a twinloop Socket');
     validateBuffer('buffer', buffer);
     const [options, done] = splitArguments(optionsOrCallback, callback);
     const length = buffer.length;
@@ -97,7 +97,7 @@ export class ProactorApi {
   accept(server: Server, callback: Completion<Socket>): void;
   accept(server: Server, options: ProactorOptions, callback: Completion<Socket>): void;
   accept(server: Server, optionsOrCallback?: ProactorOptions | Completion<Socket>, callback?: Completion<Socket>): Promise<Socket> | void {
-    if (!(server instanceof Server)) throw invalidArgType('server', 'a twinloop Server', server);
+    validateHandle(this.#core, 'server', server, Server, 'a twinloop Server');
     const [options, done] = splitArguments(optionsOrCallback, callback);
     return this.#submit(done, options, server, 'accept', undefined, (id) => this.#core.native.accept(server.handle, id), (handle) =>
       server.adoptConnection(handle),
@@ -168,8 +168,4 @@ function splitArguments<T>(
   validateObject('options', options);
   validateAbortSignal('options.signal', options.signal);
   return [options, callback];
-}
-
-function validateSocket(socket: unknown): asserts socket is Socket {
-  if (!(socket instanceof Socket)) throw invalidArgType('socket', 'a twinloop Socket', socket);
 }

@@ -1,0 +1,123 @@
+// The boundary a JavaScript caller controls (issue 13): handles that know their loop, a handler
+// ended by its loop closing, paths with NUL, zero-length reads, Unix socket names, and the
+// README's own example. Each suite runs on every backend.
+import { execFile } from 'node:child_process';
+import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import net from 'node:net';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { promisify } from 'node:util';
+
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+
+import { open, type BackendName, type Loop, type Server, type Socket } from '../lib/index.js';
+import { backends, listenEcho, readBytes } from './helpers.js';
+
+const run = promisify(execFile);
+const distEntry = fileURLToPath(new URL('../dist/index.js', import.meta.url));
+const root = fileURLToPath(new URL('..', import.meta.url));
+
+/** A server, a client connected to it and the server's side of that connection. */
+async function connectedPair(loop: Loop): Promise<{ server: Server; client: Socket; accepted: Socket }> {
+  const server = await loop.listen({ host: '127.0.0.1', port: 0 });
+  const client = await loop.connect({ host: '127.0.0.1', port: server.port });
+  const accepted = await loop.proactor.accept(server);
+  return { server, client, accepted };
+}
+
+/** A loop per test, closed after it; with `directory`, a scratch directory removed after it. */
+function useLoop(backend: BackendName): { readonly loop: Loop; readonly directory: string } {
+  let loop: Loop | undefined;
+  let directory: string | undefined;
+  beforeEach(() => {
+    loop = open({ backend });
+  });
+  afterEach(async () => {
+    await loop?.close();
+    if (directory !== undefined) rmSync(directory, { recursive: true, force: true });
+    directory = undefined;
+  });
+  return {
+    get loop() {
+      return loop!;
+    },
+    get directory() {
+      directory ??= mkdtempSync(path.join(tmpdir(), 'twinloop-boundary-'));
+      return directory;
+    },
+  };
+}
+
+/** Runs `action` and checks that it throws a `type` with `fields`. */
+function expectThrow(action: () => unknown, type: new (...args: never[]) => Error, fields: Record<string, unknown>): void {
+  let error: unknown;
+  try {
+    action();
+  } catch (caught) {
+    error = caught;
+  }
+  expect(error).toBeInstanceOf(type);
+  expect(error).toMatchObject(fields);
+}
+
+const wait = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms));
+
+
+describe.each(backends)('handles on %s: a handle knows its loop', (backend) => {
+  const t = useLoop(backend);
+
+  describe('handles know their loop', () => {
+    let other: Loop;
+    beforeEach(() => {
+      other = open({ backend });
+    });
+    afterEach(async () => {
+      await other.close();
+    });
+
+    it("another loop's socket or server is refused by every reactor and proactor call, and no byte moves", async () => {
+      const mine = await connectedPair(t.loop);
+      const theirs = await connectedPair(other);
+      // The same handle numbers on both loops: what the foreign handle would have hit.
+      expect(theirs.accepted.handle).toBe(mine.accepted.handle);
+      expect(theirs.server.handle).toBe(mine.server.handle);
+      await mine.client.write('for mine');
+      await wait(20);
+      const buffer = Buffer.alloc(64);
+      const foreign = { code: 'ERR_INVALID_ARG_VALUE', message: expect.stringMatching(/belongs to another loop/) };
+      expectThrow(() => t.loop.reactor.tryRead(theirs.accepted, buffer), TypeError, foreign);
+      expectThrow(() => t.loop.reactor.tryWrite(theirs.accepted, Buffer.from('stray')), TypeError, foreign);
+      expectThrow(() => t.loop.reactor.watch(theirs.accepted, 'readable', () => {}), TypeError, foreign);
+      expectThrow(() => t.loop.reactor.unwatch(theirs.accepted), TypeError, foreign);
+      expectThrow(() => t.loop.reactor.tryAccept(theirs.server), TypeError, foreign);
+      expectThrow(() => t.loop.proactor.read(theirs.accepted, buffer), TypeError, foreign);
+      expectThrow(() => t.loop.proactor.write(theirs.accepted, Buffer.from('stray')), TypeError, foreign);
+      expectThrow(() => t.loop.proactor.accept(theirs.server), TypeError, foreign);
+      expect(() => t.loop.reactor.tryRead(theirs.accepted, buffer)).toThrow(/"socket"/);
+      expect(() => t.loop.reactor.watch(theirs.server, 'readable', () => {})).toThrow(/"target"/);
+      expect(() => t.loop.proactor.accept(theirs.server)).toThrow(/"server"/);
+      // Nothing was read from this loop's connection with the same number, nor written to it.
+      const n = await t.loop.proactor.read(mine.accepted, buffer);
+      expect(String(buffer.subarray(0, n))).toBe('for mine');
+      await mine.accepted.write('end');
+      expect(String(await readBytes(mine.client, 3))).toBe('end');
+    });
+
+    it('a closed socket or server is refused with ERR_SOCKET_CLOSED by every reactor and proactor call', async () => {
+      const { server, accepted } = await connectedPair(t.loop);
+      accepted.close();
+      server.close();
+      const closed = expect.objectContaining({ code: 'ERR_SOCKET_CLOSED' });
+      expect(() => t.loop.reactor.tryRead(accepted, Buffer.alloc(4))).toThrow(closed);
+      expect(() => t.loop.reactor.tryWrite(accepted, Buffer.alloc(4))).toThrow(closed);
+      expect(() => t.loop.reactor.watch(accepted, 'writable', () => {})).toThrow(closed);
+      expect(() => t.loop.reactor.tryAccept(server)).toThrow(closed);
+      await expect(t.loop.proactor.read(accepted, Buffer.alloc(4))).rejects.toMatchObject({ code: 'ERR_SOCKET_CLOSED' });
+      await expect(t.loop.proactor.write(accepted, Buffer.alloc(4))).rejects.toMatchObject({ code: 'ERR_SOCKET_CLOSED' });
+      await expect(t.loop.proactor.accept(server)).rejects.toMatchObject({ code: 'ERR_SOCKET_CLOSED' });
+      // A closed handle watches nothing: unwatching it (cleanup code does) stays harmless.
+      expect(() => t.loop.reactor.unwatch(accepted)).not.toThrow();
+    });
+  });
+});
