@@ -118,3 +118,9 @@ export function foreignHandle(name: string): TypeError {
   error.code = 'ERR_INVALID_ARG_VALUE';
   return error;
 }
+
+/** A buffer to read into: a 0-byte read would resolve 0, which is what EOF looks like. */
+export function validateReadBuffer(name: string, value: unknown): asserts value is Uint8Array {
+  validateBuffer(name, value);
+  if (value.length === 0) throw outOfRange(`${name}.length`, '>= 1 (a read of 0 bytes cannot be told from EOF)', 0);
+}

@@ -121,3 +121,18 @@ describe.each(backends)('handles on %s: a handle knows its loop', (backend) => {
     });
   });
 });
+
+describe.each(backends)('reads on %s', (backend) => {
+  const t = useLoop(backend);
+
+  it('a zero-length read is a RangeError naming the buffer, never a 0 that looks like EOF', async () => {
+    const { client, accepted } = await connectedPair(t.loop);
+    await client.write('waiting');
+    await wait(20);
+    const range = { code: 'ERR_OUT_OF_RANGE', message: expect.stringMatching(/"buffer/) };
+    expectThrow(() => t.loop.proactor.read(accepted, Buffer.alloc(0)), RangeError, range);
+    expectThrow(() => t.loop.reactor.tryRead(accepted, Buffer.alloc(0)), RangeError, range);
+    const buffer = Buffer.alloc(16);
+    expect(buffer.subarray(0, await t.loop.proactor.read(accepted, buffer)).toString()).toBe('waiting');
+  });
+});

@@ -8,6 +8,7 @@ import {
   validateBuffer,
   validateFunction,
   validateObject,
+  validateReadBuffer,
 } from '../errors.js';
 import { validateHandle } from '../handle.js';
 import { Server } from '../net/server.js';
@@ -55,7 +56,8 @@ export class ProactorApi {
   }
 
   /**
-   * Reads into `buffer`: completes with the byte count (0 at EOF).
+   * Reads into `buffer`: completes with the byte count (0 at EOF). An empty `buffer` is a
+   * RangeError, thrown: its 0 could not be told from EOF.
    *
    * @example
    * const n = await loop.proactor.read(socket, buffer, { signal: AbortSignal.timeout(1000) });
@@ -70,7 +72,7 @@ export class ProactorApi {
     callback?: Completion<number>,
   ): Promise<number> | void {
     validateHandle(this.#core, 'socket', socket, Socket, 'a twinloop Socket');
-    validateBuffer('buffer', buffer);
+    validateReadBuffer('buffer', buffer);
     const [options, done] = splitArguments(optionsOrCallback, callback);
     return this.#submit(done, options, socket, 'read', buffer, (id, bytes) => this.#core.native.read(socket.handle, bytes!, id), (n) => n);
   }

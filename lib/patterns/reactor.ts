@@ -1,6 +1,6 @@
 import { InterestBits, native } from '../binding.js';
 import type { LoopCore } from '../core.js';
-import { invalidArgValue, systemError, validateBuffer, validateFunction } from '../errors.js';
+import { invalidArgValue, systemError, validateBuffer, validateFunction, validateReadBuffer } from '../errors.js';
 import { Handle, validateHandle } from '../handle.js';
 import { Server } from '../net/server.js';
 import { Socket } from '../net/socket.js';
@@ -54,10 +54,13 @@ export class ReactorApi {
     target.check(this.#core.native.watch(target.handle, interestOf(target)), 'watch');
   }
 
-  /** Reads what is there into `buffer`: the byte count, 0 at EOF, or null if nothing is ready. */
+  /**
+   * Reads what is there into `buffer`: the byte count, 0 at EOF, or null if nothing is ready. An
+   * empty `buffer` is a RangeError: its 0 could not be told from EOF.
+   */
   tryRead(socket: Socket, buffer: Uint8Array): number | null {
     validateHandle(this.#core, 'socket', socket, Socket, 'a twinloop Socket');
-    validateBuffer('buffer', buffer);
+    validateReadBuffer('buffer', buffer);
     socket.assertOpen();
     const n = this.#core.native.tryRead(socket.handle, buffer);
     if (n === EAGAIN) return null;
