@@ -122,6 +122,48 @@ describe.each(backends)('handles on %s: a handle knows its loop', (backend) => {
   });
 });
 
+describe.each(backends)('paths on %s', (backend) => {
+  const t = useLoop(backend);
+
+  describe('paths with NUL', () => {
+    it('openFile refuses a path with a NUL byte instead of opening what comes before it', async () => {
+      const secret = path.join(t.directory, 'secret');
+      await (await t.loop.openFile(secret, { flags: 'w' })).close();
+      const error = { name: 'TypeError', code: 'ERR_INVALID_ARG_VALUE' };
+      await expect(t.loop.openFile(`${secret}\0.txt`)).rejects.toMatchObject(error);
+      await expect(t.loop.openFile(`${secret}\0.txt`)).rejects.toThrow(/"path"/);
+    });
+
+    it('listen and connect refuse a Unix socket path with a NUL byte, and bind nothing', async () => {
+      const socketPath = path.join(t.directory, 'sock');
+      const error = { name: 'TypeError', code: 'ERR_INVALID_ARG_VALUE' };
+      await expect(t.loop.listen({ path: `${socketPath}\0x` })).rejects.toMatchObject(error);
+      await expect(t.loop.listen({ path: `${socketPath}\0x` })).rejects.toThrow(/"options\.path"/);
+      expect(existsSync(socketPath)).toBe(false);
+      const server = await t.loop.listen({ path: socketPath });
+      await expect(t.loop.connect({ path: `${socketPath}\0x` })).rejects.toMatchObject(error);
+      server.close();
+    });
+
+    it('the native side refuses an embedded NUL in a Unix socket path too', async () => {
+      const server = await t.loop.listen({ host: '127.0.0.1', port: 0 });
+      const socketPath = path.join(t.directory, 'native');
+      const rc = server.core.native.listen(0, `${socketPath}\0x`, 0, 16, false, false);
+      expect(rc).toBeLessThan(0);
+      expect(existsSync(socketPath)).toBe(false);
+      expect(server.core.native.connect(0, `${socketPath}\0x`, 0, server.core.nextOperationId())).toBeLessThan(0);
+    });
+
+    it.skipIf(process.platform !== 'linux')('an abstract Unix socket name (a leading NUL) still serves', async () => {
+      const name = `\0twinloop-${process.pid}-${Math.random().toString(36).slice(2)}`;
+      await listenEcho(t.loop, { path: name });
+      const client = await t.loop.connect({ path: name });
+      await client.write('abstract');
+      expect(String(await readBytes(client, 8))).toBe('abstract');
+    });
+  });
+});
+
 describe.each(backends)('reads on %s', (backend) => {
   const t = useLoop(backend);
 

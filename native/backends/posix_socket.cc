@@ -35,6 +35,9 @@ int to_sockaddr(const SocketAddress& address, SockAddrStorage& out) {
       auto* un = reinterpret_cast<sockaddr_un*>(&out.storage);
       un->sun_family = AF_UNIX;
       if (address.host.empty() || address.host.size() >= sizeof(un->sun_path)) return -ENAMETOOLONG;
+      // The kernel takes a path up to its first NUL: "/run/sock\0x" would bind "/run/sock". A leading
+      // NUL is not that but Linux's abstract namespace, whose names are bytes (unix(7)).
+      if (address.host[0] != '\0' && address.host.find('\0') != std::string::npos) return -EINVAL;
       std::memcpy(un->sun_path, address.host.data(), address.host.size());
       out.length = static_cast<socklen_t>(offsetof(sockaddr_un, sun_path) + address.host.size() + 1);
       return 0;
