@@ -1,7 +1,7 @@
 // The boundary a JavaScript caller controls (issue 13): handles that know their loop, a handler
 // ended by its loop closing, paths with NUL, zero-length reads, Unix socket names, and the
 // README's own example. Each suite runs on every backend.
-import { execFile } from 'node:child_process';
+import { execFile, spawn } from 'node:child_process';
 import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import net from 'node:net';
 import { tmpdir } from 'node:os';
@@ -60,6 +60,34 @@ function expectThrow(action: () => unknown, type: new (...args: never[]) => Erro
   expect(error).toBeInstanceOf(type);
   expect(error).toMatchObject(fields);
 }
+
+// Echoes one connection on the abstract name argv[1], after printing "ready".
+const pythonEcho = `
+import socket, sys
+server = socket.socket(socket.AF_UNIX)
+server.bind(b"\\0" + sys.argv[1].encode())
+server.listen()
+print("ready", flush=True)
+connection, _ = server.accept()
+data = connection.recv(64)
+connection.sendall(data)
+connection.close()
+`;
+// Sends "from python" to the abstract name argv[1] and prints what comes back.
+const pythonClient = `
+import socket, sys
+client = socket.socket(socket.AF_UNIX)
+client.connect(b"\\0" + sys.argv[1].encode())
+client.sendall(b"from python")
+data = b""
+while len(data) < 11:
+    chunk = client.recv(64)
+    if not chunk: break
+    data += chunk
+sys.stdout.write(data.decode())
+`;
+const [uvMajor = 0, uvMinor = 0] = process.versions.uv.split('.').map(Number);
+const libuvHasAbstractNames = uvMajor > 1 || (uvMajor === 1 && uvMinor >= 48);
 
 const wait = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms));
 
@@ -176,5 +204,64 @@ describe.each(backends)('reads on %s', (backend) => {
     expectThrow(() => t.loop.reactor.tryRead(accepted, Buffer.alloc(0)), RangeError, range);
     const buffer = Buffer.alloc(16);
     expect(buffer.subarray(0, await t.loop.proactor.read(accepted, buffer)).toString()).toBe('waiting');
+  });
+});
+
+describe.each(backends)('Unix socket names on %s', (backend) => {
+  const t = useLoop(backend);
+
+  describe('Unix socket names', () => {
+    // Peers that bind and connect with the kernel's length for the name (unix(7)): Python, and
+    // node:net from libuv 1.48 (libuv 1.46-1.47, in Node 20, pad every abstract name to the whole
+    // sun_path: libuv/libuv#4266).
+    it.skipIf(process.platform !== 'linux')('an abstract name interoperates with a Python peer both ways', async () => {
+      const name = `twinloop-${process.pid}-${Math.random().toString(36).slice(2)}`;
+      const peer = spawn('python3', ['-c', pythonEcho, name]);
+      try {
+        await new Promise((resolve, reject) => {
+          peer.stdout.once('data', resolve);
+          peer.once('error', reject);
+        });
+        const client = await t.loop.connect({ path: `\0${name}` });
+        await client.write('to python');
+        expect(String(await readBytes(client, 9))).toBe('to python');
+        client.close();
+      } finally {
+        peer.kill();
+      }
+      const server = await listenEcho(t.loop, { path: `\0${name}-twinloop` });
+      expect(server.address().address).toBe(`\0${name}-twinloop`);
+      const { stdout } = await run('python3', ['-c', pythonClient, `${name}-twinloop`], { timeout: 10_000 });
+      expect(stdout).toBe('from python');
+    });
+
+    it.skipIf(process.platform !== 'linux' || !libuvHasAbstractNames)('an abstract name interoperates with node:net both ways', async () => {
+      const name = `\0twinloop-${process.pid}-${Math.random().toString(36).slice(2)}`;
+      const nodeServer = net.createServer((socket) => socket.pipe(socket));
+      await new Promise<void>((resolve) => nodeServer.listen(name, resolve));
+      try {
+        const client = await t.loop.connect({ path: name });
+        await client.write('to node');
+        expect(String(await readBytes(client, 7))).toBe('to node');
+        client.close();
+      } finally {
+        await new Promise((resolve) => nodeServer.close(resolve));
+      }
+      const other = `${name}-twinloop`;
+      await listenEcho(t.loop, { path: other });
+      const received = await new Promise<string>((resolve, reject) => {
+        const socket = net.connect(other, () => socket.write('from node'));
+        let text = '';
+        socket.on('data', (chunk) => {
+          text += String(chunk);
+          if (text.length >= 9) {
+            socket.destroy();
+            resolve(text);
+          }
+        });
+        socket.on('error', reject);
+      });
+      expect(received).toBe('from node');
+    });
   });
 });
