@@ -211,6 +211,26 @@ describe.each(backends)('Unix socket names on %s', (backend) => {
   const t = useLoop(backend);
 
   describe('Unix socket names', () => {
+    it('server.close() removes the socket file it bound, so the path can be listened on again', async () => {
+      const socketPath = path.join(t.directory, 'again');
+      const first = await t.loop.listen({ path: socketPath });
+      expect(existsSync(socketPath)).toBe(true);
+      first.close();
+      expect(existsSync(socketPath)).toBe(false);
+      const second = await listenEcho(t.loop, { path: socketPath });
+      const client = await t.loop.connect({ path: socketPath });
+      await client.write('again');
+      expect(String(await readBytes(client, 5))).toBe('again');
+      second.close();
+    });
+
+    it('loop.close() removes the socket files of its servers too', async () => {
+      const socketPath = path.join(t.directory, 'loop-close');
+      await t.loop.listen({ path: socketPath });
+      await t.loop.close();
+      expect(existsSync(socketPath)).toBe(false);
+    });
+
     // Peers that bind and connect with the kernel's length for the name (unix(7)): Python, and
     // node:net from libuv 1.48 (libuv 1.46-1.47, in Node 20, pad every abstract name to the whole
     // sun_path: libuv/libuv#4266).
