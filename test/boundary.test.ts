@@ -150,6 +150,31 @@ describe.each(backends)('handles on %s: a handle knows its loop', (backend) => {
   });
 });
 
+describe.each(backends)('connection handlers on %s', (backend) => {
+  it('closing the loop while a connection handler awaits loop.sleep() is a normal end of that connection', async () => {
+    // In a process of its own: an uncaught error there is an exit code, not a test-runner report.
+    const script = `
+      const { open } = await import(process.argv[1]);
+      const loop = open({ backend: process.argv[2] });
+      let entered;
+      const handlerEntered = new Promise((resolve) => (entered = resolve));
+      const server = await loop.listen({ host: '127.0.0.1', port: 0 }, async (socket) => {
+        entered();
+        await loop.sleep(60_000);
+        await socket.write('never');
+      });
+      const client = await loop.connect({ host: '127.0.0.1', port: server.port });
+      await handlerEntered;
+      await loop.close();
+      await new Promise((resolve) => setTimeout(resolve, 200));
+      console.log(client.closed ? 'clean' : 'open');
+    `;
+    const { stdout, stderr } = await run(process.execPath, ['--input-type=module', '-e', script, distEntry, backend], { timeout: 20_000 });
+    expect(stderr).toBe('');
+    expect(stdout.trim()).toBe('clean');
+  });
+});
+
 describe.each(backends)('paths on %s', (backend) => {
   const t = useLoop(backend);
 

@@ -87,6 +87,9 @@ export class Server extends Handle {
 
   #connectionFailed(error: unknown, socket: Socket): void {
     socket.close();
+    // Closing the loop fails whatever a handler awaits (a sleep, a read) with ERR_LOOP_CLOSED: that
+    // is the normal end of its connection, not an error to report or to crash the process with.
+    if (this.core.closed && (error as { code?: unknown } | null)?.code === 'ERR_LOOP_CLOSED') return;
     if (this.listenerCount('connectionError') > 0) this.emit('connectionError', error, socket);
     else if (!isConnectionLoss(error)) reportLater(error);
   }
