@@ -310,3 +310,45 @@ describe.each(backends)('Unix socket names on %s', (backend) => {
     });
   });
 });
+
+describe.each(backends)('one reader per socket on %s', (backend) => {
+  const t = useLoop(backend);
+
+  describe("one socket's reads belong to one API", () => {
+    it('after the net layer read a socket, the pattern APIs refuse to read it with ERR_SOCKET_BUSY', async () => {
+      const { client, accepted } = await connectedPair(t.loop);
+      await accepted.write('net');
+      expect(String(await client.read())).toBe('net');
+      const busy = { code: 'ERR_SOCKET_BUSY', message: expect.stringMatching(/socket\.read\(\)/) };
+      await expect(t.loop.proactor.read(client, Buffer.alloc(16))).rejects.toMatchObject(busy);
+      expect(() => t.loop.reactor.tryRead(client, Buffer.alloc(16))).toThrow(expect.objectContaining(busy));
+      // Still refused once the stream has ended, when the net layer is no longer reading: the
+      // pattern API must not answer EOF (or later bytes) while the net layer holds what came first.
+      await accepted.end('tail');
+      expect(String(await readBytes(client, 4))).toBe('tail');
+      expect(await client.read()).toBeNull();
+      await expect(t.loop.proactor.read(client, Buffer.alloc(16))).rejects.toMatchObject(busy);
+      expect(() => t.loop.reactor.tryRead(client, Buffer.alloc(16))).toThrow(expect.objectContaining(busy));
+    });
+
+    it('the README example runs as written and exits 0', async () => {
+      const others = backends.filter((name) => name !== backend);
+      const tsx = path.join(root, 'node_modules', '.bin', process.platform === 'win32' ? 'tsx.cmd' : 'tsx');
+      const { stdout } = await run(tsx, [path.join(root, 'examples', 'readme.ts')], {
+        cwd: root,
+        timeout: 30_000,
+        env: { ...process.env, TWINLOOP_DISABLE_BACKENDS: others.join(',') },
+      });
+      expect(stdout).toContain(`backend: '${backend}'`);
+    });
+  });
+});
+
+describe('the README', () => {
+  it("shows examples/readme.ts verbatim as its example", () => {
+    const readme = readFileSync(path.join(root, 'README.md'), 'utf8');
+    const example = readFileSync(path.join(root, 'examples', 'readme.ts'), 'utf8');
+    const block = /## Example\n\n```ts\n([\s\S]*?)```/.exec(readme)?.[1];
+    expect(block).toBe(example);
+  });
+});

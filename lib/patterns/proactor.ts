@@ -3,6 +3,8 @@ import type { LoopCore } from '../core.js';
 import {
   abortError,
   codedError,
+  errnoOf,
+  socketReadBusy,
   systemError,
   validateAbortSignal,
   validateBuffer,
@@ -15,6 +17,7 @@ import { Server } from '../net/server.js';
 import { Socket } from '../net/socket.js';
 
 const { ECANCELED } = native.errors;
+const EBUSY = errnoOf('EBUSY');
 
 /** Node-style completion callback. */
 export type Completion<T> = (error: Error | null, result?: T) => void;
@@ -57,7 +60,8 @@ export class ProactorApi {
 
   /**
    * Reads into `buffer`: completes with the byte count (0 at EOF). An empty `buffer` is a
-   * RangeError, thrown: its 0 could not be told from EOF.
+   * RangeError, thrown: its 0 could not be told from EOF. A socket the net layer reads
+   * (`socket.read()`, for await) fails with `ERR_SOCKET_BUSY`: one API reads a socket.
    *
    * @example
    * const n = await loop.proactor.read(socket, buffer, { signal: AbortSignal.timeout(1000) });
@@ -151,7 +155,8 @@ export class ProactorApi {
     const id = this.#core.nextOperationId();
     const rc = start(id, buffer);
     if (rc < 0) {
-      process.nextTick(settle, systemError(rc, syscall));
+      // EBUSY on a read: the net layer reads this socket (the backends refuse it once read_start ran).
+      process.nextTick(settle, rc === EBUSY && syscall === 'read' ? socketReadBusy('loop.proactor.read') : systemError(rc, syscall));
     } else if (rc === 1 && syscall === 'write') {
       process.nextTick(complete, 0);
     } else {

@@ -1,6 +1,6 @@
 import { InterestBits, native } from '../binding.js';
 import type { LoopCore } from '../core.js';
-import { invalidArgValue, systemError, validateBuffer, validateFunction, validateReadBuffer } from '../errors.js';
+import { errnoOf, invalidArgValue, socketReadBusy, systemError, validateBuffer, validateFunction, validateReadBuffer } from '../errors.js';
 import { Handle, validateHandle } from '../handle.js';
 import { Server } from '../net/server.js';
 import { Socket } from '../net/socket.js';
@@ -9,6 +9,7 @@ import { Socket } from '../net/socket.js';
 export type Readiness = 'readable' | 'writable';
 
 const { EAGAIN } = native.errors;
+const EBUSY = errnoOf('EBUSY');
 const kTargetType = 'a twinloop Socket or Server';
 
 /**
@@ -56,7 +57,8 @@ export class ReactorApi {
 
   /**
    * Reads what is there into `buffer`: the byte count, 0 at EOF, or null if nothing is ready. An
-   * empty `buffer` is a RangeError: its 0 could not be told from EOF.
+   * empty `buffer` is a RangeError: its 0 could not be told from EOF. A socket the net layer
+   * reads (`socket.read()`, for await) is an `ERR_SOCKET_BUSY` error: one API reads a socket.
    */
   tryRead(socket: Socket, buffer: Uint8Array): number | null {
     validateHandle(this.#core, 'socket', socket, Socket, 'a twinloop Socket');
@@ -64,6 +66,7 @@ export class ReactorApi {
     socket.assertOpen();
     const n = this.#core.native.tryRead(socket.handle, buffer);
     if (n === EAGAIN) return null;
+    if (n === EBUSY) throw socketReadBusy('loop.reactor.tryRead');
     return socket.check(n, 'read');
   }
 
