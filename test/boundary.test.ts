@@ -92,7 +92,7 @@ const libuvHasAbstractNames = uvMajor > 1 || (uvMajor === 1 && uvMinor >= 48);
 const wait = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms));
 
 
-describe.each(backends)('handles on %s: a handle knows its loop', (backend) => {
+describe.each(backends)('handles on %s', (backend) => {
   const t = useLoop(backend);
 
   describe('handles know their loop', () => {
@@ -345,7 +345,7 @@ describe.each(backends)('one reader per socket on %s', (backend) => {
 });
 
 describe('the README', () => {
-  it("shows examples/readme.ts verbatim as its example", () => {
+  it('shows examples/readme.ts verbatim as its example', () => {
     const readme = readFileSync(path.join(root, 'README.md'), 'utf8');
     const example = readFileSync(path.join(root, 'examples', 'readme.ts'), 'utf8');
     const block = /## Example\n\n```ts\n([\s\S]*?)```/.exec(readme)?.[1];
