@@ -1,6 +1,6 @@
 // Errors shaped like Node's own: argument errors name the argument, system errors carry
 // code/errno/syscall.
-import { getSystemErrorName } from 'node:util';
+import { getSystemErrorMap, getSystemErrorName } from 'node:util';
 
 /** An operating-system failure, with the fields Node's own system errors have. */
 export interface SystemError extends Error {
@@ -108,4 +108,36 @@ export function abortError(signal: AbortSignal): Error {
 
 export function validateAbortSignal(name: string, signal: unknown): asserts signal is AbortSignal | undefined {
   if (signal !== undefined && !(signal instanceof AbortSignal)) throw invalidArgType(name, 'an instance of AbortSignal', signal);
+}
+
+/** The TypeError for a socket or server passed to a loop that did not open it. */
+export function foreignHandle(name: string): TypeError {
+  const error = new TypeError(`The "${name}" argument belongs to another loop: a handle is valid only on the loop that opened it`) as TypeError & {
+    code: string;
+  };
+  error.code = 'ERR_INVALID_ARG_VALUE';
+  return error;
+}
+
+/** A buffer to read into: a 0-byte read would resolve 0, which is what EOF looks like. */
+export function validateReadBuffer(name: string, value: unknown): asserts value is Uint8Array {
+  validateBuffer(name, value);
+  if (value.length === 0) throw outOfRange(`${name}.length`, '>= 1 (a read of 0 bytes cannot be told from EOF)', 0);
+}
+
+/** The negative errno the backends return for `name` (`'EBUSY'`), on this platform; 0 if none. */
+export function errnoOf(name: string): number {
+  for (const [errno, [errnoName]] of getSystemErrorMap()) if (errnoName === name) return errno;
+  return 0;
+}
+
+/**
+ * What a pattern API's read of a socket the net layer reads gets: once `socket.read()` (or for
+ * await) has read a socket, the bytes it holds for you come first, so nothing else may read it.
+ */
+export function socketReadBusy(api: string): Error & { code: string } {
+  return codedError(
+    'ERR_SOCKET_BUSY',
+    `${api} cannot read this socket: the net layer reads it (socket.read() or for await), and a socket is read through one API only`,
+  );
 }

@@ -1,7 +1,7 @@
 import { EventEmitter } from 'node:events';
 
 import type { EventTarget, LoopCore } from './core.js';
-import { loopClosed, socketClosed, systemError } from './errors.js';
+import { foreignHandle, invalidArgType, loopClosed, socketClosed, systemError } from './errors.js';
 
 /** What both sockets and servers are: an open descriptor owned by one loop. */
 export abstract class Handle extends EventEmitter implements EventTarget {
@@ -87,4 +87,18 @@ export abstract class Handle extends EventEmitter implements EventTarget {
     this.onClosed();
     this.emit('close');
   }
+}
+
+/** A concrete kind of handle (`Socket`, `Server`), or `Handle` for either. */
+export type HandleClass<T extends Handle> = abstract new (...args: never[]) => T;
+
+/**
+ * @internal The check every API that takes a handle makes first: `value` is a `type`, and it was
+ * opened by `core`'s loop. A handle number means something only to the loop that made it — on
+ * another loop the same number is another connection — so a foreign handle never reaches native
+ * code.
+ */
+export function validateHandle<T extends Handle>(core: LoopCore, name: string, value: unknown, type: HandleClass<T>, expected: string): asserts value is T {
+  if (!(value instanceof type)) throw invalidArgType(name, expected, value);
+  if (value.core !== core) throw foreignHandle(name);
 }

@@ -2,7 +2,7 @@ import { lookup } from 'node:dns/promises';
 import { isIP } from 'node:net';
 
 import type { NativeFamily } from '../binding.js';
-import { invalidArgType, validateInteger, validateObject } from '../errors.js';
+import { invalidArgType, invalidArgValue, validateInteger, validateObject } from '../errors.js';
 
 /** Where to listen or connect: a TCP host and port, or a Unix domain socket path. */
 export type Endpoint = { host?: string; port: number; path?: undefined } | { path: string; host?: undefined; port?: undefined };
@@ -19,6 +19,11 @@ export async function resolveEndpoint(name: string, options: unknown, defaultHos
   if (options.path !== undefined) {
     if (typeof options.path !== 'string' || options.path.length === 0) {
       throw invalidArgType(`${name}.path`, 'a non-empty string', options.path);
+    }
+    // The kernel would take the path only up to the NUL (node:net refuses it too). A leading NUL
+    // is something else: Linux's abstract namespace, whose names are bytes.
+    if (options.path[0] !== '\0' && options.path.includes('\0')) {
+      throw invalidArgValue(`${name}.path`, 'a string without null bytes (but for the leading one of an abstract name)', options.path);
     }
     return { family: 0, host: options.path, port: 0 };
   }

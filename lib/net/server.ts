@@ -1,3 +1,6 @@
+import { lstatSync, statSync, unlinkSync } from 'node:fs';
+import { resolve } from 'node:path';
+
 import type { NativeAddress } from '../binding.js';
 import { native } from '../binding.js';
 import { reportLater, type LoopCore } from '../core.js';
@@ -24,12 +27,14 @@ export class Server extends Handle {
   readonly #handler: ConnectionHandler | undefined;
   readonly #socketOptions: SocketOptions;
   #retryTimer: NodeJS.Timeout | null = null;
+  readonly #socketFile: SocketFile | undefined;
 
   /** @internal */
   constructor(core: LoopCore, handle: number, handler: ConnectionHandler | undefined, socketOptions: SocketOptions) {
     super(core, handle);
     this.#handler = handler;
     this.#socketOptions = socketOptions;
+    this.#socketFile = boundSocketFile(core, handle);
     if (handler !== undefined) this.check(core.native.acceptStart(handle), 'accept');
   }
 
@@ -53,6 +58,7 @@ export class Server extends Handle {
 
   protected onClosed(): void {
     if (this.#retryTimer !== null) clearTimeout(this.#retryTimer);
+    if (this.#socketFile !== undefined) removeSocketFile(this.#socketFile);
   }
 
   /** @internal */
@@ -81,6 +87,9 @@ export class Server extends Handle {
 
   #connectionFailed(error: unknown, socket: Socket): void {
     socket.close();
+    // Closing the loop fails whatever a handler awaits (a sleep, a read) with ERR_LOOP_CLOSED: that
+    // is the normal end of its connection, not an error to report or to crash the process with.
+    if (this.core.closed && (error as { code?: unknown } | null)?.code === 'ERR_LOOP_CLOSED') return;
     if (this.listenerCount('connectionError') > 0) this.emit('connectionError', error, socket);
     else if (!isConnectionLoss(error)) reportLater(error);
   }
@@ -97,4 +106,36 @@ export class Server extends Handle {
 function isConnectionLoss(error: unknown): boolean {
   const code = (error as { code?: unknown } | null)?.code;
   return code === 'ECONNRESET' || code === 'EPIPE' || code === 'ETIMEDOUT' || code === 'ERR_SOCKET_CLOSED';
+}
+
+/** The file a Unix socket server bound, and which file it was (another may take its path later). */
+interface SocketFile {
+  path: string;
+  dev: number;
+  ino: number;
+}
+
+// Closing a Unix socket server removes its file, as node:net (libuv) does: the file outlives the
+// socket, and listening on the path again fails EADDRINUSE while it is there. Done here and not in
+// each backend's close, because this one place sees both `server.close()` and `loop.close()`.
+// Only the file this server bound (abstract names have none), and only if it is still that one.
+function boundSocketFile(core: LoopCore, handle: number): SocketFile | undefined {
+  const address = core.native.address(handle, false);
+  if (typeof address === 'number' || address.family !== 'unix' || address.address === '' || address.address[0] === '\0') return undefined;
+  const path = resolve(address.address);
+  try {
+    const { dev, ino } = statSync(path);
+    return { path, dev, ino };
+  } catch {
+    return undefined;
+  }
+}
+
+function removeSocketFile({ path, dev, ino }: SocketFile): void {
+  try {
+    const now = lstatSync(path);
+    if (now.isSocket() && now.dev === dev && now.ino === ino) unlinkSync(path);
+  } catch {
+    // Already gone, or no longer ours to remove.
+  }
 }

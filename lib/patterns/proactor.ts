@@ -3,17 +3,21 @@ import type { LoopCore } from '../core.js';
 import {
   abortError,
   codedError,
-  invalidArgType,
+  errnoOf,
+  socketReadBusy,
   systemError,
   validateAbortSignal,
   validateBuffer,
   validateFunction,
   validateObject,
+  validateReadBuffer,
 } from '../errors.js';
+import { validateHandle } from '../handle.js';
 import { Server } from '../net/server.js';
 import { Socket } from '../net/socket.js';
 
 const { ECANCELED } = native.errors;
+const EBUSY = errnoOf('EBUSY');
 
 /** Node-style completion callback. */
 export type Completion<T> = (error: Error | null, result?: T) => void;
@@ -55,7 +59,9 @@ export class ProactorApi {
   }
 
   /**
-   * Reads into `buffer`: completes with the byte count (0 at EOF).
+   * Reads into `buffer`: completes with the byte count (0 at EOF). An empty `buffer` is a
+   * RangeError, thrown: its 0 could not be told from EOF. A socket the net layer reads
+   * (`socket.read()`, for await) fails with `ERR_SOCKET_BUSY`: one API reads a socket.
    *
    * @example
    * const n = await loop.proactor.read(socket, buffer, { signal: AbortSignal.timeout(1000) });
@@ -69,8 +75,8 @@ export class ProactorApi {
     optionsOrCallback?: ProactorOptions | Completion<number>,
     callback?: Completion<number>,
   ): Promise<number> | void {
-    validateSocket(socket);
-    validateBuffer('buffer', buffer);
+    validateHandle(this.#core, 'socket', socket, Socket, 'a twinloop Socket');
+    validateReadBuffer('buffer', buffer);
     const [options, done] = splitArguments(optionsOrCallback, callback);
     return this.#submit(done, options, socket, 'read', buffer, (id, bytes) => this.#core.native.read(socket.handle, bytes!, id), (n) => n);
   }
@@ -85,7 +91,7 @@ export class ProactorApi {
     optionsOrCallback?: ProactorOptions | Completion<number>,
     callback?: Completion<number>,
   ): Promise<number> | void {
-    validateSocket(socket);
+    validateHandle(this.#core, 'socket', socket, Socket, 'a twinloop Socket');
     validateBuffer('buffer', buffer);
     const [options, done] = splitArguments(optionsOrCallback, callback);
     const length = buffer.length;
@@ -97,7 +103,7 @@ export class ProactorApi {
   accept(server: Server, callback: Completion<Socket>): void;
   accept(server: Server, options: ProactorOptions, callback: Completion<Socket>): void;
   accept(server: Server, optionsOrCallback?: ProactorOptions | Completion<Socket>, callback?: Completion<Socket>): Promise<Socket> | void {
-    if (!(server instanceof Server)) throw invalidArgType('server', 'a twinloop Server', server);
+    validateHandle(this.#core, 'server', server, Server, 'a twinloop Server');
     const [options, done] = splitArguments(optionsOrCallback, callback);
     return this.#submit(done, options, server, 'accept', undefined, (id) => this.#core.native.accept(server.handle, id), (handle) =>
       server.adoptConnection(handle),
@@ -149,7 +155,8 @@ export class ProactorApi {
     const id = this.#core.nextOperationId();
     const rc = start(id, buffer);
     if (rc < 0) {
-      process.nextTick(settle, systemError(rc, syscall));
+      // EBUSY on a read: the net layer reads this socket (the backends refuse it once read_start ran).
+      process.nextTick(settle, rc === EBUSY && syscall === 'read' ? socketReadBusy('loop.proactor.read') : systemError(rc, syscall));
     } else if (rc === 1 && syscall === 'write') {
       process.nextTick(complete, 0);
     } else {
@@ -168,8 +175,4 @@ function splitArguments<T>(
   validateObject('options', options);
   validateAbortSignal('options.signal', options.signal);
   return [options, callback];
-}
-
-function validateSocket(socket: unknown): asserts socket is Socket {
-  if (!(socket instanceof Socket)) throw invalidArgType('socket', 'a twinloop Socket', socket);
 }

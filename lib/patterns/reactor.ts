@@ -1,7 +1,7 @@
 import { InterestBits, native } from '../binding.js';
 import type { LoopCore } from '../core.js';
-import { invalidArgType, invalidArgValue, systemError, validateBuffer, validateFunction } from '../errors.js';
-import type { Handle } from '../handle.js';
+import { errnoOf, invalidArgValue, socketReadBusy, systemError, validateBuffer, validateFunction, validateReadBuffer } from '../errors.js';
+import { Handle, validateHandle } from '../handle.js';
 import { Server } from '../net/server.js';
 import { Socket } from '../net/socket.js';
 
@@ -9,6 +9,8 @@ import { Socket } from '../net/socket.js';
 export type Readiness = 'readable' | 'writable';
 
 const { EAGAIN } = native.errors;
+const EBUSY = errnoOf('EBUSY');
+const kTargetType = 'a twinloop Socket or Server';
 
 /**
  * The reactor pattern: the loop says when a socket *can* be read or written, and your callback
@@ -30,7 +32,7 @@ export class ReactorApi {
 
   /** Calls `callback` whenever `target` is ready for `readiness`, until `unwatch`. */
   watch(target: Socket | Server, readiness: Readiness, callback: () => void): void {
-    validateTarget(target);
+    validateHandle(this.#core, 'target', target, Handle, kTargetType);
     validateReadiness(readiness);
     validateFunction('callback', callback);
     target.assertOpen();
@@ -45,7 +47,7 @@ export class ReactorApi {
 
   /** Stops watching `readiness` (or both, when omitted). */
   unwatch(target: Socket | Server, readiness?: Readiness): void {
-    validateTarget(target);
+    validateHandle(this.#core, 'target', target, Handle, kTargetType);
     if (readiness !== undefined) validateReadiness(readiness);
     if (target.closed) return;
     if (readiness === undefined || readiness === 'readable') target.watchers.readable = undefined;
@@ -53,19 +55,24 @@ export class ReactorApi {
     target.check(this.#core.native.watch(target.handle, interestOf(target)), 'watch');
   }
 
-  /** Reads what is there into `buffer`: the byte count, 0 at EOF, or null if nothing is ready. */
+  /**
+   * Reads what is there into `buffer`: the byte count, 0 at EOF, or null if nothing is ready. An
+   * empty `buffer` is a RangeError: its 0 could not be told from EOF. A socket the net layer
+   * reads (`socket.read()`, for await) is an `ERR_SOCKET_BUSY` error: one API reads a socket.
+   */
   tryRead(socket: Socket, buffer: Uint8Array): number | null {
-    validateSocket(socket);
-    validateBuffer('buffer', buffer);
+    validateHandle(this.#core, 'socket', socket, Socket, 'a twinloop Socket');
+    validateReadBuffer('buffer', buffer);
     socket.assertOpen();
     const n = this.#core.native.tryRead(socket.handle, buffer);
     if (n === EAGAIN) return null;
+    if (n === EBUSY) throw socketReadBusy('loop.reactor.tryRead');
     return socket.check(n, 'read');
   }
 
   /** Writes what the socket takes now: the byte count, or null if it takes nothing. */
   tryWrite(socket: Socket, buffer: Uint8Array): number | null {
-    validateSocket(socket);
+    validateHandle(this.#core, 'socket', socket, Socket, 'a twinloop Socket');
     validateBuffer('buffer', buffer);
     socket.assertOpen();
     const n = this.#core.native.tryWrite(socket.handle, buffer);
@@ -75,7 +82,7 @@ export class ReactorApi {
 
   /** Accepts one pending connection, or returns null if none is waiting. */
   tryAccept(server: Server): Socket | null {
-    if (!(server instanceof Server)) throw invalidArgType('server', 'a twinloop Server', server);
+    validateHandle(this.#core, 'server', server, Server, 'a twinloop Server');
     server.assertOpen();
     const handle = this.#core.native.tryAccept(server.handle);
     if (handle === EAGAIN) return null;
@@ -85,16 +92,6 @@ export class ReactorApi {
 
 function interestOf(target: Handle): number {
   return (target.watchers.readable ? InterestBits.Readable : 0) | (target.watchers.writable ? InterestBits.Writable : 0);
-}
-
-function validateTarget(target: unknown): asserts target is Socket | Server {
-  if (!(target instanceof Socket) && !(target instanceof Server)) {
-    throw invalidArgType('target', 'a twinloop Socket or Server', target);
-  }
-}
-
-function validateSocket(socket: unknown): asserts socket is Socket {
-  if (!(socket instanceof Socket)) throw invalidArgType('socket', 'a twinloop Socket', socket);
 }
 
 function validateReadiness(readiness: unknown): asserts readiness is Readiness {

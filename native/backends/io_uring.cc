@@ -218,6 +218,7 @@ int IoUringBackend::watch(HandleId handle, uint32_t interest) {
 int IoUringBackend::try_read(HandleId handle, std::span<uint8_t> buffer) {
   Socket* s = find(handle);
   if (!s) return -EBADF;
+  if (s->streamed) return -EBUSY;
   ++stats_.syscalls;
   int n = recv_some(s->fd.get(), buffer);
   if (n == -EAGAIN || (n > 0 && static_cast<size_t>(n) < buffer.size())) s->recheck &= ~kReadable;
@@ -248,7 +249,7 @@ int IoUringBackend::submit_read(HandleId handle, std::span<uint8_t> buffer, int3
   Socket* s = find(handle);
   if (!s) return -EBADF;
   if (s->listener) return -EINVAL;
-  if (s->streaming_read) return -EBUSY;
+  if (s->streamed) return -EBUSY;
   s->reads.push_back({buffer.data(), clamp(buffer.size()), op_id});
   mark_dirty(handle, *s);
   return 0;
@@ -390,7 +391,10 @@ int IoUringBackend::set_streaming(HandleId handle, bool Socket::*flag, bool on) 
   Socket* s = find(handle);
   if (!s) return -EBADF;
   if ((flag == &Socket::streaming_accept) != s->listener) return -EINVAL;
-  if (on && flag == &Socket::streaming_read && !s->reads.empty()) return -EBUSY;
+  if (on && flag == &Socket::streaming_read) {
+    if (!s->reads.empty()) return -EBUSY;  // the stream would take bytes the queued reads wait for
+    s->streamed = true;
+  }
   s->*flag = on;
   mark_dirty(handle, *s);
   return 0;

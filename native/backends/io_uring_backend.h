@@ -92,6 +92,9 @@ struct Socket {
   uint8_t accepts_in_flight = 0;  // kAccept operations the kernel holds
   bool listener = false;
   bool streaming_read = false;
+  // read_start was called once: the stream owns the reads for good, because the bytes it has
+  // delivered but JS has not consumed yet come before anything a try_read or submit_read gets.
+  bool streamed = false;
   bool streaming_accept = false;
   bool closing = false;
   bool dirty = false;

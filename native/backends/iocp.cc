@@ -173,6 +173,7 @@ int IocpBackend::try_read(HandleId handle, std::span<uint8_t> buffer) {
   Socket* s = sockets_.find(handle);
   if (!s) return kEBADF;
   if (s->listener) return kENOTCONN;
+  if (s->streamed) return kEBUSY;
   if (s->read_error != 0) return std::exchange(s->read_error, 0);
   int n = recv_some(*s, buffer);
   if (n == kEAGAIN) s->readable = false;
@@ -216,7 +217,7 @@ int IocpBackend::submit_read(HandleId handle, std::span<uint8_t> buffer, int32_t
   Socket* s = sockets_.find(handle);
   if (!s) return kEBADF;
   if (s->listener) return kENOTCONN;
-  if (s->streaming_read) return kEBUSY;
+  if (s->streamed) return kEBUSY;
   if (s->recv != nullptr || !s->reads.empty()) {
     s->reads.push_back({buffer, op_id});
     return 0;

@@ -80,6 +80,9 @@ struct Socket {
   bool in_attention = false;    // listed in IocpBackend::attention_
   bool in_rearm = false;        // listed in IocpBackend::rearm_
   bool streaming_read = false;  // read_start
+  // read_start was called once: the stream owns the reads for good, because the bytes it has
+  // delivered but JS has not consumed yet come before anything a try_read or submit_read gets.
+  bool streamed = false;
   bool streaming_accept = false;
   bool write_torn = false;      // a write was cancelled half-sent: no later byte may follow it
   uint32_t watched = 0;         // reactor interest (Interest bits)

@@ -44,6 +44,10 @@ int IocpBackend::set_streaming(HandleId handle, bool Socket::*flag, bool on) {
   Socket* s = sockets_.find(handle);
   if (!s) return kEBADF;
   if ((flag == &Socket::streaming_accept) != s->listener) return kEINVAL;
+  if (on && flag == &Socket::streaming_read) {
+    if (!s->reads.empty()) return kEBUSY;  // the stream would take bytes the queued reads wait for
+    s->streamed = true;
+  }
   s->*flag = on;
   return update(handle, *s);
 }

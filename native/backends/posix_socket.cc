@@ -6,11 +6,21 @@
 #include <algorithm>
 #include <cerrno>
 #include <cstring>
+#include <string>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <sys/un.h>
 
 namespace twinloop {
+
+namespace {
+// Only Linux has the abstract namespace; elsewhere a leading NUL is an embedded one, refused.
+#ifdef __linux__
+constexpr bool kAbstractNames = true;
+#else
+constexpr bool kAbstractNames = false;
+#endif
+}  // namespace
 
 int to_sockaddr(const SocketAddress& address, SockAddrStorage& out) {
   out = {};
@@ -34,9 +44,16 @@ int to_sockaddr(const SocketAddress& address, SockAddrStorage& out) {
     case SocketAddress::Family::kUnix: {
       auto* un = reinterpret_cast<sockaddr_un*>(&out.storage);
       un->sun_family = AF_UNIX;
-      if (address.host.empty() || address.host.size() >= sizeof(un->sun_path)) return -ENAMETOOLONG;
-      std::memcpy(un->sun_path, address.host.data(), address.host.size());
-      out.length = static_cast<socklen_t>(offsetof(sockaddr_un, sun_path) + address.host.size() + 1);
+      const std::string& name = address.host;
+      // A leading NUL names Linux's abstract namespace, where a name is bytes and its length is the
+      // address length (unix(7)): with a NUL added, "\0name" would be another name than the one
+      // node:net or Python bind and connect to. A path is NUL-terminated, and fits with its NUL.
+      bool abstract = kAbstractNames && !name.empty() && name[0] == '\0';
+      if (name.empty() || name.size() > sizeof(un->sun_path) - (abstract ? 0 : 1)) return -ENAMETOOLONG;
+      // The kernel takes a path up to its first NUL: "/run/sock\0x" would bind "/run/sock".
+      if (!abstract && name.find('\0') != std::string::npos) return -EINVAL;
+      std::memcpy(un->sun_path, name.data(), name.size());
+      out.length = static_cast<socklen_t>(offsetof(sockaddr_un, sun_path) + name.size() + (abstract ? 0 : 1));
       return 0;
     }
   }
@@ -65,10 +82,12 @@ int socket_address(int fd, bool peer, SocketAddress& out) {
     }
     case AF_UNIX: {
       auto* un = reinterpret_cast<sockaddr_un*>(raw);
-      size_t path_length = addr.length > offsetof(sockaddr_un, sun_path)
-                               ? strnlen(un->sun_path, addr.length - offsetof(sockaddr_un, sun_path))
-                               : 0;
-      out = {SocketAddress::Family::kUnix, std::string(un->sun_path, path_length), 0};
+      size_t room = addr.length > offsetof(sockaddr_un, sun_path) ? addr.length - offsetof(sockaddr_un, sun_path) : 0;
+      // An abstract name (leading NUL) is all the bytes the address length covers; a path ends at
+      // its NUL; an unnamed socket has neither.
+      bool abstract = kAbstractNames && room > 0 && un->sun_path[0] == '\0';
+      size_t name_length = abstract ? room : strnlen(un->sun_path, room);
+      out = {SocketAddress::Family::kUnix, std::string(un->sun_path, name_length), 0};
       return 0;
     }
     default:

@@ -83,6 +83,7 @@ int ReadinessBackend::watch(HandleId handle, uint32_t interest) {
 int ReadinessBackend::try_read(HandleId handle, std::span<uint8_t> buffer) {
   Socket* s = sockets_.find(handle);
   if (!s) return -EBADF;
+  if (s->streamed) return -EBUSY;
   return read_some(*s, buffer);
 }
 
@@ -102,7 +103,7 @@ int ReadinessBackend::try_accept(HandleId handle) {
 int ReadinessBackend::submit_read(HandleId handle, std::span<uint8_t> buffer, int32_t op_id) {
   Socket* s = sockets_.find(handle);
   if (!s) return -EBADF;
-  if (s->streaming_read) return -EBUSY;
+  if (s->streamed) return -EBUSY;
   s->reads.push_back({buffer, op_id});
   return update_interest(handle, *s, 0);
 }
@@ -140,6 +141,10 @@ int ReadinessBackend::set_streaming(HandleId handle, bool Socket::*flag, bool on
   Socket* s = sockets_.find(handle);
   if (!s) return -EBADF;
   if ((flag == &Socket::streaming_accept) != s->listener) return -EINVAL;
+  if (on && flag == &Socket::streaming_read) {
+    if (!s->reads.empty()) return -EBUSY;  // the stream would take bytes the queued reads wait for
+    s->streamed = true;
+  }
   s->*flag = on;
   return update_interest(handle, *s, 0);
 }

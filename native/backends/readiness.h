@@ -122,6 +122,9 @@ class ReadinessBackend : public Backend {
     uint8_t added = 0;            // kqueue: Interest bits whose knote exists, enabled or not
     bool listener = false;
     bool streaming_read = false;  // read_start
+    // read_start was called once: the stream owns the reads for good, because the bytes it has
+    // delivered but JS has not consumed yet come before anything a try_read or submit_read gets.
+    bool streamed = false;
     bool streaming_accept = false;
     bool write_torn = false;      // a write was cancelled half-sent: no later byte may follow it
     std::vector<PendingRead> reads;
