@@ -153,9 +153,7 @@ describe.each(backends)('blocking file operations at shutdown on %s', (backend) 
     expect(closeMs).toBeLessThan(bound);
   });
 
-  // Skipped until the binding's worker teardown stops crashing (issue 13, item 3): today a worker
-  // with any open loop dies with SIGSEGV in uv__finish_close on terminate(), file or no file.
-  it.skip('terminating a worker whose loop waits on a FIFO settles at once and leaves no reader', async () => {
+  it('terminating a worker whose loop waits on a FIFO settles at once and leaves no reader', async () => {
     const { closeMs, noReader } = await blockedAtShutdown(backend, 'worker');
     expect(noReader).toBe(true);
     expect(closeMs).toBeLessThan(bound);

@@ -20,6 +20,8 @@
 // The class and the map of the files that implement it: io_uring_backend.h.
 #include "io_uring_backend.h"
 
+#include "../core/byte_pool.h"
+
 #include <sys/eventfd.h>
 #include <sys/socket.h>
 
@@ -117,6 +119,7 @@ IoUringBackend::~IoUringBackend() {
     if (in_flight_ops_ + files_.in_flight() == 0) break;
     wait_for_completion();
   }
+  abandoned_operations += in_flight_ops_ + files_.in_flight();
 }
 
 int IoUringBackend::listen(const SocketAddress& address, const ListenOptions& options) {

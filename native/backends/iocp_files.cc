@@ -1,5 +1,7 @@
 #include "iocp_files.h"
 
+#include "../core/byte_pool.h"
+
 #include <algorithm>
 #include <cstring>
 #include <utility>
@@ -8,8 +10,6 @@ namespace twinloop::iocp {
 
 namespace {
 
-// Results travel as int32: one call moves at most 1 GiB, as with sockets.
-constexpr size_t kMaxTransfer = size_t{1} << 30;
 // WriteFile at this offset writes at the end of the file (FILE_WRITE_TO_END_OF_FILE).
 constexpr uint64_t kEndOfFile = ~uint64_t{0};
 constexpr unsigned kOwnerWrite = 0200;

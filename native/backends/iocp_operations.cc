@@ -3,6 +3,8 @@
 // socket, which lists the socket for the next drain when it has something to report.
 #include "iocp_backend.h"
 
+#include "../core/byte_pool.h"
+
 #include <algorithm>
 #include <utility>
 #include <vector>
@@ -10,8 +12,6 @@
 namespace twinloop::iocp {
 namespace {
 
-// Results travel as int32: one call moves at most 1 GiB, and the caller continues with the rest.
-constexpr size_t kMaxTransfer = size_t{1} << 30;
 // AcceptEx calls kept posted on a streaming listener: a burst of connections does not wait for a
 // round trip through JavaScript per connection (libuv keeps 32; a handful serves a loop well).
 constexpr size_t kStreamingAccepts = 4;

@@ -1,5 +1,7 @@
 #include "pooled_files.h"
 
+#include "../core/byte_pool.h"
+
 #include "posix_file.h"
 
 #include <fcntl.h>
@@ -12,8 +14,6 @@
 namespace twinloop {
 
 namespace {
-// Results travel as int32: one call moves at most 1 GiB, as with sockets.
-constexpr size_t kMaxTransfer = size_t{1} << 30;
 #ifdef RWF_NOWAIT
 // The largest read done on the loop thread: copying it costs a few microseconds; a larger one
 // goes to the pool, where copying does not hold up the loop.

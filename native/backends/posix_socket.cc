@@ -1,5 +1,7 @@
 #include "posix_socket.h"
 
+#include "../core/byte_pool.h"
+
 #include <arpa/inet.h>
 #include <fcntl.h>
 
@@ -203,9 +205,6 @@ void set_reset_on_close(int fd) {
   linger option{1, 0};
   setsockopt(fd, SOL_SOCKET, SO_LINGER, &option, sizeof(option));
 }
-
-// Results travel as int32: one call moves at most 1 GiB, and the caller continues with the rest.
-constexpr size_t kMaxTransfer = size_t{1} << 30;
 
 int recv_some(int fd, std::span<uint8_t> buffer) {
   ssize_t n = ::recv(fd, buffer.data(), std::min(buffer.size(), kMaxTransfer), 0);

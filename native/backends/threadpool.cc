@@ -1,5 +1,7 @@
 #include "threadpool.h"
 
+#include "../core/byte_pool.h"
+
 #include <fcntl.h>
 #include <signal.h>
 #include <unistd.h>
@@ -98,6 +100,7 @@ std::vector<FileJob> ThreadPool::stop() {
     }
   }
   threads_.clear();
+  abandoned_operations += abandoned.size();
   return abandoned;
 }
 

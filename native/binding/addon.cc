@@ -318,8 +318,12 @@ class NativeLoop : public Napi::ObjectWrap<NativeLoop> {
     if (watcher_ != nullptr) watcher_->stop();  // before the backend closes its descriptor
     // Closes every socket the backend still owns and its own descriptors, and joins its waiting
     // thread if it has one — which must happen before the watcher that thread signals goes away.
+    uint64_t abandoned_before = abandoned_operations;
     backend_.reset();
     watcher_.reset();
+    if (abandoned_operations != abandoned_before) {
+      for (auto& [op_id, lease] : leases_) lease.bytes.abandon();
+    }
     // Nothing uses an operation's memory now; what JavaScript lent us goes back at once, not
     // when this object is collected (a closed loop must not hold its 1 MiB arena).
     leases_.clear();

@@ -11,6 +11,7 @@
 
 #include <algorithm>
 #include <array>
+#include <atomic>
 #include <cstddef>
 #include <cstdint>
 #include <memory>
@@ -22,6 +23,12 @@ namespace twinloop {
 // The most one operation moves: io_uring's lengths are 32-bit and completions report counts as
 // int32, so every backend stops at 1 GiB and lib/ splits longer writes.
 constexpr size_t kMaxTransfer = size_t{1} << 30;
+
+// Operations a backend gave up waiting for at teardown (a thread stuck in uninterruptible I/O, a
+// kernel request that outlived the bound): they may still write into their memory, which must
+// therefore never be freed. The binding compares this count across a backend's destruction and,
+// if it grew, leaks the memory of every operation that was in flight rather than risk that.
+inline std::atomic<uint64_t> abandoned_operations{0};
 
 class BytePool;
 
@@ -35,6 +42,11 @@ class OwnedBytes {
 
   std::span<uint8_t> span() const { return {data_.get(), size_}; }
   size_t size() const { return size_; }
+  // Gives the memory up without freeing it (see abandoned_operations).
+  void abandon() {
+    static_cast<void>(data_.release());
+    size_ = 0;
+  }
 
  private:
   friend class BytePool;
