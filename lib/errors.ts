@@ -141,3 +141,14 @@ export function socketReadBusy(api: string): Error & { code: string } {
     `${api} cannot read this socket: the net layer reads it (socket.read() or for await), and a socket is read through one API only`,
   );
 }
+
+/**
+ * A read whose buffer was detached, transferred or shrunk while the kernel filled memory of the
+ * loop's own (see native/core/byte_pool.h): the bytes it read had nowhere to go.
+ */
+export function readBufferGone(): Error & { code: string } {
+  return codedError(
+    'ERR_INVALID_STATE',
+    'The buffer of this read was detached, transferred or shrunk while the read was in flight: the bytes read could not be delivered',
+  );
+}

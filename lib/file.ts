@@ -7,6 +7,7 @@ import {
   codedError,
   invalidArgValue,
   loopClosed,
+  readBufferGone,
   systemError,
   type SystemError,
   validateAbortSignal,
@@ -59,7 +60,7 @@ const flagBits: Record<OpenFlags, number> = {
   'ax+': kRead | kWrite | kCreate | kAppend | kExclusive,
 };
 
-const { ECANCELED } = native.errors;
+const { ECANCELED, EFAULT } = native.errors;
 
 /**
  * Submits one file operation of `file` (-1: an open) and settles when it completes. Aborting
@@ -93,6 +94,7 @@ function submitFileOperation(
         if (result >= 0) resolve(result);
         else if (result === ECANCELED && signal?.aborted) reject(abortError(signal));
         else if (result === ECANCELED && core.closed) reject(loopClosed());
+        else if (result === EFAULT && syscall === 'read') reject(readBufferGone());
         else reject(fileError(result, syscall, path));
       },
       buffer,

@@ -4,6 +4,8 @@ import {
   abortError,
   codedError,
   errnoOf,
+  outOfRange,
+  readBufferGone,
   socketReadBusy,
   systemError,
   validateAbortSignal,
@@ -16,7 +18,7 @@ import { validateHandle } from '../handle.js';
 import { Server } from '../net/server.js';
 import { Socket } from '../net/socket.js';
 
-const { ECANCELED } = native.errors;
+const { ECANCELED, EFAULT } = native.errors;
 const EBUSY = errnoOf('EBUSY');
 
 /** Node-style completion callback. */
@@ -81,7 +83,11 @@ export class ProactorApi {
     return this.#submit(done, options, socket, 'read', buffer, (id, bytes) => this.#core.native.read(socket.handle, bytes!, id), (n) => n);
   }
 
-  /** Writes all of `buffer` (continuing after short writes): completes with its length. */
+  /**
+   * Writes all of `buffer` (continuing after short writes): completes with its length. One write
+   * moves at most 1 GiB (`RangeError` beyond; `socket.write` splits longer data itself). The
+   * bytes are copied when the write is submitted, so `buffer` is free for reuse at once.
+   */
   write(socket: Socket, buffer: Uint8Array, options?: ProactorOptions): Promise<number>;
   write(socket: Socket, buffer: Uint8Array, callback: Completion<number>): void;
   write(socket: Socket, buffer: Uint8Array, options: ProactorOptions, callback: Completion<number>): void;
@@ -93,6 +99,9 @@ export class ProactorApi {
   ): Promise<number> | void {
     validateHandle(this.#core, 'socket', socket, Socket, 'a twinloop Socket');
     validateBuffer('buffer', buffer);
+    if (buffer.length > native.maxTransfer) {
+      throw outOfRange('buffer.length', `<= ${native.maxTransfer} (one write moves at most 1 GiB; socket.write splits longer data)`, buffer.length);
+    }
     const [options, done] = splitArguments(optionsOrCallback, callback);
     const length = buffer.length;
     return this.#submit(done, options, socket, 'write', buffer, (id, bytes) => this.#core.native.write(socket.handle, bytes!, id), () => length);
@@ -141,7 +150,11 @@ export class ProactorApi {
       } else if (value >= 0) settle(null, toResult(value));
       else if (value === ECANCELED && signal?.aborted) settle(abortError(signal));
       else if (value === ECANCELED) settle(codedError('ERR_SOCKET_CLOSED', `Socket was closed with this ${syscall} in flight`));
-      else settle(systemError(value, syscall));
+      else if (value === EFAULT && syscall === 'read') {
+        // Bytes taken from the stream and lost: the socket cannot go on as if it had them.
+        target.close();
+        settle(readBufferGone());
+      } else settle(systemError(value, syscall));
     };
     // Callbacks are never called synchronously, whatever the outcome.
     if (signal?.aborted) {
