@@ -397,8 +397,10 @@ class NativeLoop : public Napi::ObjectWrap<NativeLoop> {
     out.family = family == 4 ? SocketAddress::Family::kIPv4
                  : family == 6 ? SocketAddress::Family::kIPv6
                                : SocketAddress::Family::kUnix;
+    double port = info[2].As<Napi::Number>().DoubleValue();
+    if (!(port >= 0 && port <= 65535)) return false;
     out.host = info[1].As<Napi::String>().Utf8Value();
-    out.port = static_cast<uint16_t>(info[2].As<Napi::Number>().Uint32Value());
+    out.port = static_cast<uint16_t>(port);
     return true;
   }
 
@@ -594,7 +596,9 @@ class NativeLoop : public Napi::ObjectWrap<NativeLoop> {
 
   Napi::Value set_thread_pool_size(const Napi::CallbackInfo& info) {
     if (!args_ok(info, 1)) return Env().Undefined();
-    backend_->set_thread_pool_size(int_arg(info, 0));
+    int threads = int_arg(info, 0);
+    if (!check(threads >= 1 && threads <= 1024, "threads must be 1 to 1024")) return Env().Undefined();
+    backend_->set_thread_pool_size(threads);
     return Env().Undefined();
   }
 
