@@ -109,6 +109,7 @@ test("the addon's error numbers are libuv's Windows codes, which util.getSystemE
     EAGAIN: 'EAGAIN',
     ECANCELED: 'ECANCELED',
     EBADF: 'EBADF',
+    EFAULT: 'EFAULT',
     EMFILE: 'EMFILE',
     ENFILE: 'ENFILE',
     ENOSYS: 'ENOSYS',
