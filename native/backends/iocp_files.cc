@@ -22,14 +22,21 @@ bool to_utf16(const std::string& text, std::wstring& out) {
   return MultiByteToWideChar(CP_UTF8, MB_ERR_INVALID_CHARS, text.data(), static_cast<int>(text.size()), out.data(), length) == length;
 }
 
+// A transfer's failure as node:fs reports it: a handle without the access for it (a write on a
+// file opened 'r') is ERROR_ACCESS_DENIED, which libuv's fs__read/fs__write make EBADF, as
+// read(2)/write(2) say; the end of the file is a count of 0.
+int transfer_error(DWORD error) {
+  if (error == ERROR_HANDLE_EOF) return 0;
+  return error == ERROR_ACCESS_DENIED ? kEBADF : translate_system_error(error);
+}
+
 // The result of an overlapped transfer the kernel completed: the NTSTATUS in Internal becomes a
 // Win32 error through GetOverlappedResult, which also says the operation is over (bWait FALSE).
 int transfer_result(HANDLE handle, OVERLAPPED* overlapped, DWORD bytes) {
   if (static_cast<LONG>(overlapped->Internal) >= 0) return static_cast<int>(std::min<size_t>(bytes, kMaxTransfer));  // NT_SUCCESS
   DWORD transferred = 0;
   if (GetOverlappedResult(handle, overlapped, &transferred, FALSE)) return static_cast<int>(transferred);
-  DWORD error = GetLastError();
-  return error == ERROR_HANDLE_EOF ? 0 : translate_system_error(error);
+  return transfer_error(GetLastError());
 }
 
 }  // namespace
@@ -139,7 +146,7 @@ void IocpFiles::start_transfer(HandleId id, File& file, const Transfer& transfer
   }
   // Failed at once: no packet will come from the kernel, so one is posted (a read at or past the
   // end of the file fails this way on a cached file: that is a count of 0, not an error).
-  post_result(op, error == ERROR_HANDLE_EOF ? 0 : translate_system_error(error));
+  post_result(op, transfer_error(error));
 }
 
 int IocpFiles::sync(HandleId id, int32_t op_id) {
