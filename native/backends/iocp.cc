@@ -37,6 +37,8 @@
 // The class and the map of the files that implement it: iocp_backend.h.
 #include "iocp_backend.h"
 
+#include "../core/byte_pool.h"
+
 #include <algorithm>
 #include <cstring>
 #include <initializer_list>
@@ -50,6 +52,8 @@ namespace {
 
 // A try_write that finds the send buffer full takes at most this much into its own send.
 constexpr size_t kMaxStagedWrite = 64 * 1024;
+// How long teardown waits for what is in flight to come back (DESIGN: bounded teardown).
+constexpr ULONGLONG kTeardownBoundMs = 1000;
 
 }  // namespace
 
@@ -70,20 +74,32 @@ IocpBackend::~IocpBackend() {
     WaitForSingleObject(thread_.get(), INFINITE);
   }
   // Every operation must be back before its memory, or the buffers JavaScript lent it, may go:
-  // closing the sockets cancelled them all, so this takes milliseconds.
+  // closing the sockets cancelled them all, and cancel_all the file transfers, so this takes
+  // milliseconds — but a work item on the thread pool (a CreateFileW or a FlushFileBuffers that
+  // waits, on a pipe or a network path) cannot be interrupted, so the wait has a bound.
   for (const OVERLAPPED_ENTRY& entry : completed_) reclaim(entry);
   completed_.clear();
   files_.cancel_all();
   OVERLAPPED_ENTRY entries[kMaxCompletions];
-  // A flush or an open on the thread pool always ends, and posts to this port when it does: it is
-  // waited for however long it takes.
-  for (int round = 0; (operations_.in_flight() > 0 || files_.in_flight() > 0) && (round < 100 || files_.working() > 0); ++round) {
+  ULONGLONG deadline = GetTickCount64() + kTeardownBoundMs;
+  while (operations_.in_flight() > 0 || files_.in_flight() > 0) {
+    ULONGLONG now = GetTickCount64();
+    if (now >= deadline) break;
     ULONG count = 0;
-    if (!GetQueuedCompletionStatusEx(port_.get(), entries, kMaxCompletions, &count, 100, FALSE)) continue;
+    if (!GetQueuedCompletionStatusEx(port_.get(), entries, kMaxCompletions, &count, static_cast<DWORD>(deadline - now), FALSE)) continue;
     for (ULONG i = 0; i < count; ++i) reclaim(entries[i]);
   }
-  // An operation the kernel never gave back is leaked on purpose: freeing it would let the
-  // kernel write into reused memory.
+  if (operations_.in_flight() == 0 && files_.in_flight() == 0) return;
+  // Given up on. A work item still running posts nothing from now on (the port closes with this
+  // backend) and disposes of its operation itself; what was posted before is dequeued here.
+  files_.abandon_work();
+  for (ULONG count = 0; GetQueuedCompletionStatusEx(port_.get(), entries, kMaxCompletions, &count, 0, FALSE);) {
+    for (ULONG i = 0; i < count; ++i) reclaim(entries[i]);
+  }
+  // What is still out — a work item, an operation the kernel never gave back — is leaked on
+  // purpose, its memory and the buffers the binding lent it: freeing them would let a pool thread
+  // or the kernel write into reused memory.
+  abandoned_operations += operations_.in_flight() + files_.in_flight();
 }
 
 void IocpBackend::set_wake(void (*wake)(void* context), void* context) {

@@ -22,14 +22,21 @@ bool to_utf16(const std::string& text, std::wstring& out) {
   return MultiByteToWideChar(CP_UTF8, MB_ERR_INVALID_CHARS, text.data(), static_cast<int>(text.size()), out.data(), length) == length;
 }
 
+// A transfer's failure as node:fs reports it: a handle without the access for it (a write on a
+// file opened 'r') is ERROR_ACCESS_DENIED, which libuv's fs__read/fs__write make EBADF, as
+// read(2)/write(2) say; the end of the file is a count of 0.
+int transfer_error(DWORD error) {
+  if (error == ERROR_HANDLE_EOF) return 0;
+  return error == ERROR_ACCESS_DENIED ? kEBADF : translate_system_error(error);
+}
+
 // The result of an overlapped transfer the kernel completed: the NTSTATUS in Internal becomes a
 // Win32 error through GetOverlappedResult, which also says the operation is over (bWait FALSE).
 int transfer_result(HANDLE handle, OVERLAPPED* overlapped, DWORD bytes) {
   if (static_cast<LONG>(overlapped->Internal) >= 0) return static_cast<int>(std::min<size_t>(bytes, kMaxTransfer));  // NT_SUCCESS
   DWORD transferred = 0;
   if (GetOverlappedResult(handle, overlapped, &transferred, FALSE)) return static_cast<int>(transferred);
-  DWORD error = GetLastError();
-  return error == ERROR_HANDLE_EOF ? 0 : translate_system_error(error);
+  return transfer_error(GetLastError());
 }
 
 }  // namespace
@@ -50,11 +57,13 @@ IocpFiles::Operation* IocpFiles::acquire(Kind kind, HandleId file, int32_t op_id
   op->port = port_;
   op->handle = nullptr;
   op->directory = false;
+  op->work_items.reset();
   return op;
 }
 
 void IocpFiles::release(Operation* op) {
   op->path.clear();
+  op->work_items.reset();
   operations_.release(op);
 }
 
@@ -137,15 +146,22 @@ void IocpFiles::start_transfer(HandleId id, File& file, const Transfer& transfer
   }
   // Failed at once: no packet will come from the kernel, so one is posted (a read at or past the
   // end of the file fails this way on a cached file: that is a count of 0, not an error).
-  post_result(op, error == ERROR_HANDLE_EOF ? 0 : translate_system_error(error));
+  post_result(op, transfer_error(error));
 }
 
 int IocpFiles::sync(HandleId id, int32_t op_id) {
   File* file = files_.find(id);
   if (!file || file->close_op >= 0) return kEBADF;
+  // FlushFileBuffers may wait without end (a pipe waits for its reader): on a handle of its own,
+  // a flush that outlives the loop flushes and closes only that, never a handle value reused since.
+  HANDLE duplicate = nullptr;
+  ++syscalls_;
+  if (!DuplicateHandle(GetCurrentProcess(), file->handle.get(), GetCurrentProcess(), &duplicate, 0, FALSE, DUPLICATE_SAME_ACCESS)) {
+    return translate_system_error(GetLastError());
+  }
   ++file->in_flight;
   Operation* op = acquire(Kind::kSync, id, op_id);
-  op->handle = file->handle.get();
+  op->handle = duplicate;
   start_work(op);
   return 0;
 }
@@ -184,13 +200,13 @@ int IocpFiles::cancel(HandleId id, int32_t op_id) {
 
 void IocpFiles::start_close(HandleId id, File& file) {
   Operation* op = acquire(Kind::kClose, id, file.close_op);
-  op->handle = file.handle.get();
+  op->handle = file.handle.release();  // the work item closes it, whatever becomes of the loop
   start_work(op);
 }
 
 void IocpFiles::start_work(Operation* op) {
-  ++working_;
   working_ops_.push_back(op);
+  op->work_items = work_items_;
   ++syscalls_;
   if (!TrySubmitThreadpoolCallback(run_work, op, nullptr)) post_result(op, translate_system_error(GetLastError()));
 }
@@ -202,7 +218,7 @@ void IocpFiles::post_result(Operation* op, int result) {
 }
 
 // A thread of the system pool. It owns `op` until the packet is posted, and touches nothing else:
-// the backend may be tearing down, waiting for exactly this packet.
+// the backend may be tearing down, or gone (finish_work).
 void CALLBACK IocpFiles::run_work(PTP_CALLBACK_INSTANCE /*instance*/, void* context) {
   auto* op = static_cast<Operation*>(context);
   switch (op->kind) {
@@ -213,6 +229,8 @@ void CALLBACK IocpFiles::run_work(PTP_CALLBACK_INSTANCE /*instance*/, void* cont
       // FlushFileBuffers is fsync and fdatasync both: Windows has no data-only flush before
       // NtFlushBuffersFileEx, which MinGW does not declare.
       op->result = FlushFileBuffers(op->handle) ? 0 : translate_system_error(GetLastError());
+      CloseHandle(op->handle);  // the duplicate sync() made
+      op->handle = nullptr;
       break;
     case Kind::kClose:
       op->result = CloseHandle(op->handle) ? 0 : translate_system_error(GetLastError());
@@ -220,8 +238,21 @@ void CALLBACK IocpFiles::run_work(PTP_CALLBACK_INSTANCE /*instance*/, void* cont
     default:
       break;
   }
-  op->posted = true;
-  PostQueuedCompletionStatus(op->port, 0, kFileKey, &op->overlapped);
+  finish_work(op);
+}
+
+// Posts the result, unless teardown gave up on this work item: then nobody will dequeue it (and
+// the port may be closed), so the work item disposes of what it holds and of `op` itself.
+void IocpFiles::finish_work(Operation* op) {
+  std::shared_ptr<WorkItems> items = op->work_items;  // `op` may go below; the lock may not
+  LockGuard guard(items->lock);
+  if (!items->abandoned) {
+    op->posted = true;
+    PostQueuedCompletionStatus(op->port, 0, kFileKey, &op->overlapped);
+    return;
+  }
+  if (op->kind == Kind::kOpen && op->result == 0) CloseHandle(op->handle);
+  delete op;  // its pool never gets it back: teardown counted it abandoned
 }
 
 void IocpFiles::run_open(Operation* op) {
@@ -241,12 +272,6 @@ void IocpFiles::run_open(Operation* op) {
   if (op->directory && op->want_write) {
     CloseHandle(handle);
     op->result = kEISDIR;
-    return;
-  }
-  // A directory takes no transfer (they are EISDIR before any call): it needs no port.
-  if (!op->directory && CreateIoCompletionPort(handle, op->port, kFileKey, 0) == nullptr) {
-    op->result = translate_system_error(GetLastError());
-    CloseHandle(handle);
     return;
   }
   op->handle = handle;
@@ -272,7 +297,15 @@ Event IocpFiles::complete(const OVERLAPPED_ENTRY& entry) {
   }
   switch (op->kind) {
     case Kind::kOpen: {
-      --working_;
+      // Tied to the port here, where the port is certainly open, not on the pool's thread. A
+      // directory takes no transfer (they are EISDIR before any call): it needs no port.
+      if (result == 0 && !op->directory) {
+        ++syscalls_;
+        if (CreateIoCompletionPort(op->handle, port_, kFileKey, 0) == nullptr) {
+          result = translate_system_error(GetLastError());
+          CloseHandle(op->handle);
+        }
+      }
       if (result == 0) {
         File opened;
         opened.handle = UniqueHandle(op->handle);
@@ -285,13 +318,10 @@ Event IocpFiles::complete(const OVERLAPPED_ENTRY& entry) {
       return {-1, EventKind::kCompleted, result, op_id};
     }
     case Kind::kClose:
-      --working_;
-      (void)file->handle.release();  // the work item closed it
-      files_.erase(id);
+      files_.erase(id);  // its handle went to the work item, which closed it
       release(op);
       return {id, EventKind::kCompleted, result, op_id};
     case Kind::kSync:
-      --working_;
       break;
     case Kind::kRead:
     case Kind::kWrite:
@@ -315,18 +345,19 @@ Event IocpFiles::complete(const OVERLAPPED_ENTRY& entry) {
 
 void IocpFiles::cancel_all() {
   files_.for_each([](HandleId, File& file) {
-    if (!file.directory) CancelIoEx(file.handle.get(), nullptr);
+    if (!file.directory && file.handle.get() != nullptr) CancelIoEx(file.handle.get(), nullptr);
   });
+}
+
+void IocpFiles::abandon_work() {
+  LockGuard guard(work_items_->lock);
+  work_items_->abandoned = true;
 }
 
 void IocpFiles::discard(OVERLAPPED* overlapped) {
   auto* op = reinterpret_cast<Operation*>(overlapped);
   forget(op);
-  if (op->kind == Kind::kOpen || op->kind == Kind::kSync || op->kind == Kind::kClose) --working_;
   if (op->kind == Kind::kOpen && op->result == 0 && op->handle != nullptr) CloseHandle(op->handle);
-  if (op->kind == Kind::kClose) {
-    if (File* file = files_.find(op->file)) (void)file->handle.release();
-  }
   release(op);
 }
 

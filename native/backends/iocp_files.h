@@ -8,7 +8,8 @@
 // (TrySubmitThreadpoolCallback), not on the waiting thread: that thread must keep dequeuing socket
 // completions and timers while a flush waits for a disk. The work item posts its result to the
 // port as a packet of its own, and an overlapped call that fails at once does the same, so every
-// file operation, whatever happens to it, completes through the port — one path, as for sockets.
+// file operation, whatever happens to it, completes through the port — one path, as for sockets —
+// until teardown, which waits for work items only so long (abandon_work).
 //
 // Position -1 is the file's current position, as Node's FileHandle keeps it on Windows: this
 // keeps one per file, advanced by each completed transfer. Those transfers run one at a time in
@@ -21,6 +22,7 @@
 #include <windows.h>
 
 #include <cstdint>
+#include <memory>
 #include <span>
 #include <string>
 #include <vector>
@@ -57,17 +59,27 @@ class IocpFiles {
   Event complete(const OVERLAPPED_ENTRY& entry);
   // Teardown: cancels every transfer in flight, so that its packet comes now.
   void cancel_all();
+  // Teardown, when its bound has passed: a work item still running on the system thread pool
+  // (CreateFileW or FlushFileBuffers cannot be interrupted) will not post to the port any more,
+  // and disposes of its operation itself when it ends. What was posted before is in the port.
+  void abandon_work();
   // Teardown: a dequeued packet, released without an event (an opened handle is closed).
   void discard(OVERLAPPED* overlapped);
-  // Operations whose packet has not been dequeued yet; `working` those on the thread pool, which
-  // always finish and must be waited for (the work item posts to the port).
+  // Operations whose packet has not been dequeued yet (work items included).
   size_t in_flight() const { return operations_.in_flight(); }
-  size_t working() const { return working_; }
 
   uint64_t syscalls() const { return syscalls_; }
 
  private:
   enum class Kind : uint8_t { kOpen, kRead, kWrite, kSync, kClose };
+
+  // Shared by the loop and its work items, and outlives both: whether teardown gave up on the
+  // work items, decided under the lock a work item posts under, so that none posts to a port that
+  // may be closed (and its handle value reused by another loop's port) once teardown has left.
+  struct WorkItems {
+    Lock lock;
+    bool abandoned = false;
+  };
 
   struct Operation {
     OVERLAPPED overlapped;  // first: a packet's OVERLAPPED* is the Operation*
@@ -78,7 +90,10 @@ class IocpFiles {
     int32_t op_id = -1;
     int result = 0;
     HANDLE port = nullptr;    // for the work item
-    HANDLE handle = nullptr;  // kOpen: the new handle (work item); kSync/kClose: the file's
+    // The work item's own: kOpen the new handle, kSync a duplicate of the file's (so that the flush
+    // needs nothing of the loop's, however long it waits), kClose the file's, taken from it.
+    HANDLE handle = nullptr;
+    std::shared_ptr<WorkItems> work_items;  // work items only
     std::wstring path;        // kOpen
     DWORD access = 0, disposition = 0, attributes = 0;
     bool want_write = false;  // kOpen: a directory cannot be opened for writing (EISDIR)
@@ -111,6 +126,7 @@ class IocpFiles {
   void post_result(Operation* op, int result);
   static void CALLBACK run_work(PTP_CALLBACK_INSTANCE instance, void* context);
   static void run_open(Operation* op);
+  static void finish_work(Operation* op);
 
   Operation* acquire(Kind kind, HandleId file, int32_t op_id);
   void forget(Operation* op);  // its packet was dequeued
@@ -119,9 +135,9 @@ class IocpFiles {
   HANDLE port_;
   HandleTable<File> files_;
   std::vector<Operation*> transfers_;  // handed to ReadFile/WriteFile, packet not dequeued yet
-  std::vector<Operation*> working_ops_;  // open and sync on the system thread pool
+  std::vector<Operation*> working_ops_;  // open, sync and close on the system thread pool
+  std::shared_ptr<WorkItems> work_items_ = std::make_shared<WorkItems>();
   iocp::OperationPool<Operation> operations_;
-  size_t working_ = 0;
   uint64_t syscalls_ = 0;
 };
 

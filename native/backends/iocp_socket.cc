@@ -106,6 +106,8 @@ int translate_system_error(unsigned long error) {
       return kEPIPE;
     case WSAEPROTONOSUPPORT:
       return kEPROTONOSUPPORT;
+    case ERROR_PIPE_BUSY:  // every instance of a named pipe is connected: as libuv says it
+      return kEBUSY;
     case WSAETIMEDOUT:
     case ERROR_SEM_TIMEOUT:
       return kETIMEDOUT;

@@ -7,8 +7,9 @@
 // Prints one line per test and then `N passed, N failed`; exits non-zero on any failure.
 import assert from 'node:assert/strict';
 import { createHash, randomBytes } from 'node:crypto';
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { closeSync, mkdtempSync, openSync, readdirSync, readFileSync, readSync, rmSync, writeFileSync, writeSync } from 'node:fs';
 import { createRequire } from 'node:module';
+import net from 'node:net';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { getSystemErrorName } from 'node:util';
@@ -109,6 +110,7 @@ test("the addon's error numbers are libuv's Windows codes, which util.getSystemE
     EAGAIN: 'EAGAIN',
     ECANCELED: 'ECANCELED',
     EBADF: 'EBADF',
+    EFAULT: 'EFAULT',
     EMFILE: 'EMFILE',
     ENFILE: 'ENFILE',
     ENOSYS: 'ENOSYS',
@@ -938,6 +940,553 @@ test('a worker that exits with its loop still open is cleaned up by the environm
     worker.once('error', reject);
   });
   assert.equal(code, 0);
+});
+
+// ---------------------------------------------------------------------------------------------
+// The boundary a JavaScript caller controls (issue 13), as test/boundary.test.ts and
+// test/files-abort.test.ts have it where it applies to IOCP. A named pipe stands in for Linux's
+// FIFO: a read of one waits for data in the kernel (CancelIoEx takes it back), and its
+// FlushFileBuffers waits on a thread-pool thread until the server has read every byte.
+
+/** A named pipe served by node:net whose connections are never read unless the test resumes them. */
+async function pipeServer() {
+  const name = `\\\\.\\pipe\\twinloop-${process.pid}-${Math.random().toString(36).slice(2)}`;
+  const connections = [];
+  const server = net.createServer({ pauseOnConnect: true }, (connection) => {
+    connection.on('error', () => {});
+    connections.push(connection);
+  });
+  await new Promise((resolve) => server.listen(name, resolve));
+  return {
+    name,
+    connections,
+    connection: () => poll(() => connections[0]),
+    close: () => {
+      for (const connection of connections) connection.destroy();
+      return new Promise((resolve) => server.close(resolve));
+    },
+  };
+}
+
+/** Runs `action` and checks that it throws a `type` with `fields`. */
+function throwsWith(action, type, fields) {
+  let error;
+  try {
+    action();
+  } catch (caught) {
+    error = caught;
+  }
+  assert.ok(error instanceof type, `expected a ${type.name}, got ${error}`);
+  for (const [key, value] of Object.entries(fields)) {
+    if (value instanceof RegExp) assert.match(String(error[key]), value, key);
+    else assert.equal(error[key], value, `${key} of ${error.stack}`);
+  }
+  return error;
+}
+
+/** The descriptors of this process as Linux counts them (wine keeps one per open socket and file). */
+function descriptorCount() {
+  try {
+    return readdirSync('Z:\\proc\\self\\fd').length;
+  } catch {
+    return null;  // not under wine: not measurable from JavaScript
+  }
+}
+
+/** Distinct bytes at every position, so that a shifted or foreign byte shows. */
+function counting(view, seed) {
+  for (let i = 0; i < view.length; ++i) view[i] = (i * 7 + seed) & 0xff;
+  return view;
+}
+
+loopTest('SharedArrayBuffer views at an offset: reactor tryWrite and tryRead move exactly their bytes', async (loop) => {
+  const { client, peer } = await pair(loop);
+  const shared = new SharedArrayBuffer(4096);
+  const out = counting(new Uint8Array(shared, 100, 1000), 3);
+  assert.equal(loop.reactor.tryWrite(client, out), 1000);
+  const received = await readBytes(peer, 1000);
+  assert.equal(sha256(received), sha256(Buffer.from(out)));
+  await peer.write(Buffer.from(counting(new Uint8Array(500), 9)));
+  const into = new Uint8Array(new SharedArrayBuffer(2048), 1000, 600);
+  const n = await new Promise((resolve, reject) => {
+    loop.reactor.watch(client, 'readable', () => {
+      try {
+        const count = loop.reactor.tryRead(client, into);
+        if (count === null) return;
+        loop.reactor.unwatch(client);
+        resolve(count);
+      } catch (error) {
+        reject(error);
+      }
+    });
+  });
+  assert.equal(n, 500);
+  assert.equal(sha256(into.subarray(0, 500)), sha256(counting(new Uint8Array(500), 9)));
+  assert.ok(new Uint8Array(into.buffer, 0, 1000).every((byte) => byte === 0), 'nothing before the view was written');
+});
+
+loopTest('SharedArrayBuffer views: proactor read and write and socket.write carry the bytes intact', async (loop) => {
+  const { client, peer } = await pair(loop);
+  const payload = counting(new Uint8Array(new SharedArrayBuffer(3 << 20), 4096, 2 << 20), 5);
+  const receiving = readBytes(peer, 2 * payload.length);
+  assert.equal(await loop.proactor.write(client, payload), payload.length);
+  await client.write(payload);
+  const received = await receiving;
+  assert.equal(sha256(received), sha256(Buffer.from(payload), Buffer.from(payload)));
+  await peer.write(Buffer.from(counting(new Uint8Array(3000), 11)));
+  const into = new Uint8Array(new SharedArrayBuffer(8192), 512, 4096);
+  let got = 0;
+  while (got < 3000) got += await loop.proactor.read(client, into.subarray(got));
+  assert.equal(sha256(into.subarray(0, 3000)), sha256(counting(new Uint8Array(3000), 11)));
+});
+
+loopTest('SharedArrayBuffer views: file writes and reads move exactly their bytes', async (loop) => {
+  const handle = await loop.openFile(tempFile(), { flags: 'w+' });
+  const out = counting(new Uint8Array(new SharedArrayBuffer(1 << 20), 777, 200_000), 13);
+  assert.equal((await handle.write(out, 0, out.length, 0)).bytesWritten, out.length);
+  const into = new Uint8Array(new SharedArrayBuffer(1 << 20), 333, 200_000);
+  assert.equal((await handle.read(into, 0, into.length, 0)).bytesRead, out.length);
+  assert.equal(sha256(into), sha256(out));
+  await handle.close();
+});
+
+loopTest('a DataView is refused with ERR_INVALID_ARG_TYPE before any I/O; given to the native side it is its own bytes', async (loop) => {
+  const { client, peer } = await pair(loop);
+  const view = new DataView(counting(new Uint8Array(4096), 17).buffer, 1000, 300);
+  const refused = { name: 'TypeError', code: 'ERR_INVALID_ARG_TYPE' };
+  throwsWith(() => loop.reactor.tryWrite(client, view), TypeError, refused);
+  throwsWith(() => loop.proactor.write(client, view), TypeError, refused);
+  throwsWith(() => loop.proactor.read(client, view), TypeError, refused);
+  assert.throws(() => client.write(view), refused);
+  // Nothing of the refused calls was queued: the first bytes the peer gets are the native write's.
+  assert.equal(client.core.native.tryWrite(client.handle, view), 300);
+  const expected = Buffer.from(view.buffer, view.byteOffset, view.byteLength);
+  assert.equal(sha256(await readBytes(peer, 300)), sha256(expected));
+  await peer.write(Buffer.from('into a data view'));
+  const target = new DataView(new ArrayBuffer(64), 8, 32);
+  let n;
+  await poll(() => {
+    n = client.core.native.tryRead(client.handle, target);
+    return n !== native.errors.EAGAIN;
+  });
+  assert.equal(n, 16);
+  assert.equal(Buffer.from(target.buffer, 8, 16).toString(), 'into a data view');
+  assert.ok(new Uint8Array(target.buffer, 0, 8).every((byte) => byte === 0));
+});
+
+loopTest('a buffer transferred away while a proactor read waits: the read fails EFAULT, and the moved memory is untouched', async (loop) => {
+  const { client, peer } = await pair(loop);
+  const buffer = new Uint8Array(64 * 1024);
+  const reading = outcome(loop.proactor.read(client, buffer));
+  await loop.sleep(20);  // the WSARecv is with the kernel
+  const moved = new Uint8Array(structuredClone(buffer.buffer, { transfer: [buffer.buffer] }));
+  assert.equal(buffer.byteLength, 0);
+  await peer.write(pattern(1000, 0x77));
+  assert.deepEqual(await reading, { name: 'Error', code: 'EFAULT' });
+  assert.ok(moved.every((byte) => byte === 0), 'the peer’s bytes landed in memory the read no longer had');
+  // The socket carries on.
+  await peer.write('after');
+  const next = Buffer.alloc(16);
+  assert.equal(String(next.subarray(0, await loop.proactor.read(client, next))), 'after');
+});
+
+loopTest('a buffer transferred away (and overwritten) while a proactor write is in flight: the peer gets the bytes as submitted', async (loop) => {
+  const { client, peer } = await pair(loop);
+  const buffer = new Uint8Array(32 * 1024 * 1024).fill(0x5a);  // more than the socket buffers hold
+  const writing = loop.proactor.write(client, buffer);
+  await loop.sleep(20);
+  const moved = new Uint8Array(structuredClone(buffer.buffer, { transfer: [buffer.buffer] }));
+  moved.fill(0xcd);
+  const received = await readBytes(peer, moved.length);
+  assert.equal(await writing, moved.length);
+  assert.equal(received.length, moved.length);
+  assert.equal(sha256(received), sha256(pattern(moved.length, 0x5a)));
+});
+
+loopTest('a buffer transferred away while a file read and a file write are in flight: the file and the moved memory are right', async (loop) => {
+  const file = tempFile();
+  const data = randomBytes(8 << 20);
+  writeFileSync(file, data);
+  const handle = await loop.openFile(file, { flags: 'r+' });
+  const readInto = new Uint8Array(8 << 20);
+  const writeFrom = new Uint8Array(4 << 20).fill(0x42);
+  const reading = outcome(handle.read(readInto, 0, readInto.length, 0));
+  const writing = handle.write(writeFrom, 0, writeFrom.length, 8 << 20);
+  const movedRead = new Uint8Array(structuredClone(readInto.buffer, { transfer: [readInto.buffer] }));
+  new Uint8Array(structuredClone(writeFrom.buffer, { transfer: [writeFrom.buffer] })).fill(0xcd);
+  const read = await reading;
+  // Completed before the transfer could reach it, or EFAULT: never bytes in memory it no longer had.
+  assert.ok(read.code === 'EFAULT' || read.value?.bytesRead === data.length, JSON.stringify(read));
+  assert.ok(movedRead.every((byte) => byte === 0));
+  assert.equal((await writing).bytesWritten, 4 << 20);
+  await handle.close();
+  assert.equal(sha256(readFileSync(file)), sha256(data, pattern(4 << 20, 0x42)));
+});
+
+test("another loop's socket is refused with ERR_INVALID_ARG_VALUE by loopB's reactor and proactor, and no byte moves", async () => {
+  const loopA = open({ backend: 'iocp' });
+  const loopB = open({ backend: 'iocp' });
+  try {
+    const theirs = await pair(loopA);
+    const mine = await pair(loopB);
+    // The same handle numbers on both loops: what the foreign handle would have hit.
+    assert.equal(theirs.peer.handle, mine.peer.handle);
+    await mine.client.write('for mine');
+    await theirs.client.write('for theirs');
+    await sleep(20);
+    const foreign = { code: 'ERR_INVALID_ARG_VALUE', message: /belongs to another loop/ };
+    const buffer = Buffer.alloc(64);
+    throwsWith(() => loopB.reactor.tryWrite(theirs.peer, Buffer.from('stray')), TypeError, foreign);
+    throwsWith(() => loopB.reactor.tryRead(theirs.peer, buffer), TypeError, foreign);
+    throwsWith(() => loopB.proactor.read(theirs.peer, buffer), TypeError, foreign);
+    throwsWith(() => loopB.proactor.write(theirs.peer, Buffer.from('stray')), TypeError, foreign);
+    throwsWith(() => loopB.proactor.accept(theirs.server), TypeError, foreign);
+    // Loop B's connection with the same number lost no byte and got none.
+    assert.equal(String(buffer.subarray(0, await loopB.proactor.read(mine.peer, buffer))), 'for mine');
+    await mine.peer.write('end');
+    assert.equal(String(await readBytes(mine.client, 3)), 'end');
+    // And loop A's own connection still has its bytes, all of them.
+    assert.equal(String(buffer.subarray(0, await loopA.proactor.read(theirs.peer, buffer))), 'for theirs');
+  } finally {
+    await loopA.close();
+    await loopB.close();
+  }
+});
+
+loopTest('a NUL byte in an openFile path or a listen path is ERR_INVALID_ARG_VALUE, and nothing is opened', async (loop) => {
+  const secret = tempFile();
+  writeFileSync(secret, 'keep');
+  const error = { name: 'TypeError', code: 'ERR_INVALID_ARG_VALUE' };
+  await rejectsWith(loop.openFile(`${secret}\0.txt`, { flags: 'w' }), error);
+  await assert.rejects(loop.openFile(`${secret}\0.txt`), /"path"/);
+  assert.equal(readFileSync(secret, 'latin1'), 'keep', 'the path before the NUL was opened (and truncated)');
+  // Checked before the address family: not EAFNOSUPPORT, which an IOCP loop says to any path.
+  await rejectsWith(loop.listen({ path: 'C:\\twinloop\0x.sock' }), error);
+  await assert.rejects(loop.listen({ path: 'C:\\twinloop\0x.sock' }), /"options\.path"/);
+});
+
+loopTest('a zero-length read is a RangeError naming the buffer, never a 0 that looks like EOF', async (loop) => {
+  const { client, peer } = await pair(loop);
+  await peer.write('waiting');
+  await sleep(20);
+  const range = { code: 'ERR_OUT_OF_RANGE', message: /"buffer/ };
+  throwsWith(() => loop.proactor.read(client, Buffer.alloc(0)), RangeError, range);
+  throwsWith(() => loop.reactor.tryRead(client, Buffer.alloc(0)), RangeError, range);
+  const buffer = Buffer.alloc(16);
+  assert.equal(String(buffer.subarray(0, await loop.proactor.read(client, buffer))), 'waiting');
+});
+
+/** One of the moments a user's abort can come at, relative to the call it aborts. */
+function abortAtRandom(controller) {
+  const abort = () => controller.abort(new Error('random abort'));
+  switch (Math.floor(Math.random() * 5)) {
+    case 0:
+      return abort();
+    case 1:
+      return queueMicrotask(abort);
+    case 2:
+      return void setImmediate(abort);
+    case 3:
+      return void setTimeout(abort, Math.random() * 2);
+    default:
+      return undefined;
+  }
+}
+
+loopTest('files: aborting a read of a named pipe with no data cancels it (AbortError, the reason as cause), and the next read gets the bytes', async (loop) => {
+  const pipe = await pipeServer();
+  try {
+    const handle = await loop.openFile(pipe.name, { flags: 'r+' });
+    const connection = await pipe.connection();
+    const controller = new AbortController();
+    const reason = new Error('enough');
+    const reading = handle.read(Buffer.alloc(16), 0, 16, null, { signal: controller.signal });
+    setTimeout(() => controller.abort(reason), 50);
+    const error = await rejectsWith(reading, aborted);
+    assert.equal(error.cause, reason);
+    connection.write('piped');
+    const { bytesRead, buffer } = await handle.read(Buffer.alloc(16), 0, 16, null);
+    assert.equal(buffer.toString('latin1', 0, bytesRead), 'piped');
+    await handle.close();
+  } finally {
+    await pipe.close();
+  }
+});
+
+loopTest('files: a sequential reader that retries aborted reads gets exactly the file’s bytes (a completed read resolves)', async (loop) => {
+  const file = tempFile();
+  const data = randomBytes(4 << 20);
+  writeFileSync(file, data);
+  const handle = await loop.openFile(file);
+  const chunks = [];
+  let abortedReads = 0;
+  for (;;) {
+    const controller = new AbortController();
+    abortAtRandom(controller);
+    try {
+      const { bytesRead, buffer } = await handle.read(Buffer.alloc(64 * 1024), 0, 64 * 1024, null, { signal: controller.signal });
+      if (bytesRead === 0) break;
+      chunks.push(buffer.subarray(0, bytesRead));
+    } catch (error) {
+      assert.equal(error.name, 'AbortError', String(error));  // not done: read again from the same position
+      abortedReads += 1;
+    }
+  }
+  await handle.close();
+  assert.ok(abortedReads > 0);
+  assert.equal(sha256(...chunks), sha256(data));
+});
+
+loopTest('files: appending N records under random aborts with retry yields exactly N records, in order', async (loop) => {
+  const file = tempFile();
+  const count = 100;
+  const record = (i) => Buffer.from(`record ${String(i).padStart(5, '0')}\n`);
+  const handle = await loop.openFile(file, { flags: 'a' });
+  for (let i = 0; i < count; ++i) {
+    for (;;) {
+      const controller = new AbortController();
+      abortAtRandom(controller);
+      try {
+        const { bytesWritten } = await handle.write(record(i), 0, undefined, null, { signal: controller.signal });
+        assert.equal(bytesWritten, record(i).length);
+        break;
+      } catch (error) {
+        assert.equal(error.name, 'AbortError', String(error));  // not written: write it again
+      }
+    }
+  }
+  await handle.close();
+  assert.equal(readFileSync(file, 'latin1'), Array.from({ length: count }, (_, i) => record(i).toString()).join(''));
+});
+
+test('files: a read waiting on a named pipe when the loop closes rejects ERR_LOOP_CLOSED, and close() returns at once', async () => {
+  const pipe = await pipeServer();
+  const loop = open({ backend: 'iocp' });
+  try {
+    const handle = await loop.openFile(pipe.name, { flags: 'r+' });
+    await pipe.connection();
+    const reading = outcome(handle.read(Buffer.alloc(16), 0, 16, null));
+    await sleep(50);
+    const start = performance.now();
+    await loop.close();
+    assert.ok(performance.now() - start < 2500, `close() took ${performance.now() - start} ms`);
+    assert.deepEqual(await reading, { name: 'Error', code: 'ERR_LOOP_CLOSED' });
+  } finally {
+    await loop.close();
+    await pipe.close();
+  }
+});
+
+// FlushFileBuffers on a named pipe waits on a pool thread until the server has read every byte.
+// Teardown's CancelIoEx on the file reaches it under wine (which cancels by file object).
+test('files: a sync blocked on a named pipe does not hold up loop.close(), which rejects it ERR_LOOP_CLOSED and closes the pipe', async () => {
+  const pipe = await pipeServer();
+  const loop = open({ backend: 'iocp' });
+  try {
+    const handle = await loop.openFile(pipe.name, { flags: 'r+' });
+    const connection = await pipe.connection();
+    await handle.write(Buffer.from('unread'));
+    const syncing = outcome(handle.sync());
+    await sleep(100);  // FlushFileBuffers waits on a pool thread now
+    const start = performance.now();
+    await loop.close();
+    assert.ok(performance.now() - start < 2500, `close() took ${performance.now() - start} ms`);
+    assert.deepEqual(await syncing, { name: 'Error', code: 'ERR_LOOP_CLOSED' });
+    // Every handle of the pipe's client end is closed: the server reads the bytes, then its end.
+    connection.resume();
+    assert.equal(await readToEnd(connection), 'unread');
+  } finally {
+    await loop.close();
+    await pipe.close();
+  }
+});
+
+/** What a node:net socket receives until its end, as a string; rejects after 5 s. */
+function readToEnd(connection) {
+  return new Promise((resolve, reject) => {
+    const chunks = [];
+    const timer = setTimeout(() => reject(new Error('the other end was never closed')), 5000);
+    connection.on('data', (chunk) => chunks.push(chunk));
+    connection.on('close', () => {
+      clearTimeout(timer);
+      resolve(Buffer.concat(chunks).toString());
+    });
+  });
+}
+
+// A work item nothing can interrupt: an open queued on the system thread pool behind 520 flushes
+// that wait for their pipe's reader (the pool runs at most 500 threads, on Windows and under
+// wine). Teardown gives up on it after its bound; when the pool frees up, the open runs against
+// a loop that is gone, and must neither post to its port nor touch its memory.
+test('files: an open stuck behind a saturated thread pool holds loop.close() up only for its bound; it runs later harmlessly', async () => {
+  const pipe = await pipeServer();
+  const blocker = open({ backend: 'iocp' });
+  const loop = open({ backend: 'iocp' });
+  let syncs = [];
+  try {
+    const handles = [];
+    while (handles.length < 520) {
+      // EBUSY: the server has not made its next pipe instance yet.
+      const opened = await outcome(blocker.openFile(pipe.name, { flags: 'r+' }));
+      if ('value' in opened) handles.push(opened.value);
+      else if (opened.code === 'EBUSY') await sleep(5);
+      else assert.fail(`open: ${opened.code}`);
+    }
+    for (const handle of handles) await handle.write(Buffer.from('x'));
+    syncs = handles.map((handle) => outcome(handle.sync()));
+    await sleep(300);
+    const file = tempFile();
+    const opening = outcome(loop.openFile(file, { flags: 'w' }));
+    assert.equal(await Promise.race([opening, sleep(500).then(() => 'pending')]), 'pending', 'the pool was not saturated');
+    const start = performance.now();
+    await loop.close();
+    const closeMs = performance.now() - start;
+    assert.ok(closeMs < 2500, `close() took ${closeMs} ms`);
+    assert.deepEqual(await opening, { name: 'Error', code: 'ERR_LOOP_CLOSED' });
+    // The pool frees up: the abandoned open runs now, and closes the file it opened.
+    for (const connection of await poll(() => pipe.connections.length === 520 && pipe.connections)) connection.resume();
+    assert.ok((await Promise.all(syncs)).every((result) => 'value' in result));
+    await sleep(300);
+    rmSync(file);  // nothing holds it open
+    // Nothing the abandoned work item did reached another loop: a new one works with files and sockets.
+    const next = open({ backend: 'iocp' });
+    try {
+      const other = await next.openFile(file, { flags: 'w+' });
+      await other.write(Buffer.from('fine'), 0, 4, 0);
+      await other.sync();
+      await other.close();
+      assert.equal(readFileSync(file, 'latin1'), 'fine');
+      const server = await listenEcho(next);
+      const socket = await next.connect({ host: '127.0.0.1', port: server.port });
+      await socket.write('still');
+      assert.equal(String(await readBytes(socket, 5)), 'still');
+    } finally {
+      await next.close();
+    }
+  } finally {
+    for (const connection of pipe.connections) connection.resume();
+    await Promise.all(syncs);
+    await loop.close();
+    await blocker.close();
+    await pipe.close();
+  }
+});
+
+/** The error node:fs gives `syscall` on `file` opened with `flags`, as a test compares it. */
+function nodeFsError(file, flags, syscall) {
+  const fd = openSync(file, flags);
+  try {
+    if (syscall === 'write') writeSync(fd, 'x');
+    else readSync(fd, Buffer.alloc(4));
+  } catch (error) {
+    return { code: error.code, errno: error.errno, syscall: error.syscall, message: error.message };
+  } finally {
+    closeSync(fd);
+  }
+  return null;
+}
+
+loopTest("files: a write on a file opened 'r' (and a read of one opened 'a') rejects EBADF, as node:fs says it on Windows", async (loop) => {
+  const file = tempFile();
+  writeFileSync(file, 'data');
+  const expected = nodeFsError(file, 'r', 'write');
+  assert.deepEqual(expected, { code: 'EBADF', errno: -4083, syscall: 'write', message: 'EBADF: bad file descriptor, write' });
+  const reader = await loop.openFile(file);
+  await rejectsWith(reader.write(Buffer.from('x')), expected);
+  await rejectsWith(reader.write(Buffer.from('x'), 0, 1, 0), expected);
+  assert.equal(reader.closed, false);
+  await reader.close();
+  assert.equal(readFileSync(file, 'latin1'), 'data');
+  const writer = await loop.openFile(file, { flags: 'a' });
+  const readError = nodeFsError(file, 'a', 'read');
+  assert.equal(readError?.code, 'EBADF');
+  await rejectsWith(writer.read(Buffer.alloc(4), 0, 4, 0), readError);
+  await writer.close();
+});
+
+test('loop.close() while a connection handler awaits loop.sleep() ends that connection normally: no unhandled rejection', async () => {
+  const unexpected = [];
+  const record = (error) => unexpected.push(error);
+  process.on('unhandledRejection', record);
+  process.on('uncaughtException', record);
+  try {
+    const loop = open({ backend: 'iocp' });
+    let entered;
+    const handlerEntered = new Promise((resolve) => (entered = resolve));
+    const server = await loop.listen({ host: '127.0.0.1', port: 0 }, async (socket) => {
+      entered();
+      await loop.sleep(60_000);
+      await socket.write('never');
+    });
+    const client = await loop.connect({ host: '127.0.0.1', port: server.port });
+    await handlerEntered;
+    await loop.close();
+    await sleep(200);
+    assert.equal(client.closed, true);
+    assert.deepEqual(unexpected.map(String), []);
+  } finally {
+    process.off('unhandledRejection', record);
+    process.off('uncaughtException', record);
+  }
+});
+
+test('terminating workers whose loops are busy leaves the main thread echoing, with no descriptor behind', async () => {
+  const loop = open({ backend: 'iocp' });
+  try {
+    const server = await listenEcho(loop);
+    const client = await loop.connect({ host: '127.0.0.1', port: server.port });
+    let echoed = 0;
+    let stop = false;
+    const echoing = (async () => {
+      while (!stop) {
+        await client.write('ping');
+        assert.equal(String(await readBytes(client, 4)), 'ping');
+        echoed += 1;
+      }
+    })();
+    const before = descriptorCount();
+    for (let i = 0; i < 10; ++i) {
+      const worker = new Worker(new URL('../fixtures/worker-busy.mjs', import.meta.url), { workerData: { backend: 'iocp', distEntry } });
+      worker.on('error', () => {});
+      const exited = new Promise((resolve) => worker.once('exit', resolve));
+      await new Promise((resolve) => worker.once('message', resolve));
+      await sleep(Math.random() * 30);
+      await worker.terminate();
+      await exited;
+    }
+    const echoedDuring = echoed;
+    await sleep(100);
+    stop = true;
+    await echoing;
+    assert.ok(echoedDuring > 0 && echoed > echoedDuring, `echoed ${echoedDuring}, then ${echoed}`);
+    const after = descriptorCount();
+    if (before !== null) assert.ok(after - before < 10, `descriptors ${before} → ${after}`);
+  } finally {
+    await loop.close();
+  }
+});
+
+test('1 000 loops opened, used and closed leave the descriptor count and RSS flat', async () => {
+  const cycle = async () => {
+    const loop = open({ backend: 'iocp' });
+    try {
+      const server = await listenEcho(loop);
+      const socket = await loop.connect({ host: '127.0.0.1', port: server.port });
+      await socket.write('cycle');
+      assert.equal(String(await readBytes(socket, 5)), 'cycle');
+    } finally {
+      await loop.close();
+    }
+  };
+  for (let i = 0; i < 50; ++i) await cycle();  // warm-up: pools and caches reach their size
+  const fdsBefore = descriptorCount();
+  const rssBefore = process.memoryUsage().rss;
+  for (let i = 0; i < 1000; ++i) await cycle();
+  const fdsAfter = descriptorCount();
+  const rssAfter = process.memoryUsage().rss;
+  if (fdsBefore !== null) assert.ok(fdsAfter - fdsBefore < 20, `descriptors ${fdsBefore} → ${fdsAfter}`);
+  // A closed loop that kept its 1 MiB of buffers would add a gigabyte here.
+  assert.ok(rssAfter - rssBefore < 128 * 1024 * 1024, `RSS ${rssBefore} → ${rssAfter}`);
 });
 
 // ---------------------------------------------------------------------------------------------
