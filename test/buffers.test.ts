@@ -20,9 +20,12 @@ function sharedCopy(bytes: Uint8Array): Uint8Array {
   return view;
 }
 
+// ES2024's resizable ArrayBuffer, which Node 20 has and the project's ES2022 typings do not.
+const ResizableArrayBuffer = ArrayBuffer as unknown as new (length: number, options: { maxByteLength: number }) => ArrayBuffer;
+
 /** A length-tracking view over a resizable ArrayBuffer holding `bytes`. */
 function resizableCopy(bytes: Uint8Array, maxByteLength = bytes.length * 2): Uint8Array {
-  const buffer = new ArrayBuffer(bytes.length, { maxByteLength });
+  const buffer = new ResizableArrayBuffer(bytes.length, { maxByteLength });
   const view = new Uint8Array(buffer);
   view.set(bytes);
   return view;
