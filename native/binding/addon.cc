@@ -127,6 +127,7 @@ class NativeLoop : public Napi::ObjectWrap<NativeLoop> {
 
  private:
   // An operation in flight, by id: what it owns until its completion event (see finish_leases).
+  // Every operation has one, memory or not, so that no id is in flight twice.
   struct Lease {
     OwnedBytes bytes;
     napi_ref target = nullptr;  // a read's view, where its bytes go at completion
@@ -368,9 +369,7 @@ class NativeLoop : public Napi::ObjectWrap<NativeLoop> {
   // completes nothing later, so the memory goes back now.
   template <typename Submit>
   Napi::Value submit_leased(const Napi::CallbackInfo& info, std::span<uint8_t> view, int32_t op_id, bool into_view, Submit submit) {
-    // Ids come from lib/ and are unique while in flight; a repeated one would let one completion
-    // free memory another operation still lends to the kernel.
-    if (!check(!leases_.contains(op_id), "operation id already in flight")) return Env().Undefined();
+    if (!id_is_free(op_id)) return Env().Undefined();
     if (!into_view && view.size() > kMaxTransfer) {
       Napi::RangeError::New(Env(), "a write moves at most 1 GiB (lib/ splits longer ones)").ThrowAsJavaScriptException();
       return Env().Undefined();
@@ -389,6 +388,19 @@ class NativeLoop : public Napi::ObjectWrap<NativeLoop> {
     return result(rc);
   }
   Napi::Value result(int value) { return Napi::Number::New(Env(), value); }
+
+  // Ids come from lib/ and are unique while in flight; a repeated one would let one completion
+  // free memory another operation still lends to the kernel.
+  bool id_is_free(int32_t op_id) { return check(!leases_.contains(op_id), "operation id already in flight"); }
+
+  // Submits an operation that owns no memory; it is in flight until its completion event.
+  template <typename Submit>
+  Napi::Value track(int32_t op_id, Submit submit) {
+    if (!id_is_free(op_id)) return Env().Undefined();
+    int rc = submit();
+    if (rc >= 0) leases_.emplace(op_id, Lease{});
+    return result(rc);
+  }
 
   static bool address_arg(const Napi::CallbackInfo& info, SocketAddress& out) {
     if (info.Length() < 3 || !info[0].IsNumber() || !info[1].IsString() || !info[2].IsNumber()) return false;
@@ -438,7 +450,8 @@ class NativeLoop : public Napi::ObjectWrap<NativeLoop> {
         !check(info.Length() > 3 && info[3].IsNumber(), "expected an operation id")) {
       return Env().Undefined();
     }
-    return result(backend_->connect(address, int_arg(info, 3)));
+    int32_t op_id = int_arg(info, 3);
+    return track(op_id, [&] { return backend_->connect(address, op_id); });
   }
 
   Napi::Value shutdown(const Napi::CallbackInfo& info) {
@@ -509,7 +522,8 @@ class NativeLoop : public Napi::ObjectWrap<NativeLoop> {
 
   Napi::Value submit_accept(const Napi::CallbackInfo& info) {
     if (!args_ok(info, 2)) return Env().Undefined();
-    return result(backend_->submit_accept(int_arg(info, 0), int_arg(info, 1)));
+    int32_t op_id = int_arg(info, 1);
+    return track(op_id, [&] { return backend_->submit_accept(int_arg(info, 0), op_id); });
   }
 
   Napi::Value read_start(const Napi::CallbackInfo& info) {
@@ -549,7 +563,8 @@ class NativeLoop : public Napi::ObjectWrap<NativeLoop> {
     options.exclusive = flags & kFileExclusive;
     options.direct = flags & kFileDirect;
     options.mode = int_arg(info, 2);
-    return result(backend_->file_open(info[0].As<Napi::String>().Utf8Value(), options, int_arg(info, 3)));
+    int32_t op_id = int_arg(info, 3);
+    return track(op_id, [&] { return backend_->file_open(info[0].As<Napi::String>().Utf8Value(), options, op_id); });
   }
 
   // fileRead(file, buffer, position, opId) / fileWrite(…): position -1 means the current one.
@@ -579,12 +594,14 @@ class NativeLoop : public Napi::ObjectWrap<NativeLoop> {
     if (!args_ok(info, 1) || !check(info.Length() > 2 && info[2].IsNumber(), "expected an operation id")) {
       return Env().Undefined();
     }
-    return result(backend_->file_sync(int_arg(info, 0), info[1].ToBoolean().Value(), int_arg(info, 2)));
+    int32_t op_id = int_arg(info, 2);
+    return track(op_id, [&] { return backend_->file_sync(int_arg(info, 0), info[1].ToBoolean().Value(), op_id); });
   }
 
   Napi::Value file_close(const Napi::CallbackInfo& info) {
     if (!args_ok(info, 2)) return Env().Undefined();
-    return result(backend_->file_close(int_arg(info, 0), int_arg(info, 1)));
+    int32_t op_id = int_arg(info, 1);
+    return track(op_id, [&] { return backend_->file_close(int_arg(info, 0), op_id); });
   }
 
   // fileCancel(file, opId): file -1 for an open. The operation still completes, with -ECANCELED
@@ -617,7 +634,8 @@ class NativeLoop : public Napi::ObjectWrap<NativeLoop> {
     if (!args_ok(info, 2)) return Env().Undefined();
     double delay = info[0].As<Napi::Number>().DoubleValue();
     if (!check(delay >= 0 && delay <= 9007199254740991.0, "delayMs must be >= 0")) return Env().Undefined();
-    return result(backend_->start_timer(static_cast<uint64_t>(delay), int_arg(info, 1)));
+    int32_t op_id = int_arg(info, 1);
+    return track(op_id, [&] { return backend_->start_timer(static_cast<uint64_t>(delay), op_id); });
   }
 
   Napi::Value stats(const Napi::CallbackInfo&) {
