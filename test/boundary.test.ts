@@ -2,7 +2,7 @@
 // ended by its loop closing, paths with NUL, zero-length reads, Unix socket names, and the
 // README's own example. Each suite runs on every backend.
 import { execFile, spawn } from 'node:child_process';
-import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import net from 'node:net';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
@@ -205,6 +205,13 @@ describe.each(backends)('paths on %s', (backend) => {
       expect(rc).toBeLessThan(0);
       expect(existsSync(socketPath)).toBe(false);
       expect(server.core.native.connect(0, `${socketPath}\0x`, 0, server.core.nextOperationId())).toBeLessThan(0);
+    });
+
+    it('the native side refuses an embedded NUL in a file path too, and opens nothing', async () => {
+      const server = await t.loop.listen({ host: '127.0.0.1', port: 0 });
+      const secret = path.join(t.directory, 'secret');
+      writeFileSync(secret, 'secret');
+      expect(() => server.core.native.fileOpen(`${secret}\0.txt`, 1, 0o666, server.core.nextOperationId())).toThrow(TypeError);
     });
 
     it.skipIf(process.platform !== 'linux')('an abstract Unix socket name (a leading NUL) still serves', async () => {

@@ -564,7 +564,10 @@ class NativeLoop : public Napi::ObjectWrap<NativeLoop> {
     options.direct = flags & kFileDirect;
     options.mode = int_arg(info, 2);
     int32_t op_id = int_arg(info, 3);
-    return track(op_id, [&] { return backend_->file_open(info[0].As<Napi::String>().Utf8Value(), options, op_id); });
+    std::string path = info[0].As<Napi::String>().Utf8Value();
+    // The kernel would open the path only up to a NUL: 'secret\0.txt' is 'secret'.
+    if (!check(path.find('\0') == std::string::npos, "path must not contain null bytes")) return Env().Undefined();
+    return track(op_id, [&] { return backend_->file_open(path, options, op_id); });
   }
 
   // fileRead(file, buffer, position, opId) / fileWrite(…): position -1 means the current one.
