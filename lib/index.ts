@@ -11,6 +11,7 @@
 export { open, availableBackends, Loop } from './loop.js';
 export type { BackendName, PatternName, OpenOptions, LoopInfo, LoopStats, ListenOptions, ConnectOptions, SleepOptions } from './loop.js';
 export { Socket, type SocketOptions, type SocketOperationOptions } from './net/socket.js';
+export { SocketStream, type SocketStreamOptions } from './net/duplex.js';
 export { Server, type ConnectionHandler } from './net/server.js';
 export type { Endpoint } from './net/address.js';
 export { ReactorApi, type Readiness } from './patterns/reactor.js';

@@ -3,6 +3,7 @@ import { native } from '../binding.js';
 import type { LoopCore } from '../core.js';
 import { abortError, codedError, systemError, validateAbortSignal, validateBuffer, validateInteger, validateObject } from '../errors.js';
 import { Handle } from '../handle.js';
+import { SocketStream, type SocketStreamOptions } from './duplex.js';
 import { IdleSweeper, type Sweepable } from './idle.js';
 
 const { ECANCELED, ETIMEDOUT } = native.errors;
@@ -60,6 +61,11 @@ export class Socket extends Handle implements AsyncIterable<Buffer>, Sweepable {
   #active = false;      // a byte moved since the last sweep
   #lastSeen = 0;        // the sweep (or set-up) time after the last activity
   #timedOut: Error | null = null;
+  #idleNotice = 0;      // ms; 0 = none (SocketStream.setTimeout: notify, do not close)
+  #onIdleNotice: (() => void) | undefined;
+  #noticeSeen = 0;      // as #lastSeen, since setIdleNotice
+  #noticeGiven = false; // notified for this idle period
+  #stream: SocketStream | undefined;
 
   /** @internal */
   constructor(core: LoopCore, handle: number, options: SocketOptions = {}) {
@@ -89,14 +95,28 @@ export class Socket extends Handle implements AsyncIterable<Buffer>, Sweepable {
 
   /** The peer's address, or undefined for a Unix socket without one. */
   get remoteAddress(): string | undefined {
-    return this.#peer()?.address || undefined;
+    return this.peerAddress()?.address || undefined;
   }
 
   get remotePort(): number | undefined {
-    return this.#peer()?.port || undefined;
+    return this.peerAddress()?.port || undefined;
   }
 
-  #peer(): NativeAddress | null {
+  /**
+   * This socket as a `stream.Duplex` (a `SocketStream`), for Node's own stream users: node:http,
+   * tls, `stream.pipeline`. Made on the first call, which alone reads `options`; later calls
+   * return the same stream. Once you have it, read and write through it, not the socket.
+   *
+   * @example
+   * await loop.listen({ port: 8080 }, (socket) => { httpServer.emit('connection', socket.stream()); });
+   */
+  stream(options?: SocketStreamOptions): SocketStream {
+    this.#stream ??= new SocketStream(this, options);
+    return this.#stream;
+  }
+
+  /** @internal The peer's address, cached from the first call on an open socket. */
+  peerAddress(): NativeAddress | null {
     if (this.#remote === null && !this.closed) {
       const address = this.core.native.address(this.handle, true);
       if (typeof address !== 'number') this.#remote = address;
@@ -285,18 +305,42 @@ export class Socket extends Handle implements AsyncIterable<Buffer>, Sweepable {
     if (this.#active) {
       this.#active = false;
       this.#lastSeen = now;
+      this.#noticeSeen = now;
+      this.#noticeGiven = false;
     }
     const idle = this.#idleTimeout !== 0 && now - this.#lastSeen >= this.#idleTimeout;
     if (idle || (this.#deadline !== 0 && now >= this.#deadline)) {
       this.#expire();
       return 0;
     }
-    return smallestTimeout(this.#idleTimeout, this.#deadline === 0 ? 0 : this.#deadlineMs);
+    if (this.#idleNotice !== 0 && !this.#noticeGiven && now - this.#noticeSeen >= this.#idleNotice) {
+      this.#noticeGiven = true;
+      this.#onIdleNotice?.();
+      if (this.closed) return 0;
+    }
+    return this.#smallestTimeout();
+  }
+
+  /**
+   * @internal Calls `onIdle` once per period of `timeout` ms without a byte received or sent,
+   * closing nothing (what `net.Socket.setTimeout` does); 0 turns it off. Checked by the same sweep
+   * as `setIdleTimeout`, and independent of it.
+   */
+  setIdleNotice(timeout: number, onIdle: (() => void) | undefined): void {
+    this.#idleNotice = timeout;
+    this.#onIdleNotice = timeout === 0 ? undefined : onIdle;
+    this.#noticeSeen = performance.now();
+    this.#noticeGiven = false;
+    this.#track();
+  }
+
+  #smallestTimeout(): number {
+    return smallestTimeout(smallestTimeout(this.#idleTimeout, this.#deadline === 0 ? 0 : this.#deadlineMs), this.#idleNotice);
   }
 
   #track(): void {
     if (this.closed) return;
-    const smallest = smallestTimeout(this.#idleTimeout, this.#deadline === 0 ? 0 : this.#deadlineMs);
+    const smallest = this.#smallestTimeout();
     if (smallest !== 0) IdleSweeper.of(this.core).add(this, smallest);
   }
 
@@ -321,7 +365,7 @@ export class Socket extends Handle implements AsyncIterable<Buffer>, Sweepable {
   }
 
   protected onClosed(): void {
-    if (this.#idleTimeout !== 0 || this.#deadline !== 0) IdleSweeper.of(this.core).delete(this);
+    if (this.#idleTimeout !== 0 || this.#deadline !== 0 || this.#idleNotice !== 0) IdleSweeper.of(this.core).delete(this);
     // The owner closed the socket: waiting readers see the end of the stream, not an error.
     for (const reader of this.#readers.splice(0)) reader.resolve(null);
     this.#writesDone?.();
