@@ -16,8 +16,6 @@ export interface EventTarget {
 
 interface PendingOperation {
   complete(result: number): void;
-  /** Kept referenced until the completion: the kernel may write into it until then. */
-  buffer: Uint8Array | undefined;
   /** Does not keep Node's loop alive (the idle sweep, `sleep(ms, { ref: false })`). */
   weak: boolean;
 }
@@ -86,7 +84,7 @@ export class LoopCore {
    * finished first, so that nothing it did (bytes read, a connection accepted) is lost. The
    * caller turns ECANCELED into an AbortError when `signal.aborted`.
    */
-  expect(id: number, complete: (result: number) => void, buffer?: Uint8Array, options: ExpectOptions = {}): void {
+  expect(id: number, complete: (result: number) => void, options: ExpectOptions = {}): void {
     const { signal, handle = -1, weak = false } = options;
     let settle = complete;
     if (signal !== undefined) {
@@ -97,7 +95,7 @@ export class LoopCore {
         complete(result);
       };
     }
-    this.#operations.set(id, { complete: settle, buffer, weak });
+    this.#operations.set(id, { complete: settle, weak });
     if (weak) this.#weakOperations += 1;
     this.#updateReference();
   }
@@ -116,7 +114,7 @@ export class LoopCore {
     } else if (rc < 0) {
       throw systemError(rc, 'timer');
     }
-    this.expect(id, complete, undefined, { ...options, handle: -1 });
+    this.expect(id, complete, { ...options, handle: -1 });
     return id;
   }
 
@@ -138,7 +136,7 @@ export class LoopCore {
       return;
     }
     if (this.native.cancel(handle, id) !== ENOSYS) return;  // the completion follows as an event
-    // This backend cannot cancel: the operation settles now, and its buffer stays referenced
+    // This backend cannot cancel: the operation settles now; the native side owns its memory
     // until the kernel's completion, whose result is dropped.
     const operation = this.#operations.get(id)!;
     const settle = operation.complete;
@@ -206,10 +204,7 @@ export class LoopCore {
     if (operation === undefined) return;  // cancelled and already reported
     this.#operations.delete(id);
     if (operation.weak) this.#weakOperations -= 1;
-    // Called without the operation as `this`: an error made in `complete` keeps its frames'
-    // receivers (V8 CallSiteInfo), and through this one the buffer, alive as long as it lives.
     const { complete } = operation;
-    operation.buffer = undefined;
     complete(result);
   }
 

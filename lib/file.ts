@@ -66,7 +66,7 @@ const { ECANCELED, EFAULT } = native.errors;
  * Submits one file operation of `file` (-1: an open) and settles when it completes. Aborting
  * `signal` cancels it where it waits (the kernel, or the thread pool's syscall); it rejects with
  * an AbortError only if it really was cancelled — one the kernel had done resolves with its
- * result — and only once it is over, so the buffer is never reused under it. Pending when the
+ * result — and only once it is over. Pending when the
  * loop closes, it rejects with ERR_LOOP_CLOSED.
  */
 function submitFileOperation(
@@ -75,7 +75,6 @@ function submitFileOperation(
   path: string | undefined,
   file: number,
   signal: AbortSignal | undefined,
-  buffer: Uint8Array | undefined,
   start: (id: number) => number,
 ): Promise<number> {
   if (signal?.aborted) return Promise.reject(abortError(signal));
@@ -97,7 +96,6 @@ function submitFileOperation(
         else if (result === EFAULT && syscall === 'read') reject(readBufferGone());
         else reject(fileError(result, syscall, path));
       },
-      buffer,
     );
   });
 }
@@ -139,7 +137,7 @@ export async function openFile(core: LoopCore, path: string, options: OpenFileOp
   validateInteger('options.mode', mode, 0, 0o7777);
   validateAbortSignal('options.signal', options.signal);
   const bits = flagBits[flags as OpenFlags] | (options.direct === true ? kDirect : 0);
-  const handle = await submitFileOperation(core, 'open', path, -1, options.signal, undefined, (id) =>
+  const handle = await submitFileOperation(core, 'open', path, -1, options.signal, (id) =>
     core.native.fileOpen(path, bits, mode, id),
   );
   return new File(core, handle, path);
@@ -184,7 +182,7 @@ export class File {
     options: FileOperationOptions = {},
   ): Promise<{ bytesRead: number; buffer: T }> {
     const target = this.#slice('buffer', buffer, offset, length, position);
-    const bytesRead = await this.#submit('read', options, target, (id) =>
+    const bytesRead = await this.#submit('read', options, (id) =>
       this.#core.native.fileRead(this.#handle, target, position ?? -1, id),
     );
     return { bytesRead, buffer };
@@ -199,7 +197,7 @@ export class File {
     options: FileOperationOptions = {},
   ): Promise<{ bytesWritten: number; buffer: T }> {
     const source = this.#slice('buffer', buffer, offset, length, position);
-    const bytesWritten = await this.#submit('write', options, source, (id) =>
+    const bytesWritten = await this.#submit('write', options, (id) =>
       this.#core.native.fileWrite(this.#handle, source, position ?? -1, id),
     );
     return { bytesWritten, buffer };
@@ -207,12 +205,12 @@ export class File {
 
   /** Flushes data and metadata to the device (fsync). */
   async sync(options: FileOperationOptions = {}): Promise<void> {
-    await this.#submit('fsync', options, undefined, (id) => this.#core.native.fileSync(this.#handle, false, id));
+    await this.#submit('fsync', options, (id) => this.#core.native.fileSync(this.#handle, false, id));
   }
 
   /** Flushes data to the device (fdatasync). */
   async datasync(options: FileOperationOptions = {}): Promise<void> {
-    await this.#submit('fdatasync', options, undefined, (id) => this.#core.native.fileSync(this.#handle, true, id));
+    await this.#submit('fdatasync', options, (id) => this.#core.native.fileSync(this.#handle, true, id));
   }
 
   /** Closes the file once the operations in flight on it are done. Closing twice is harmless. */
@@ -220,18 +218,18 @@ export class File {
     if (this.#closing === null) {
       this.#closing = this.#core.closed
         ? Promise.resolve()
-        : submitFileOperation(this.#core, 'close', this.path, this.#handle, undefined, undefined, (id) =>
+        : submitFileOperation(this.#core, 'close', this.path, this.#handle, undefined, (id) =>
             this.#core.native.fileClose(this.#handle, id),
           ).then(() => undefined);
     }
     return this.#closing;
   }
 
-  #submit(syscall: string, options: FileOperationOptions, buffer: Uint8Array | undefined, start: (id: number) => number): Promise<number> {
+  #submit(syscall: string, options: FileOperationOptions, start: (id: number) => number): Promise<number> {
     validateObject('options', options);
     validateAbortSignal('options.signal', options.signal);
     if (this.#closing !== null) return Promise.reject(codedError('ERR_FILE_CLOSED', 'File is closed'));
-    return submitFileOperation(this.#core, syscall, undefined, this.#handle, options.signal, buffer, start);
+    return submitFileOperation(this.#core, syscall, undefined, this.#handle, options.signal, start);
   }
 
   #slice(name: string, buffer: Uint8Array, offset: number, length: number, position: number | null): Uint8Array {

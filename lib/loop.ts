@@ -198,7 +198,6 @@ export class Loop {
           socket.close();
           reject(error);
         },
-        undefined,
         { signal, handle },
       );
     });

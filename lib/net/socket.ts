@@ -230,7 +230,6 @@ export class Socket extends Handle implements AsyncIterable<Buffer>, Sweepable {
           reject(this.#timedOut !== null ? systemError(ETIMEDOUT, 'write') : codedError('ERR_SOCKET_CLOSED', 'Socket was closed with this write in flight'));
         } else reject(systemError(result, 'write'));
       },
-      bytes,
       { signal, handle: this.handle },
     );
     return promise;

@@ -46,8 +46,9 @@ export interface TornWriteError extends Error {
 /**
  * The proactor pattern: you submit the operation with its buffer, and are called back when the
  * kernel has *done* it — the bytes are already in (or out of) your buffer. Each method returns a
- * promise, or takes a Node-style callback instead. The buffer must not be touched until then;
- * twinloop keeps it referenced so that garbage collection cannot free it under the kernel.
+ * promise, or takes a Node-style callback instead. The kernel works in memory of the loop's own:
+ * a write's bytes are copied when it is submitted, a read's are copied into `buffer` when it
+ * completes, so nothing done to `buffer` meanwhile (transfer, shrink, collect) reaches the kernel.
  *
  * @example
  * const n = await loop.proactor.read(socket, buffer); // buffer.subarray(0, n) holds the bytes
@@ -173,7 +174,7 @@ export class ProactorApi {
     } else if (rc === 1 && syscall === 'write') {
       process.nextTick(complete, 0);
     } else {
-      this.#core.expect(id, complete, buffer, { signal, handle: target.handle });
+      this.#core.expect(id, complete, { signal, handle: target.handle });
     }
     return promise;
   }
