@@ -7,6 +7,9 @@ import { fileURLToPath } from 'node:url';
 /** Event kinds, as native/core/backend.h numbers them. */
 export const EventKind = { Readable: 1, Writable: 2, Completed: 3, Data: 4, Accepted: 5 } as const;
 
+/** TCP options of `setSocketOption`, as native/core/backend.h numbers them. */
+export const SocketOption = { NoDelay: 1, KeepAlive: 2, KeepAliveIdle: 3 } as const;
+
 /** Reactor interest bits, as native/core/backend.h numbers them. */
 export const InterestBits = { Readable: 1, Writable: 2 } as const;
 
@@ -38,10 +41,15 @@ export type NativeFamily = 0 | 4 | 6;
 export interface NativeLoop {
   info(): NativeInfo;
   listen(family: NativeFamily, host: string, port: number, backlog: number, reusePort: boolean, ipv6Only: boolean): number;
-  connect(family: NativeFamily, host: string, port: number, opId: number): number;
+  /** With `localHost` (numeric, of the same family), binds to it on any port before connecting. */
+  connect(family: NativeFamily, host: string, port: number, opId: number, localHost?: string): number;
   shutdown(handle: number): number;
   closeHandle(handle: number, reset: boolean): number;
   address(handle: number, peer: boolean): NativeAddress | number;
+  /** Sets a `SocketOption`: NoDelay and KeepAlive 0 or 1, KeepAliveIdle in seconds (>= 1). */
+  setSocketOption(handle: number, option: number, value: number): number;
+  /** Reads a `SocketOption` back as the OS has it (for tests). */
+  socketOption(handle: number, option: number): number;
   watch(handle: number, interest: number): number;
   tryRead(handle: number, buffer: Uint8Array): number;
   tryWrite(handle: number, buffer: Uint8Array): number;

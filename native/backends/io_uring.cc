@@ -132,18 +132,12 @@ int IoUringBackend::listen(const SocketAddress& address, const ListenOptions& op
   return insert(std::move(socket));
 }
 
-int IoUringBackend::connect(const SocketAddress& address, int32_t op_id) {
+int IoUringBackend::connect(const SocketAddress& address, const SocketAddress* local, int32_t op_id) {
   auto storage = std::make_unique<SockAddrStorage>();
   if (int rc = to_sockaddr(address, *storage); rc < 0) return rc;
-  ++stats_.syscalls;
-  int raw = ::socket(storage->storage.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-  if (raw < 0) return -errno;
+  stats_.syscalls += (address.family != SocketAddress::Family::kUnix ? 2 : 1) + (local != nullptr ? 1 : 0);
   Socket socket;
-  socket.fd.reset(raw);
-  if (address.family != SocketAddress::Family::kUnix) {
-    ++stats_.syscalls;
-    set_no_delay(raw);
-  }
+  if (int rc = open_client_socket(address, local, socket.fd); rc < 0) return rc;
   socket.connect_op = op_id;
   socket.connect_address = std::move(storage);
   HandleId handle = insert(std::move(socket));
@@ -202,6 +196,19 @@ int IoUringBackend::address(HandleId handle, bool peer, SocketAddress& out) {
   if (!s) return -EBADF;
   ++stats_.syscalls;
   return socket_address(s->fd.get(), peer, out);
+}
+
+int IoUringBackend::set_socket_option(HandleId handle, SocketOption option, int value) {
+  Socket* s = find(handle);
+  if (!s) return -EBADF;
+  ++stats_.syscalls;
+  return twinloop::set_socket_option(s->fd.get(), option, value);
+}
+
+int IoUringBackend::socket_option(HandleId handle, SocketOption option) {
+  Socket* s = find(handle);
+  if (!s) return -EBADF;
+  return twinloop::socket_option(s->fd.get(), option);
 }
 
 int IoUringBackend::watch(HandleId handle, uint32_t interest) {

@@ -119,10 +119,12 @@ class IoUringBackend final : public Backend {
 
   // Sockets (io_uring.cc).
   int listen(const SocketAddress& address, const ListenOptions& options) override;
-  int connect(const SocketAddress& address, int32_t op_id) override;
+  int connect(const SocketAddress& address, const SocketAddress* local, int32_t op_id) override;
   int shutdown(HandleId handle) override;
   int close(HandleId handle, bool reset) override;
   int address(HandleId handle, bool peer, SocketAddress& out) override;
+  int set_socket_option(HandleId handle, SocketOption option, int value) override;
+  int socket_option(HandleId handle, SocketOption option) override;
 
   int watch(HandleId handle, uint32_t interest) override;
   int try_read(HandleId handle, std::span<uint8_t> buffer) override;

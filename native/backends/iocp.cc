@@ -128,17 +128,22 @@ int IocpBackend::listen(const SocketAddress& address, const ListenOptions& optio
   return insert(std::move(state));
 }
 
-int IocpBackend::connect(const SocketAddress& address, int32_t op_id) {
+int IocpBackend::connect(const SocketAddress& address, const SocketAddress* local, int32_t op_id) {
   SockAddr addr;
   if (int rc = to_sockaddr(address, addr); rc < 0) return rc;
+  // ConnectEx insists on a bound socket: to `local`, or to any address of the family.
+  SockAddr bound;
+  if (local != nullptr) {
+    if (int rc = to_sockaddr(*local, bound); rc < 0) return rc;
+    if (bound.storage.ss_family != addr.storage.ss_family) return kEAFNOSUPPORT;
+  } else {
+    bound.storage.ss_family = addr.storage.ss_family;
+    bound.length = addr.length;
+  }
   UniqueSocket socket;
   if (int rc = open_socket(addr.storage.ss_family, socket); rc < 0) return rc;
-  // ConnectEx insists on a bound socket.
-  SockAddr any;
-  any.storage.ss_family = addr.storage.ss_family;
-  any.length = addr.length;
   stats_.syscalls += 2;
-  if (::bind(socket.get(), any.get(), any.length) != 0) return last_socket_error();
+  if (::bind(socket.get(), bound.get(), bound.length) != 0) return last_socket_error();
   enable(socket.get(), IPPROTO_TCP, TCP_NODELAY);  // Nagle plus delayed ACKs add 40 ms per reply
   Socket state;
   state.socket = std::move(socket);
@@ -176,6 +181,19 @@ int IocpBackend::address(HandleId handle, bool peer, SocketAddress& out) {
   Socket* s = sockets_.find(handle);
   if (!s) return kEBADF;
   return socket_address(s->socket.get(), peer, out);
+}
+
+int IocpBackend::set_socket_option(HandleId handle, SocketOption option, int value) {
+  Socket* s = sockets_.find(handle);
+  if (!s) return kEBADF;
+  ++stats_.syscalls;
+  return iocp::set_socket_option(s->socket.get(), option, value);
+}
+
+int IocpBackend::socket_option(HandleId handle, SocketOption option) {
+  Socket* s = sockets_.find(handle);
+  if (!s) return kEBADF;
+  return iocp::socket_option(s->socket.get(), option);
 }
 
 int IocpBackend::watch(HandleId handle, uint32_t interest) {

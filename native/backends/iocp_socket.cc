@@ -1,5 +1,7 @@
 #include "iocp_socket.h"
 
+#include <mstcpip.h>
+
 namespace twinloop {
 
 // The rows are the socket and file rows of libuv's uv_translate_sys_error (src/win/error.c), which
@@ -159,6 +161,44 @@ int socket_address(SOCKET socket, bool peer, SocketAddress& out) {
     return out.port;
   }
   return kEAFNOSUPPORT;
+}
+
+int set_socket_option(SOCKET socket, SocketOption option, int value) {
+  DWORD flag = value != 0 ? 1 : 0;
+  switch (option) {
+    case SocketOption::kNoDelay:
+      return setsockopt(socket, IPPROTO_TCP, TCP_NODELAY, reinterpret_cast<const char*>(&flag), sizeof(flag)) == 0 ? 0 : last_socket_error();
+    case SocketOption::kKeepAlive:
+      return setsockopt(socket, SOL_SOCKET, SO_KEEPALIVE, reinterpret_cast<const char*>(&flag), sizeof(flag)) == 0 ? 0 : last_socket_error();
+    case SocketOption::kKeepAliveIdle: {
+      if (value < 1) return kEINVAL;
+      // SIO_KEEPALIVE_VALS exists on every Windows (TCP_KEEPIDLE only from 10 1709); a probe a
+      // second once idle, as libuv sets it; Windows gives up after 10 unanswered.
+      tcp_keepalive values{1, static_cast<ULONG>(value) * 1000, 1000};
+      DWORD bytes = 0;
+      return WSAIoctl(socket, SIO_KEEPALIVE_VALS, &values, sizeof(values), nullptr, 0, &bytes, nullptr, nullptr) == 0 ? 0 : last_socket_error();
+    }
+  }
+  return kEINVAL;
+}
+
+int socket_option(SOCKET socket, SocketOption option) {
+  int level = IPPROTO_TCP, name = TCP_NODELAY;
+  if (option == SocketOption::kKeepAlive) {
+    level = SOL_SOCKET;
+    name = SO_KEEPALIVE;
+  } else if (option == SocketOption::kKeepAliveIdle) {
+#ifdef TCP_KEEPIDLE
+    name = TCP_KEEPIDLE;
+#else
+    return kENOTSUP;
+#endif
+  }
+  DWORD value = 0;
+  int length = sizeof(value);
+  if (getsockopt(socket, level, name, reinterpret_cast<char*>(&value), &length) != 0) return last_socket_error();
+  if (option != SocketOption::kKeepAliveIdle) return value != 0 ? 1 : 0;
+  return static_cast<int>(value);
 }
 
 UniqueSocket open_tcp_socket(int family) {

@@ -159,6 +159,10 @@ inline void enable(SOCKET socket, int level, int option, BOOL on = TRUE) {
   setsockopt(socket, level, option, reinterpret_cast<const char*>(&on), sizeof(on));
 }
 
+// Backend::set_socket_option and Backend::socket_option for a socket.
+int set_socket_option(SOCKET socket, SocketOption option, int value);
+int socket_option(SOCKET socket, SocketOption option);
+
 // An overlapped TCP socket that no child process inherits; invalid when WSASocketW failed, and
 // last_socket_error() says why.
 UniqueSocket open_tcp_socket(int family);

@@ -53,15 +53,22 @@ int socket_address(int fd, bool peer, SocketAddress& out);
 
 // A non-blocking, close-on-exec listening socket.
 int open_listener(const SocketAddress& address, const ListenOptions& options, UniqueFd& out);
+// A non-blocking, close-on-exec socket for a connect to `address`, Nagle off for TCP, bound to
+// `local` first when given (what io_uring's IORING_OP_CONNECT and start_connect start from).
+int open_client_socket(const SocketAddress& address, const SocketAddress* local, UniqueFd& out);
 // Starts a non-blocking connect: 0 when connected at once, -EINPROGRESS when the socket will
 // become writable once it is done; `out` holds the socket in both cases.
-int start_connect(const SocketAddress& address, UniqueFd& out);
+int start_connect(const SocketAddress& address, const SocketAddress* local, UniqueFd& out);
 // The pending error of a socket whose connect finished (SO_ERROR), as a negative errno or 0.
 int pending_socket_error(int fd);
 // Accepts one connection, non-blocking and close-on-exec, with Nagle off.
 int accept_connection(int listen_fd);
 // Turns Nagle off: an echo server that waits for an ACK before sending adds 40 ms per reply.
+// Every TCP socket starts so (see set_socket_option to turn it back on).
 void set_no_delay(int fd);
+// Backend::set_socket_option and Backend::socket_option for a descriptor.
+int set_socket_option(int fd, SocketOption option, int value);
+int socket_option(int fd, SocketOption option);
 // Makes the next close send an RST (SO_LINGER 0), as a peer reset would.
 void set_reset_on_close(int fd);
 

@@ -27,10 +27,10 @@ int ReadinessBackend::listen(const SocketAddress& address, const ListenOptions& 
   return insert(std::move(socket));
 }
 
-int ReadinessBackend::connect(const SocketAddress& address, int32_t op_id) {
+int ReadinessBackend::connect(const SocketAddress& address, const SocketAddress* local, int32_t op_id) {
   UniqueFd fd;
-  stats_.syscalls += 3;
-  int rc = start_connect(address, fd);
+  stats_.syscalls += local != nullptr ? 4 : 3;
+  int rc = start_connect(address, local, fd);
   if (rc < 0 && rc != -EINPROGRESS) return rc;
   Socket socket;
   socket.fd = std::move(fd);
@@ -71,6 +71,19 @@ int ReadinessBackend::address(HandleId handle, bool peer, SocketAddress& out) {
   Socket* s = sockets_.find(handle);
   if (!s) return -EBADF;
   return socket_address(s->fd.get(), peer, out);
+}
+
+int ReadinessBackend::set_socket_option(HandleId handle, SocketOption option, int value) {
+  Socket* s = sockets_.find(handle);
+  if (!s) return -EBADF;
+  ++stats_.syscalls;
+  return twinloop::set_socket_option(s->fd.get(), option, value);
+}
+
+int ReadinessBackend::socket_option(HandleId handle, SocketOption option) {
+  Socket* s = sockets_.find(handle);
+  if (!s) return -EBADF;
+  return twinloop::socket_option(s->fd.get(), option);
 }
 
 int ReadinessBackend::watch(HandleId handle, uint32_t interest) {

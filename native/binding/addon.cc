@@ -48,6 +48,8 @@ class NativeLoop : public Napi::ObjectWrap<NativeLoop> {
                            InstanceMethod<&NativeLoop::shutdown>("shutdown"),
                            InstanceMethod<&NativeLoop::close_handle>("closeHandle"),
                            InstanceMethod<&NativeLoop::address>("address"),
+                           InstanceMethod<&NativeLoop::set_socket_option>("setSocketOption"),
+                           InstanceMethod<&NativeLoop::socket_option>("socketOption"),
                            InstanceMethod<&NativeLoop::watch>("watch"),
                            InstanceMethod<&NativeLoop::try_read>("tryRead"),
                            InstanceMethod<&NativeLoop::try_write>("tryWrite"),
@@ -443,7 +445,8 @@ class NativeLoop : public Napi::ObjectWrap<NativeLoop> {
     return result(backend_->listen(address, options));
   }
 
-  // connect(family, host, port, opId)
+  // connect(family, host, port, opId, localHost?): with localHost (a numeric address of the same
+  // family), the socket is bound to it, on any port, before connecting.
   Napi::Value connect(const Napi::CallbackInfo& info) {
     SocketAddress address;
     if (!check(backend_ != nullptr, "the loop is closed") || !check(address_arg(info, address), "bad address") ||
@@ -451,7 +454,36 @@ class NativeLoop : public Napi::ObjectWrap<NativeLoop> {
       return Env().Undefined();
     }
     int32_t op_id = int_arg(info, 3);
-    return track(op_id, [&] { return backend_->connect(address, op_id); });
+    SocketAddress local;
+    bool bind_local = info.Length() > 4 && !info[4].IsUndefined();
+    if (bind_local) {
+      if (!check(info[4].IsString() && address.family != SocketAddress::Family::kUnix, "localHost must be a string, for TCP")) {
+        return Env().Undefined();
+      }
+      local = {address.family, info[4].As<Napi::String>().Utf8Value(), 0};
+    }
+    return track(op_id, [&] { return backend_->connect(address, bind_local ? &local : nullptr, op_id); });
+  }
+
+  // setSocketOption(handle, option, value) / socketOption(handle, option): option as SocketOption
+  // numbers it (1 noDelay, 2 keepAlive, 3 keepAliveIdle, in seconds).
+  Napi::Value set_socket_option(const Napi::CallbackInfo& info) {
+    SocketOption option;
+    if (!args_ok(info, 3) || !option_arg(info, option)) return Env().Undefined();
+    return result(backend_->set_socket_option(int_arg(info, 0), option, int_arg(info, 2)));
+  }
+
+  Napi::Value socket_option(const Napi::CallbackInfo& info) {
+    SocketOption option;
+    if (!args_ok(info, 2) || !option_arg(info, option)) return Env().Undefined();
+    return result(backend_->socket_option(int_arg(info, 0), option));
+  }
+
+  bool option_arg(const Napi::CallbackInfo& info, SocketOption& out) {
+    int32_t value = int_arg(info, 1);
+    if (!check(value >= 1 && value <= 3, "unknown socket option")) return false;
+    out = static_cast<SocketOption>(value);
+    return true;
   }
 
   Napi::Value shutdown(const Napi::CallbackInfo& info) {

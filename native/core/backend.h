@@ -123,6 +123,11 @@ struct FileOpenOptions {
   int mode = 0666;
 };
 
+// TCP options a connected socket can change (set_socket_option), as Node's setNoDelay and
+// setKeepAlive do. Values: kNoDelay and kKeepAlive 0 or 1; kKeepAliveIdle the seconds of silence
+// before the first probe (>= 1), set with libuv's probe interval (1 s) and count (10).
+enum class SocketOption : int32_t { kNoDelay = 1, kKeepAlive = 2, kKeepAliveIdle = 3 };
+
 struct ListenOptions {
   int backlog = 511;
   bool reuse_port = false;
@@ -156,14 +161,20 @@ class Backend {
   }
 
   // Sockets. listen()/connect() return a new handle; connect() completes as operation `op_id`.
+  // With `local`, connect() binds the socket to that address first (port 0: any port).
   virtual int listen(const SocketAddress& address, const ListenOptions& options) = 0;
-  virtual int connect(const SocketAddress& address, int32_t op_id) = 0;
+  virtual int connect(const SocketAddress& address, const SocketAddress* local, int32_t op_id) = 0;
   virtual int shutdown(HandleId handle) = 0;
   // Releases the handle at once; operations still in flight complete with -ECANCELED.
   // `reset` closes with an RST instead of a FIN.
   virtual int close(HandleId handle, bool reset) = 0;
   // Writes the local (or, with `peer`, remote) address into `out`; returns its port.
   virtual int address(HandleId handle, bool peer, SocketAddress& out) = 0;
+
+  // Sets a TCP option of a socket (see SocketOption), or reads one back (the value as the OS
+  // reports it: kNoDelay/kKeepAlive 0 or 1). On a Unix socket the OS refuses (-EOPNOTSUPP).
+  virtual int set_socket_option(HandleId handle, SocketOption option, int value) = 0;
+  virtual int socket_option(HandleId handle, SocketOption option) = 0;
 
   // Reactor.
   virtual int watch(HandleId handle, uint32_t interest) = 0;
