@@ -44,6 +44,10 @@ export class LoopCore {
   readonly #operations = new Map<number, PendingOperation>();
   #nextOperation = 0;
   #weakOperations = 0;
+  /** Open handles that `unref()` told not to keep Node's process alive. */
+  readonly #unreferencedTargets = new Set<number>();
+  /** `loop.unref()`: nothing of the loop keeps the process alive. */
+  #loopReferenced = true;
   #referenced = false;
   #held = false;
   /** Timers emulated with Node's own, on a backend without native ones (ENOSYS). */
@@ -69,6 +73,21 @@ export class LoopCore {
 
   release(handle: number): void {
     this.#targets.delete(handle);
+    this.#unreferencedTargets.delete(handle);
+    this.#updateReference();
+  }
+
+  /** Whether open `handle` keeps Node's process alive (`ref()`/`unref()`); adopted ones do. */
+  setTargetReferenced(handle: number, referenced: boolean): void {
+    if (!this.#targets.has(handle)) return;
+    if (referenced) this.#unreferencedTargets.delete(handle);
+    else this.#unreferencedTargets.add(handle);
+    this.#updateReference();
+  }
+
+  /** Whether anything of the loop may keep Node's process alive (`loop.ref()`/`loop.unref()`). */
+  setLoopReferenced(referenced: boolean): void {
+    this.#loopReferenced = referenced;
     this.#updateReference();
   }
 
@@ -156,6 +175,7 @@ export class LoopCore {
     this.#closed = true;
     for (const target of [...this.#targets.values()]) target.onLoopClose();
     this.#targets.clear();
+    this.#unreferencedTargets.clear();
     this.native.close();  // after this, no kernel operation uses any buffer we hold
     this.#events = new Int32Array(0);
     this.#arena = Buffer.alloc(0);
@@ -174,12 +194,16 @@ export class LoopCore {
     }
   }
 
-  // Node's loop stays alive while a handle is open or an operation is in flight, as with `net`;
-  // the loop itself stays alive while anything may still call back — an unref'd timer included.
-  // An idle loop nobody can reach is collected, and closed by its native finalizer.
+  // Node's loop stays alive while a handle is open or an operation is in flight, as with `net`,
+  // but for unref'd ones (handles, `sleep(…, { ref: false })`) and anything of an unref'd loop.
+  // The loop itself stays alive (held) while anything may still call back, unref'd or not:
+  // events of an unref'd socket must still reach it. An idle loop nobody can reach is collected,
+  // and closed by its native finalizer. An operation of an unref'd handle (a write in flight)
+  // still counts, as libuv's requests do.
   #updateReference(): void {
     if (this.#closed) return;
-    const referenced = this.#targets.size > 0 || this.#operations.size > this.#weakOperations;
+    const referenced =
+      this.#loopReferenced && (this.#targets.size > this.#unreferencedTargets.size || this.#operations.size > this.#weakOperations);
     const held = this.#targets.size > 0 || this.#operations.size > 0;
     if (referenced === this.#referenced && held === this.#held) return;
     this.#referenced = referenced;

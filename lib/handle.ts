@@ -3,6 +3,13 @@ import { EventEmitter } from 'node:events';
 import type { EventTarget, LoopCore } from './core.js';
 import { foreignHandle, invalidArgType, loopClosed, socketClosed, systemError } from './errors.js';
 
+/**
+ * `Symbol.asyncDispose`, or on a Node without it the symbol Node itself falls back to, so that
+ * `await using` works wherever the runtime (or a polyfill) supports it.
+ */
+export const asyncDispose: typeof Symbol.asyncDispose =
+  Symbol.asyncDispose ?? (Symbol.for('nodejs.asyncDispose') as typeof Symbol.asyncDispose);
+
 /** What both sockets and servers are: an open descriptor owned by one loop. */
 export abstract class Handle extends EventEmitter implements EventTarget {
   /** @internal */
@@ -29,6 +36,28 @@ export abstract class Handle extends EventEmitter implements EventTarget {
   /** Closes the descriptor now. Operations still in flight fail with `ERR_SOCKET_CLOSED`. */
   close(): void {
     this.#release(false);
+  }
+
+  /**
+   * Lets Node's process exit while this is its only open handle, as `net.Socket.unref()` and
+   * `net.Server.unref()`: its events still arrive while the process runs for other reasons. A
+   * write in flight still keeps the process alive, as on Node. No-op once closed.
+   */
+  unref(): this {
+    this.core.setTargetReferenced(this.handle, false);
+    return this;
+  }
+
+  /** Undoes `unref()`: an open handle keeps Node's process alive (the default). */
+  ref(): this {
+    this.core.setTargetReferenced(this.handle, true);
+    return this;
+  }
+
+  /** Closes it, as `close()`: for `await using socket = await loop.connect(…)`. */
+  [asyncDispose](): Promise<void> {
+    this.close();
+    return Promise.resolve();
   }
 
   /** @internal Throws the error a caller gets for using a closed handle. */

@@ -1,3 +1,5 @@
+import { isIP } from 'node:net';
+
 import { native, type NativeStats } from './binding.js';
 import { LoopCore } from './core.js';
 import {
@@ -13,7 +15,15 @@ import {
   validateObject,
 } from './errors.js';
 import { File, openFile, type OpenFileOptions } from './file.js';
-import { resolveEndpoint, type Endpoint } from './net/address.js';
+import { asyncDispose } from './handle.js';
+import {
+  resolveConnectEndpoints,
+  resolveEndpoint,
+  validateLookup,
+  type Endpoint,
+  type LookupFunction,
+  type ResolvedEndpoint,
+} from './net/address.js';
 import { Server, type ConnectionHandler } from './net/server.js';
 import { Socket, type SocketOptions } from './net/socket.js';
 import { ProactorApi } from './patterns/proactor.js';
@@ -54,6 +64,8 @@ export type ListenOptions = Endpoint & {
   /** Let several loops (one per worker thread) listen on the same port (SO_REUSEPORT). */
   reusePort?: boolean;
   ipv6Only?: boolean;
+  /** Aborting it closes the server, as `server.close()` (Node's `listen({ signal })`). */
+  signal?: AbortSignal;
 } & SocketOptions;
 
 export type ConnectOptions = Endpoint &
@@ -64,9 +76,24 @@ export type ConnectOptions = Endpoint &
      * Ms the connection may take to be established (after the host name is resolved); then the
      * call rejects with code `'ETIMEDOUT'` and the socket is closed. 0 or absent: the kernel's
      * own limit (minutes, for a peer that drops SYNs). Not Node's `timeout`, which is an idle
-     * timeout: that is `idleTimeout` here.
+     * timeout: that is `idleTimeout` here. It bounds all the attempts of `autoSelectFamily`.
      */
     connectTimeout?: number;
+    /** Of a host name, connect only to addresses of this IP version; 0 (the default): either. */
+    family?: 0 | 4 | 6;
+    /** The local IP address to connect from (bound, on any port, before connecting). */
+    localAddress?: string;
+    /**
+     * Try every address the host name resolves to (default true, as Node's since 20), one after
+     * the other — the resolver's first, then alternating families, as Node's happy eyeballs —
+     * moving on when one fails or is not connected within `autoSelectFamilyAttemptTimeout`;
+     * the last gets the rest of `connectTimeout`. False: only the first address.
+     */
+    autoSelectFamily?: boolean;
+    /** Ms each attempt of `autoSelectFamily` gets but the last (default 250; at least 10, as Node). */
+    autoSelectFamilyAttemptTimeout?: number;
+    /** Resolves the host name instead of `dns.lookup`, with its signature (Node's `lookup`). */
+    lookup?: LookupFunction;
   };
 
 export interface SleepOptions {
@@ -139,9 +166,14 @@ export class Loop {
    */
   async listen(options: ListenOptions, handler?: ConnectionHandler): Promise<Server> {
     if (handler !== undefined) validateFunction('handler', handler);
+    validateObject('options', options);
+    const { signal } = options;
+    validateAbortSignal('options.signal', signal);
+    if (signal?.aborted) throw abortError(signal);
     const endpoint = await resolveEndpoint('options', options, '::', 0);
     const backlog = options.backlog ?? 511;
     validateInteger('options.backlog', backlog, 0, 0x7fffffff);
+    if (signal?.aborted) throw abortError(signal);
     this.#assertOpen();
     const listen = (family: typeof endpoint.family, host: string): number =>
       this.#core.native.listen(family, host, endpoint.port, backlog, options.reusePort === true, options.ipv6Only === true);
@@ -150,31 +182,87 @@ export class Loop {
       handle = listen(4, '0.0.0.0');  // like Node: all IPv4 interfaces where IPv6 is unavailable
     }
     if (handle < 0) throw systemError(handle, 'listen', endpoint.host, endpoint.port);
-    return new Server(this.#core, handle, handler, socketOptions(options));
+    const server = new Server(this.#core, handle, handler, socketOptions(options));
+    if (signal !== undefined) {
+      const onAbort = (): void => server.close();
+      signal.addEventListener('abort', onAbort, { once: true });
+      server.once('close', () => signal.removeEventListener('abort', onAbort));
+    }
+    return server;
   }
 
-  /** Connects to a TCP host and port or a Unix socket path; resolves once connected. */
+  /**
+   * Connects to a TCP host and port or a Unix socket path; resolves once connected. A host name
+   * may resolve to several addresses: see `autoSelectFamily`. When every attempt fails, it
+   * rejects with the one attempt's error, or with an `AggregateError` of them all whose `code` is
+   * the first's (as Node's).
+   */
   async connect(options: ConnectOptions): Promise<Socket> {
     validateObject('options', options);
-    const { signal, connectTimeout = 0 } = options;
+    const { signal, connectTimeout = 0, family = 0, localAddress, autoSelectFamily = true, lookup } = options;
     validateAbortSignal('options.signal', signal);
     validateInteger('options.connectTimeout', connectTimeout, 0, 2 ** 31 - 1);
-    const { idleTimeout, ...perSocket } = socketOptions(options);
+    if (family !== 0 && family !== 4 && family !== 6) throw invalidArgValue('options.family', 'one of 0, 4, 6', family);
+    if (localAddress !== undefined && (typeof localAddress !== 'string' || isIP(localAddress) === 0)) {
+      throw invalidArgValue('options.localAddress', 'a numeric IPv4 or IPv6 address', localAddress);
+    }
+    if (typeof autoSelectFamily !== 'boolean') throw invalidArgType('options.autoSelectFamily', 'of type boolean', autoSelectFamily);
+    const attemptTimeout = options.autoSelectFamilyAttemptTimeout ?? 250;
+    validateInteger('options.autoSelectFamilyAttemptTimeout', attemptTimeout, 1, 2 ** 31 - 1);
+    validateLookup('options.lookup', lookup);
+    if (localAddress !== undefined && options.path !== undefined) {
+      throw invalidArgValue('options.localAddress', 'absent for a Unix socket path', localAddress);
+    }
+    const perSocket = socketOptions(options);
     if (signal?.aborted) throw abortError(signal);
-    const endpoint = await resolveEndpoint('options', options, 'localhost', 1);
+    let endpoints = await resolveConnectEndpoints('options', options, { family, all: autoSelectFamily, lookup });
     if (signal?.aborted) throw abortError(signal);
     this.#assertOpen();
+    // Only addresses of the local address's family can be connected from it.
+    if (localAddress !== undefined) {
+      const local = isIP(localAddress);
+      if (endpoints.some((endpoint) => endpoint.family === local)) endpoints = endpoints.filter((endpoint) => endpoint.family === local);
+    }
+    const started = performance.now();
+    const errors: Error[] = [];
+    for (let i = 0; i < endpoints.length; i++) {
+      const last = i === endpoints.length - 1;
+      const left = connectTimeout === 0 ? 0 : Math.max(1, Math.ceil(connectTimeout - (performance.now() - started)));
+      const timeout = last ? left : left === 0 ? Math.max(10, attemptTimeout) : Math.min(Math.max(10, attemptTimeout), left);
+      try {
+        return await this.#connectTo(endpoints[i]!, localAddress, perSocket, timeout, signal);
+      } catch (error) {
+        const code = (error as { code?: unknown }).code;
+        if (code === 'ABORT_ERR' || code === 'ERR_LOOP_CLOSED') throw error;
+        errors.push(error as Error);
+        if (connectTimeout !== 0 && performance.now() - started >= connectTimeout) {
+          const { host, port } = endpoints[i]!;
+          throw systemError(ETIMEDOUT, 'connect', host, port);
+        }
+      }
+    }
+    if (errors.length === 1) throw errors[0]!;
+    const error = new AggregateError(errors, `connect failed to every address of ${options.host ?? 'localhost'}`) as AggregateError & { code?: unknown };
+    error.code = (errors[0] as { code?: unknown }).code;
+    throw error;
+  }
+
+  // One attempt: a socket connected to `endpoint`, or the attempt's error — ETIMEDOUT once
+  // `timeout` ms (0: none) have passed.
+  #connectTo(endpoint: ResolvedEndpoint, localAddress: string | undefined, options: SocketOptions, timeout: number, signal: AbortSignal | undefined): Promise<Socket> {
+    this.#assertOpen();
     const core = this.#core;
+    const { idleTimeout, ...perSocket } = options;
     const id = core.nextOperationId();
-    const handle = core.native.connect(endpoint.family, endpoint.host, endpoint.port, id);
-    if (handle < 0) throw systemError(handle, 'connect', endpoint.host, endpoint.port);
+    const handle = core.native.connect(endpoint.family, endpoint.host, endpoint.port, id, localAddress);
+    if (handle < 0) return Promise.reject(systemError(handle, 'connect', endpoint.host, endpoint.port));
     const socket = new Socket(core, handle, perSocket);
     return new Promise((resolve, reject) => {
       let timedOut = false;
       const timer =
-        connectTimeout === 0
+        timeout === 0
           ? -1
-          : core.startTimer(connectTimeout, (result) => {
+          : core.startTimer(timeout, (result) => {
               if (result < 0) return;
               timedOut = true;
               core.cancel(handle, id);
@@ -254,6 +342,27 @@ export class Loop {
   /** Closes every server and socket of the loop, then the loop itself. */
   async close(): Promise<void> {
     this.#core.close();
+  }
+
+  /**
+   * Lets Node's process exit even though this loop has open servers, sockets or timers (as
+   * `unref()` on each of them would), until `ref()`. Its events still arrive while the process
+   * runs for other reasons.
+   */
+  unref(): this {
+    this.#core.setLoopReferenced(false);
+    return this;
+  }
+
+  /** Undoes `unref()`: the loop's open handles and operations keep the process alive again. */
+  ref(): this {
+    this.#core.setLoopReferenced(true);
+    return this;
+  }
+
+  /** Closes the loop, as `close()`: for `await using loop = open()`. */
+  [asyncDispose](): Promise<void> {
+    return this.close();
   }
 
   #assertOpen(): void {

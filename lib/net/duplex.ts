@@ -32,9 +32,7 @@ export interface SocketStreamOptions {
  * after the queued writes; the peer's FIN ends the readable side. `destroy()` closes the socket
  * (`resetAndDestroy()` sends an RST instead), and the socket closing destroys the stream.
  *
- * Differences from `net.Socket`: `setNoDelay` and `setKeepAlive` change nothing (TCP_NODELAY is
- * always on; keep-alive probes are not configurable yet); `ref`/`unref` change nothing (the loop
- * decides what keeps the process alive); `setTimeout` is checked by the loop's idle sweep, so
+ * Differences from `net.Socket`: `setTimeout` is checked by the loop's idle sweep, so
  * `'timeout'` comes between `ms` and 1.25 × `ms` after the last byte moved, never early.
  *
  * @example
@@ -170,23 +168,27 @@ export class SocketStream extends Duplex {
     if (!this.socket.closed) this.socket.setIdleNotice(0, undefined);
   }
 
-  /** Changes nothing: twinloop sockets always have TCP_NODELAY on. */
-  setNoDelay(_noDelay?: boolean): this {
+  /** As `socket.setNoDelay()` (TCP_NODELAY; twinloop's sockets start with it on). */
+  setNoDelay(noDelay?: boolean): this {
+    this.socket.setNoDelay(noDelay);
     return this;
   }
 
-  /** Changes nothing yet: twinloop does not set SO_KEEPALIVE. */
-  setKeepAlive(_enable?: boolean, _initialDelay?: number): this {
+  /** As `socket.setKeepAlive()`: SO_KEEPALIVE, the first probe after `initialDelay` ms. */
+  setKeepAlive(enable?: boolean, initialDelay?: number): this {
+    this.socket.setKeepAlive(enable, initialDelay);
     return this;
   }
 
-  /** Changes nothing: whether the process stays alive is the loop's to decide. */
+  /** As `socket.ref()`: the socket keeps Node's process alive (the default). */
   ref(): this {
+    this.socket.ref();
     return this;
   }
 
-  /** Changes nothing: whether the process stays alive is the loop's to decide. */
+  /** As `socket.unref()`: the socket alone does not keep Node's process alive. */
   unref(): this {
+    this.socket.unref();
     return this;
   }
 

@@ -95,10 +95,11 @@ export class Server extends Handle {
   }
 
   #retryLater(): void {
+    // Unref'd: the listener itself keeps the process alive, unless it was unref'd.
     this.#retryTimer = setTimeout(() => {
       this.#retryTimer = null;
       if (!this.closed) this.core.native.acceptStart(this.handle);
-    }, kAcceptRetryMs);
+    }, kAcceptRetryMs).unref();
   }
 }
 

@@ -1,7 +1,19 @@
+import type { EventEmitter } from 'node:events';
+
 import type { NativeAddress } from '../binding.js';
-import { native } from '../binding.js';
+import { native, SocketOption } from '../binding.js';
 import type { LoopCore } from '../core.js';
-import { abortError, codedError, systemError, validateAbortSignal, validateBuffer, validateInteger, validateObject } from '../errors.js';
+import {
+  abortError,
+  codedError,
+  invalidArgType,
+  outOfRange,
+  systemError,
+  validateAbortSignal,
+  validateBuffer,
+  validateInteger,
+  validateObject,
+} from '../errors.js';
 import { Handle } from '../handle.js';
 import { SocketStream, type SocketStreamOptions } from './duplex.js';
 import { IdleSweeper, type Sweepable } from './idle.js';
@@ -27,6 +39,21 @@ export interface SocketOptions {
 export interface SocketOperationOptions {
   /** Aborting it rejects the call with an `AbortError` (see the method for what else happens). */
   signal?: AbortSignal;
+}
+
+type Listener = Parameters<EventEmitter['on']>[1];
+
+// The events of Node's streams. A Socket emits none of them: whoever listens for one (node:http's
+// 'data', pipe()'s 'finish' and 'drain', end-of-stream's 'end') takes it for a stream and would
+// wait for ever, so listening throws instead.
+const streamEvents: ReadonlySet<string | symbol> = new Set(['data', 'end', 'finish', 'drain', 'readable', 'pipe', 'unpipe', 'pause', 'resume']);
+
+function notAStream(event: string | symbol): TypeError {
+  const error = new TypeError(
+    `A twinloop Socket is not a Node stream and never emits '${String(event)}': pass socket.stream(), a stream.Duplex, to node:http, tls, stream.pipeline and pipe()`,
+  ) as TypeError & { code: string };
+  error.code = 'ERR_INVALID_ARG_TYPE';
+  return error;
 }
 
 interface ReadWaiter {
@@ -66,6 +93,9 @@ export class Socket extends Handle implements AsyncIterable<Buffer>, Sweepable {
   #noticeSeen = 0;      // as #lastSeen, since setIdleNotice
   #noticeGiven = false; // notified for this idle period
   #stream: SocketStream | undefined;
+  #bytesRead = 0;
+  #bytesWritten = 0;
+  #unix: boolean | undefined;  // a Unix domain socket (no TCP options), once asked
 
   /** @internal */
   constructor(core: LoopCore, handle: number, options: SocketOptions = {}) {
@@ -83,6 +113,53 @@ export class Socket extends Handle implements AsyncIterable<Buffer>, Sweepable {
   /** True while more than `writableHighWaterMark` bytes wait for the kernel: await your writes. */
   get writableNeedDrain(): boolean {
     return this.#writableLength > this.writableHighWaterMark;
+  }
+
+  /** Bytes received from the peer so far (read or still buffered for `read()`). */
+  get bytesRead(): number {
+    return this.#bytesRead;
+  }
+
+  /**
+   * Bytes the kernel has taken from `write()` so far. Unlike `net.Socket.bytesWritten`, bytes
+   * still queued (`writableLength`) are not counted.
+   */
+  get bytesWritten(): number {
+    return this.#bytesWritten;
+  }
+
+  /**
+   * Turns Nagle's algorithm off (`true`, the default, as here every TCP socket starts) or back on
+   * (`false`: small writes wait to be coalesced until the previous ones are acknowledged), with
+   * TCP_NODELAY. twinloop's sockets start with it off, as node:http's do (Node's `net` and
+   * libuv start with Nagle on). A no-op on a Unix socket and on a closed one, as on Node.
+   */
+  setNoDelay(noDelay = true): this {
+    this.#setTcpOption(SocketOption.NoDelay, noDelay ? 1 : 0);
+    return this;
+  }
+
+  /**
+   * Turns TCP keep-alive probes on or off (SO_KEEPALIVE), as `net.Socket.setKeepAlive`: a peer
+   * that vanished without a FIN is then detected (reads fail `ETIMEDOUT`) instead of the socket
+   * waiting for ever. With `initialDelay` > 0, the first probe goes after that many ms of silence,
+   * rounded up to whole seconds (Node rounds down, so that less than 1000 keeps the system's
+   * default — 2 hours on Linux), then one a second, and the peer is given up after 10, as libuv
+   * sets them; 0 keeps the system's delay. A no-op on a Unix socket and on a closed one.
+   */
+  setKeepAlive(enable = false, initialDelay = 0): this {
+    if (typeof initialDelay !== 'number') throw invalidArgType('initialDelay', 'of type number', initialDelay);
+    if (!(initialDelay >= 0 && initialDelay <= 2 ** 31 - 1)) throw outOfRange('initialDelay', '>= 0 and <= 2147483647', initialDelay);
+    this.#setTcpOption(SocketOption.KeepAlive, enable ? 1 : 0);
+    if (enable && initialDelay > 0) this.#setTcpOption(SocketOption.KeepAliveIdle, Math.ceil(initialDelay / 1000));
+    return this;
+  }
+
+  #setTcpOption(option: number, value: number): void {
+    if (this.closed) return;
+    this.#unix ??= this.address().family === 'unix';
+    if (this.#unix) return;
+    this.check(this.core.native.setSocketOption(this.handle, option, value), 'setsockopt');
   }
 
   /** The local address. */
@@ -168,10 +245,13 @@ export class Socket extends Handle implements AsyncIterable<Buffer>, Sweepable {
     });
   }
 
-  [Symbol.asyncIterator](): AsyncIterator<Buffer> {
-    // Not an async function: a connection waiting for its next chunk holds the read's promise
-    // alone, without a suspended frame and a second promise (see the idle benchmark).
-    return { next: () => this.read().then(toIteratorResult) };
+  /**
+   * Iterates over the chunks received, until the peer ends its side. Leaving the loop early
+   * (`break`, `return`, a throw in its body) closes the socket, as Node's streams are destroyed
+   * then; a loop that runs to the end leaves it open (a server's handler still writes).
+   */
+  [Symbol.asyncIterator](): AsyncIterator<Buffer, undefined> {
+    return new SocketIterator(this);
   }
 
   /**
@@ -195,6 +275,7 @@ export class Socket extends Handle implements AsyncIterable<Buffer>, Sweepable {
     const rc = this.core.native.write(this.handle, bytes, id);
     if (rc === 1) {
       this.#active = true;
+      this.#bytesWritten += bytes.length;
       return resolved;
     }
     if (rc < 0) return Promise.reject(systemError(rc, 'write'));
@@ -217,9 +298,11 @@ export class Socket extends Handle implements AsyncIterable<Buffer>, Sweepable {
         if (this.#writesInFlight === 0) this.#writesDone?.();
         if (result === 0) {
           this.#active = true;
+          this.#bytesWritten += length;
           resolve();
         } else if (result > 0 || (result === ECANCELED && signal?.aborted)) {
           // result > 0: cancelled after that many bytes went out (see ProactorApi.write).
+          if (result > 0) this.#bytesWritten += result;
           const error = abortError(signal!) as Error & { bytesWritten?: number };
           if (result > 0) {
             error.bytesWritten = result;
@@ -363,6 +446,22 @@ export class Socket extends Handle implements AsyncIterable<Buffer>, Sweepable {
     this.close();
   }
 
+  /** Throws for the events of Node's streams, which a Socket never emits (see `stream()`). */
+  override on(event: string | symbol, listener: Listener): this {
+    if (streamEvents.has(event)) throw notAStream(event);
+    return super.on(event, listener);
+  }
+
+  override addListener(event: string | symbol, listener: Listener): this {
+    if (streamEvents.has(event)) throw notAStream(event);
+    return super.addListener(event, listener);
+  }
+
+  override prependListener(event: string | symbol, listener: Listener): this {
+    if (streamEvents.has(event)) throw notAStream(event);
+    return super.prependListener(event, listener);
+  }
+
   protected onClosed(): void {
     if (this.#idleTimeout !== 0 || this.#deadline !== 0 || this.#idleNotice !== 0) IdleSweeper.of(this.core).delete(this);
     // The owner closed the socket: waiting readers see the end of the stream, not an error.
@@ -374,6 +473,7 @@ export class Socket extends Handle implements AsyncIterable<Buffer>, Sweepable {
   override onData(chunk: Buffer | null, status: number): void {
     this.#active = true;
     if (chunk !== null) {
+      this.#bytesRead += chunk.length;
       const reader = this.#readers.shift();
       if (reader !== undefined) {
         reader.resolve(chunk);
@@ -417,6 +517,31 @@ function validateOperationOptions(options: SocketOperationOptions): AbortSignal 
   validateObject('options', options);
   validateAbortSignal('options.signal', options.signal);
   return options.signal;
+}
+
+// One object per iteration, its methods shared: a connection waiting for its next chunk holds
+// the read's promise alone, without a suspended frame or closures (see the idle benchmark).
+class SocketIterator implements AsyncIterator<Buffer, undefined> {
+  readonly #socket: Socket;
+
+  constructor(socket: Socket) {
+    this.#socket = socket;
+  }
+
+  next(): Promise<IteratorResult<Buffer, undefined>> {
+    return this.#socket.read().then(toIteratorResult);
+  }
+
+  // The loop was left early: as Node's stream iterator, the socket is closed.
+  return(): Promise<IteratorResult<Buffer, undefined>> {
+    this.#socket.close();
+    return Promise.resolve({ done: true, value: undefined });
+  }
+
+  throw(error?: unknown): Promise<IteratorResult<Buffer, undefined>> {
+    this.#socket.close();
+    return Promise.reject(error);
+  }
 }
 
 function toIteratorResult(chunk: Buffer | null): IteratorResult<Buffer, undefined> {
