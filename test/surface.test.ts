@@ -314,6 +314,33 @@ describe.each(backends)('%s: socket surface', (backend) => {
       expect(error.errors.map((each: { address: string }) => each.address)).toEqual(['::1', '127.0.0.1']);
     });
 
+    it('an attempt not answered within autoSelectFamilyAttemptTimeout gives way to the next address', async () => {
+      // A listener whose queue (backlog 0) is full: the kernel drops further SYNs unanswered.
+      // The same port on 127.0.0.1 answers (tried a few times, in case another process has it).
+      let full!: Server;
+      let reachable: Server | undefined;
+      for (let i = 0; i < 5 && reachable === undefined; i++) {
+        full = await loop.listen({ host: '::1', port: 0, backlog: 0 });
+        reachable = await loop
+          .listen({ host: '127.0.0.1', port: full.port }, async (socket) => {
+            for await (const chunk of socket) await socket.write(chunk);
+          })
+          .catch(() => undefined);
+        if (reachable === undefined) full.close();
+      }
+      const { port } = full;
+      let unanswered = false;
+      for (let i = 0; i < 20 && !unanswered; i++) {
+        const attempt = await outcome(loop.connect({ host: '::1', port, connectTimeout: 300 }));
+        unanswered = 'code' in attempt && attempt.code === 'ETIMEDOUT';
+      }
+      expect(unanswered).toBe(true);
+      const client = await loop.connect({ host: 'twin.test', port, lookup: lookupWith(both), autoSelectFamilyAttemptTimeout: 100 });
+      expect(client.remoteAddress).toBe('127.0.0.1');
+      reachable!.close();
+      full.close();
+    });
+
     it('localAddress binds the socket before connecting', async () => {
       const client = await loop.connect({ host: '127.0.0.1', port: server.port, localAddress: '127.0.0.1' });
       expect(client.address().address).toBe('127.0.0.1');
