@@ -40,8 +40,9 @@ export abstract class Handle extends EventEmitter implements EventTarget {
 
   /**
    * Lets Node's process exit while this is its only open handle, as `net.Socket.unref()` and
-   * `net.Server.unref()`: its events still arrive while the process runs for other reasons. A
-   * write in flight still keeps the process alive, as on Node. No-op once closed.
+   * `net.Server.unref()`: its events still arrive while the process runs for other reasons. An
+   * operation in flight on it (a write, a `loop.proactor` read or accept) still keeps the process
+   * alive, as libuv's requests do. No-op once closed.
    */
   unref(): this {
     this.core.setTargetReferenced(this.handle, false);

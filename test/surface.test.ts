@@ -9,6 +9,7 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { pipeline as pipelineCallback, Readable, Writable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
+import tls from 'node:tls';
 import { fileURLToPath } from 'node:url';
 
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
@@ -383,6 +384,11 @@ describe.each(backends)('%s: socket surface', (backend) => {
       const client = await loop.connect({ host: '127.0.0.1', port: server.port });
       expect(() => httpServer.emit('connection', client)).toThrow(/socket\.stream\(\)/);
       httpServer.close();
+    });
+
+    it('tls.connect({ socket }) throws too', async () => {
+      const client = await loop.connect({ host: '127.0.0.1', port: server.port });
+      expect(() => tls.connect({ socket: client as never })).toThrow(/socket\.stream\(\)/);
     });
 
     it('pipeline out of it fails at once as well; Readable.from(socket) works', async () => {

@@ -48,9 +48,9 @@ type Listener = Parameters<EventEmitter['on']>[1];
 // wait for ever, so listening throws instead.
 const streamEvents: ReadonlySet<string | symbol> = new Set(['data', 'end', 'finish', 'drain', 'readable', 'pipe', 'unpipe', 'pause', 'resume']);
 
-function notAStream(event: string | symbol): TypeError {
+function notAStream(what: string): TypeError {
   const error = new TypeError(
-    `A twinloop Socket is not a Node stream and never emits '${String(event)}': pass socket.stream(), a stream.Duplex, to node:http, tls, stream.pipeline and pipe()`,
+    `A twinloop Socket is not a Node stream (${what}): pass socket.stream(), a stream.Duplex, to node:http, tls, stream.pipeline and pipe()`,
   ) as TypeError & { code: string };
   error.code = 'ERR_INVALID_ARG_TYPE';
   return error;
@@ -446,19 +446,32 @@ export class Socket extends Handle implements AsyncIterable<Buffer>, Sweepable {
     this.close();
   }
 
+  /**
+   * Throws a TypeError pointing at `stream()`: a Socket is no Readable to pause (its reading
+   * pauses by itself while `read()` is not called). What tls and Node's stream wrappers call first.
+   */
+  pause(): never {
+    throw notAStream('it has no pause()');
+  }
+
+  /** Throws a TypeError pointing at `stream()`, as `pause()`. */
+  resume(): never {
+    throw notAStream('it has no resume()');
+  }
+
   /** Throws for the events of Node's streams, which a Socket never emits (see `stream()`). */
   override on(event: string | symbol, listener: Listener): this {
-    if (streamEvents.has(event)) throw notAStream(event);
+    if (streamEvents.has(event)) throw notAStream(`it never emits '${String(event)}'`);
     return super.on(event, listener);
   }
 
   override addListener(event: string | symbol, listener: Listener): this {
-    if (streamEvents.has(event)) throw notAStream(event);
+    if (streamEvents.has(event)) throw notAStream(`it never emits '${String(event)}'`);
     return super.addListener(event, listener);
   }
 
   override prependListener(event: string | symbol, listener: Listener): this {
-    if (streamEvents.has(event)) throw notAStream(event);
+    if (streamEvents.has(event)) throw notAStream(`it never emits '${String(event)}'`);
     return super.prependListener(event, listener);
   }
 
