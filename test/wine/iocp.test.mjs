@@ -189,6 +189,26 @@ loopTest('echoes over IPv6 loopback and reports both addresses', async (loop) =>
 // ---------------------------------------------------------------------------------------------
 // Half-close, resets, refused, in use.
 
+loopTest('setNoDelay and setKeepAlive set the real options (read back from the socket), and localAddress binds before connecting', async (loop) => {
+  const server = await listenEcho(loop);
+  const client = await loop.connect({ host: '127.0.0.1', port: server.port, localAddress: '127.0.0.1' });
+  assert.equal(client.address().address, '127.0.0.1');
+  const option = (kind) => client.core.native.socketOption(client.handle, kind);
+  const [noDelay, keepAlive] = [1, 2];  // SocketOption in lib/binding.ts
+  assert.equal(option(noDelay), 1);
+  client.setNoDelay(false);
+  assert.equal(option(noDelay), 0);
+  client.setNoDelay(true);
+  assert.equal(option(noDelay), 1);
+  assert.equal(option(keepAlive), 0);
+  client.setKeepAlive(true, 5000);
+  assert.equal(option(keepAlive), 1);
+  client.setKeepAlive(false);
+  assert.equal(option(keepAlive), 0);
+  await client.write('still echoes');
+  assert.equal(String(await readBytes(client, 12)), 'still echoes');
+});
+
 loopTest('half-close: end() gives the peer EOF, and the peer can still write back', async (loop) => {
   const server = await loop.listen({ host: '127.0.0.1', port: 0 }, async (socket) => {
     const request = await readAll(socket);
