@@ -263,7 +263,7 @@ export async function listenInWorker(handler: ConnectionHandler, options: Worker
   const settings = isMainThread ? undefined : (getEnvironmentData(kSettingsKey) as WorkerSettings | undefined);
   const port = parentPort;
   if (settings === undefined || port === null) {
-    throw codedError('ERR_TWINLOOP_NOT_A_WORKER', 'listenInWorker() runs inside a worker that serveOnWorkers() started');
+    throw codedError('ERR_TWINLOOP_NOT_A_WORKER', 'listenInWorker() runs once, inside a worker that serveOnWorkers() started');
   }
   // A worker this one starts must not take itself for one of the group.
   setEnvironmentData(kSettingsKey, undefined);
