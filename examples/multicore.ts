@@ -6,7 +6,6 @@
 // who answered) and the workers' module (which answers each connection with its thread id). Linux
 // spreads the connections over the workers; macOS and FreeBSD give them all to one; Windows has
 // no SO_REUSEPORT (serveOnWorkers rejects there).
-import module from 'node:module';
 import { availableParallelism } from 'node:os';
 import { parseArgs } from 'node:util';
 import { isMainThread, threadId, workerData } from 'node:worker_threads';
@@ -60,11 +59,12 @@ if (isMainThread) {
 
 /**
  * Workers inherit the main thread's execArgv, and with it tsx's `--import`; but tsx's loader
- * reaches worker threads only where Node has module.registerHooks (22.15 and later). Before that
- * each worker registers tsx itself (tsx issue #354). Compiled to .js, none of this is needed.
+ * registers itself in worker threads only on recent Node (22.22.3, 24.11.1 and later, tsx issue
+ * #354), so each worker registers it again (harmless where tsx already did). Compiled to .js, none
+ * of this is needed.
  */
 function tsxInWorkers(): string[] | undefined {
-  if (!import.meta.url.endsWith('.ts') || 'registerHooks' in module) return undefined;
+  if (!import.meta.url.endsWith('.ts')) return undefined;
   const api = JSON.stringify(import.meta.resolve('tsx/esm/api'));
   return [...process.execArgv, '--import', `data:text/javascript,import{register}from${api};register()`];
 }

@@ -157,8 +157,9 @@ interface Started {
  * addresses and ports). macOS and FreeBSD accept SO_REUSEPORT but do not spread connections: one
  * listener gets them all. Windows has no SO_REUSEPORT: there it rejects with `ERR_TWINLOOP_NO_REUSEPORT`.
  *
- * `module` is a URL or absolute path of a JavaScript module (.js, .mjs, .cjs). TypeScript modules
- * run when the main thread runs under a loader that workers inherit through `execArgv` (tsx does).
+ * `module` is a URL or absolute path of a JavaScript module (.js, .mjs, .cjs). A TypeScript one
+ * runs where the main thread's loader reaches workers through `execArgv`: tsx does so by itself
+ * only on recent Node (22.22.3, 24.11.1 and later); examples/multicore.ts shows the rest.
  *
  * @example
  * // main.js
