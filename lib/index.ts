@@ -13,6 +13,7 @@ export type { BackendName, PatternName, OpenOptions, LoopInfo, LoopStats, Listen
 export { Socket, type SocketOptions, type SocketOperationOptions } from './net/socket.js';
 export { SocketStream, type SocketStreamOptions } from './net/duplex.js';
 export { Server, type ConnectionHandler } from './net/server.js';
+export { serveOnWorkers, listenInWorker, WorkerGroup, type ServeOnWorkersOptions, type WorkerListenOptions, type WorkerServer, type WorkerError } from './net/multicore.js';
 export type { Endpoint } from './net/address.js';
 export { ReactorApi, type Readiness } from './patterns/reactor.js';
 export { ProactorApi, type Completion, type ProactorOptions, type TornWriteError } from './patterns/proactor.js';

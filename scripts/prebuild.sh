@@ -2,7 +2,9 @@
 # Build the N-API prebuilds that `npm install twinloop` loads without a compiler:
 #
 #   scripts/prebuild.sh [x64] [arm64]      (default: this machine's arch)
-#     → prebuilds/linux-x64/twinloop.glibc.node, prebuilds/linux-arm64/twinloop.glibc.node
+#     → prebuilds/linux-x64/twinloop.glibc.node, prebuilds/linux-arm64/twinloop.glibc.node, each
+#       beside sources.sha256, the hash of the sources it was built from (scripts/prebuilds.mjs:
+#       `npm pack` refuses prebuilds that are missing or were built from other sources)
 #
 # One N-API binary per platform serves every Node.js version from 18 on (NAPI_VERSION=8 in
 # binding.gyp), so each arch is built once, with prebuildify --napi --strip, tagged glibc so that
@@ -64,5 +66,6 @@ for arch in "${archs[@]}"; do
   built=(prebuilds/linux-$arch/*.node)
   [[ ${#built[@]} -eq 1 && -f "${built[0]}" ]] ||
     { echo "prebuild.sh: expected one .node in prebuilds/linux-$arch, got: ${built[*]}" >&2; exit 1; }
+  node "$root/scripts/prebuilds.mjs" stamp "prebuilds/linux-$arch" --root "$stage"
   file "${built[0]}" 2>/dev/null || ls -l "${built[0]}"
 done
