@@ -69,6 +69,13 @@ describe.skipIf(windows).each(backends)('serveOnWorkers on %s', (backend) => {
     expect(await outcome(loop.connect({ host: '127.0.0.1', port }))).toEqual({ name: 'Error', code: 'ECONNREFUSED' });
   });
 
+  it('Symbol.asyncDispose closes the group', async () => {
+    const started = await serveOnWorkers(workerModule, { workers: 2, host: '127.0.0.1', workerData: { distEntry, backend } });
+    const exits = started.workers.map((worker) => new Promise((resolve) => worker.once('exit', resolve)));
+    await started[(Symbol.asyncDispose ?? Symbol.for('nodejs.asyncDispose')) as typeof Symbol.asyncDispose]();
+    expect(await Promise.all(exits)).toHaveLength(2);
+  });
+
   it('close() terminates a worker that is too busy to close its loop', async () => {
     group = await serveOnWorkers(workerModule, { workers: 2, host: '127.0.0.1', closeTimeout: 200, workerData: { distEntry, backend } });
     const exits = group.workers.map((worker) => new Promise((resolve) => worker.once('exit', resolve)));

@@ -6,6 +6,7 @@ import os from 'node:os';
 import { getEnvironmentData, isMainThread, parentPort, setEnvironmentData, Worker } from 'node:worker_threads';
 
 import { codedError, invalidArgType, validateFunction, validateInteger, validateObject, validatePort } from '../errors.js';
+import { asyncDispose } from '../handle.js';
 import { open, type OpenOptions } from '../loop.js';
 import type { Loop } from '../loop.js';
 import type { Server, ConnectionHandler } from './server.js';
@@ -138,6 +139,11 @@ export class WorkerGroup extends EventEmitter {
       }),
     ).then(() => undefined);
     return this.#closing;
+  }
+
+  /** Closes the group, as `close()`: for `await using group = await serveOnWorkers(…)`. */
+  [asyncDispose](): Promise<void> {
+    return this.close();
   }
 }
 

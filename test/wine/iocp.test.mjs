@@ -18,7 +18,7 @@ import { Worker } from 'node:worker_threads';
 import { readBytes } from '../fixtures/read-bytes.mjs';
 
 const distEntry = new URL('../../dist/index.js', import.meta.url).href;
-const { open, availableBackends, bindingPath } = await import(distEntry);
+const { open, availableBackends, bindingPath, serveOnWorkers } = await import(distEntry);
 const native = createRequire(import.meta.url)(bindingPath);
 
 const kTestTimeoutMs = 60_000;
@@ -207,6 +207,10 @@ loopTest('setNoDelay and setKeepAlive set the real options (read back from the s
   assert.equal(option(keepAlive), 0);
   await client.write('still echoes');
   assert.equal(String(await readBytes(client, 12)), 'still echoes');
+});
+
+test('serveOnWorkers refuses at once on Windows, which has no SO_REUSEPORT, and starts no thread', async () => {
+  await rejectsWith(serveOnWorkers(new URL('../fixtures/multicore-worker.mjs', import.meta.url), { workers: 2 }), { code: 'ERR_TWINLOOP_NO_REUSEPORT' });
 });
 
 loopTest('half-close: end() gives the peer EOF, and the peer can still write back', async (loop) => {
