@@ -64,7 +64,7 @@ export interface WrkOptions {
 
 /** One wrk thread: one core's worth of load, as a pinned run allows. */
 export function startWrk({ url, connections, durationS, cpu }: WrkOptions): WrkRun {
-  const wrk = ['wrk', '--threads', '1', '--connections', String(connections), '--duration', `${durationS}s`, '--latency', '--script', reportScript, url];
+  const wrk = ['wrk', '--threads', '1', '--connections', String(connections), '--duration', `${durationS}s`, '--script', reportScript, url];
   const [command, ...args] = cpu === null ? wrk : ['taskset', '-c', String(cpu), ...wrk];
   // taskset execs wrk, so the child's pid is wrk's own (its CPU is read from /proc).
   const child = spawn(command!, args, { stdio: ['ignore', 'pipe', 'pipe'] });

@@ -48,5 +48,5 @@ export function serveControl(ready: Ready, counters: () => Counters | Promise<Co
       .then(() => counted)
       .then((now) => void process.stdout.write(`${JSON.stringify({ ...figures, ...now } satisfies Snapshot)}\n`));
   });
-  lines.on('close', () => process.exit(0));
+  lines.on('close', () => void previous.then(() => process.exit(0)));
 }

@@ -60,10 +60,17 @@ async function spawn(port: number): Promise<Thread> {
   worker.unref();  // the control channel's end (stdin closed) ends the process
   const joined = await new Promise<Joined>((resolve, reject) => {
     worker.once('error', reject);
+    worker.once('exit', (code) => reject(new Error(`a server worker exited with code ${code} before listening`)));
     worker.once('message', resolve);
   });
+  worker.removeAllListeners('exit');
+  // A worker that dies would leave the control channel waiting for its counters: end loudly.
   worker.on('error', (error) => {
     console.error(`bench server worker failed: ${error.stack ?? error}`);
+    process.exit(1);
+  });
+  worker.on('exit', (code) => {
+    console.error(`bench server worker exited with code ${code}`);
     process.exit(1);
   });
   return { worker, joined };
