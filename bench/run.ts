@@ -114,9 +114,10 @@ if (workerCounts.some((n) => n > 1)) {
 if (pin === null) notes.push(`nothing is pinned: ${machine.notPinned}`);
 for (const note of notes) console.log(`bench: ${note}`);
 
-// What the turns record (see record()), for the echo run or the HTTP run.
+// What the turns record (see record()), for the echo run or the HTTP run; the echo tables add the
+// CPU columns when several threads make saturation the question.
 const measurements: Measurement[] = [];
-let view: View = httpView;
+const view: View = values.http ? httpView : echoView(workerCounts.some((n) => n > 1));
 let turnsToRun = 0;
 let started = Date.now();
 if (values.http) {
@@ -163,7 +164,6 @@ const servers: ServerSpec[] = [
 ];
 // Idle connections measure memory per connection; one thread is the question there.
 const idleServers = servers.filter((spec) => (spec.workers ?? 1) === 1);
-view = echoView(workerCounts.some((n) => n > 1));
 const loadCells = runnable.filter((cell) => cell.kind !== 'idle');
 const turns = loadCells.length * rounds * servers.length + (runnable.length - loadCells.length) * idleServers.length;
 
@@ -231,10 +231,10 @@ for (const workload of runnable.filter((cell) => cell.kind === 'idle')) {
   }
 }
 
-await writeResults(view, timing, '');
+await writeResults(timing, '');
 
 // The summary on the console, and the JSON, Markdown and SVG charts in bench/results/.
-async function writeResults(view: View, timing: Timing, suffix: string): Promise<void> {
+async function writeResults(timing: Timing, suffix: string): Promise<void> {
   const summary = summarize(measurements);
   const load = loadSummary(summary, true, view);
   const idle = idleSummary(summary);
@@ -282,7 +282,7 @@ async function runHttpBenchmark(): Promise<void> {
   console.log(liveHeader(httpView));
   started = Date.now();
   await runTurns(specs, cells, (server, workload, clientCpu) => measureHttp(server, workload as Extract<Workload, { kind: 'http' }>, timing, clientCpu));
-  await writeResults(httpView, timing, '-http');
+  await writeResults(timing, '-http');
 }
 
 // The file-I/O benchmark: each engine in turn in this process (see files.ts).
