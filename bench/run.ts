@@ -6,6 +6,8 @@
 //   npm run bench                  quick default (≤ 2 min): 64 B echo × 50 connections
 //   npm run bench -- --full        the whole matrix (echo sizes × connections, churn, fixed rate, idle)
 //   npm run bench -- --backends epoll,io_uring --sizes 64,4096 --connections 50,1000 --duration 5
+//   npm run bench -- --http        HTTP/1.1 keep-alive from wrk: node:http on net and on twinloop
+//   npm run bench -- --workers 1,2 the twinloop servers on 1 and on 2 worker threads (SO_REUSEPORT)
 import { existsSync } from 'node:fs';
 import { mkdir, writeFile } from 'node:fs/promises';
 import path from 'node:path';
@@ -14,13 +16,14 @@ import { parseArgs } from 'node:util';
 import { availableBackends, type BackendName } from 'twinloop';
 import { renderCharts } from './lib/charts.js';
 import { describeMachine, machineLine } from './lib/machine.js';
-import { describe, measureIdle, measureLoad, type Timing, type Workload } from './lib/measure.js';
+import { describe, measureHttp, measureIdle, measureLoad, type EchoLoad, type LoadResult, type Timing, type Workload } from './lib/measure.js';
 import { loadgenPath, nativeEchoPath, resultsDir, root } from './lib/paths.js';
 import { markdownReport } from './lib/report.js';
 import { costOf, summarize, type Measurement } from './lib/results.js';
 import { ServerProcess, type ServerSpec } from './lib/server.js';
 import { benchmarkFiles, fileTable } from './files.js';
-import { idleSummary, liveHeader, liveRow, loadSummary, textTable } from './lib/table.js';
+import { echoView, httpView, idleSummary, liveHeader, liveRow, loadSummary, textTable, type View } from './lib/table.js';
+import { ensureWrk } from './lib/wrk.js';
 
 const usage = `usage: npm run bench -- [options]
   --full                 the whole matrix instead of the quick default
@@ -35,6 +38,12 @@ const usage = `usage: npm run bench -- [options]
   --duration S           measured seconds per turn (default 2; --full: 3)
   --warmup S             unmeasured seconds before each turn (default 0.5; --full: 1)
   --rounds N             rounds of turns (default 2)
+  --workers LIST         worker threads of the twinloop servers, each with its own loop on the same
+                         port (SO_REUSEPORT), e.g. 2 or 1,2 (default 1); Node net and the native
+                         echo stay on one thread
+  --http                 the HTTP benchmark instead: HTTP/1.1 keep-alive GETs of a 13 B and a 16 KiB
+                         body from wrk (--connections default 100, --duration 3, --warmup 1), node:http
+                         on Node's net, node:http on twinloop and a minimal responder on twinloop
   --files                the file-I/O benchmark instead: 4 KiB random and 1 MiB sequential reads at
                          queue depths 1/32/128, twinloop (io_uring, thread pool) vs node:fs/promises`;
 
@@ -52,6 +61,8 @@ const { values } = parseArgs({
     duration: { type: 'string' },
     warmup: { type: 'string' },
     rounds: { type: 'string', default: '2' },
+    workers: { type: 'string', default: '1' },
+    http: { type: 'boolean', default: false },
     files: { type: 'boolean', default: false },
     help: { type: 'boolean', short: 'h', default: false },
   },
@@ -82,6 +93,37 @@ if (values.files) {
   await runFileBenchmark();
   process.exit(0);
 }
+const workerCounts = [...new Set(numbers('workers', values.workers))];
+if (workerCounts.some((n) => !Number.isInteger(n))) fail(`--workers takes whole numbers, got '${values.workers}'`);
+const rounds = numbers('rounds', values.rounds)[0]!;
+const machine = describeMachine(backends);
+const pin = machine.pinning;
+// A server on several threads is spread over every core, so neither it nor its load generator is
+// pinned: they share the machine, and the CPU columns say who had how much of it.
+const pinFor = (spec: ServerSpec) => ((spec.workers ?? 1) > 1 ? null : pin);
+const withWorkers = (id: string, spec: Omit<ServerSpec, 'id'>, workers: number): ServerSpec =>
+  workers === 1 ? { id, ...spec } : { id: `${id}×${workers}`, ...spec, workers };
+const notes: string[] = [];
+if (workerCounts.some((n) => n > 1)) {
+  notes.push(
+    `twinloop servers on ${workerCounts.join(' and on ')} worker thread(s), each thread with its own loop listening on the same port with SO_REUSEPORT; ` +
+      `their CPU is the whole process's. Node's net stays on one thread (Node ${process.version}'s net has no reusePort: it came in 22.12 / 23.1)` +
+      `${values.http ? '' : ', and so does the native C++ echo'}. Servers with more than one worker and their load generator are not pinned.`,
+  );
+}
+if (pin === null) notes.push(`nothing is pinned: ${machine.notPinned}`);
+for (const note of notes) console.log(`bench: ${note}`);
+
+// What the turns record (see record()), for the echo run or the HTTP run; the echo tables add the
+// CPU columns when several threads make saturation the question.
+const measurements: Measurement[] = [];
+const view: View = values.http ? httpView : echoView(workerCounts.some((n) => n > 1));
+let turnsToRun = 0;
+let started = Date.now();
+if (values.http) {
+  await runHttpBenchmark();
+  process.exit(0);
+}
 if (!existsSync(loadgenPath)) fail(`no load generator at ${path.relative(root, loadgenPath)}: build it with \`npm run build:native\``);
 let apis = values.apis.split(',');
 for (const api of apis) if (!['native', 'net', 'reactor', 'proactor'].includes(api)) fail(`unknown API '${api}' in --apis`);
@@ -95,9 +137,7 @@ const timing: Timing = {
   durationS: numbers('duration', values.duration ?? (full ? '3' : '2'))[0]!,
   warmupS: Number(values.warmup ?? (full ? '1' : '0.5')),
 };
-const rounds = numbers('rounds', values.rounds)[0]!;
 
-const machine = describeMachine(backends);
 const fdRoom = (machine.fdHardLimit ?? Infinity) - 100;  // each process also holds a few descriptors of its own
 
 const cells: Workload[] = [];
@@ -118,18 +158,21 @@ for (const cell of cells) if (!runnable.includes(cell)) console.warn(`bench: ski
 
 const servers: ServerSpec[] = [
   { id: 'net', backend: 'node', api: 'net' },
-  ...backends.flatMap((backend) => apis.map((api) => ({ id: `${backend}/${api}`, backend, api }))),
+  ...backends.flatMap((backend) =>
+    apis.flatMap((api) => (api === 'native' ? [1] : workerCounts).map((workers) => withWorkers(`${backend}/${api}`, { backend, api }, workers))),
+  ),
 ];
-const pin = machine.pinning;
+// Idle connections measure memory per connection; one thread is the question there.
+const idleServers = servers.filter((spec) => (spec.workers ?? 1) === 1);
 const loadCells = runnable.filter((cell) => cell.kind !== 'idle');
-const turns = loadCells.length * rounds * servers.length + (runnable.length - loadCells.length) * servers.length;
+const turns = loadCells.length * rounds * servers.length + (runnable.length - loadCells.length) * idleServers.length;
 
 console.log(`twinloop bench — ${machineLine(machine)}`);
 console.log(`${runnable.length} cells × ${servers.length} servers${loadCells.length ? ` × ${rounds} rounds` : ''}, ${timing.durationS} s measured per turn (about ${Math.ceil((turns * (timing.durationS + timing.warmupS + 0.6)) / 60)} min)\n`);
-console.log(liveHeader());
+console.log(liveHeader(view));
 
-const measurements: Measurement[] = [];
-const started = Date.now();
+started = Date.now();
+turnsToRun = turns;
 function record(m: Measurement): void {
   measurements.push(m);
   const sameRound = (id: string): Measurement | undefined => measurements.find((o) => o.cell === m.cell && o.round === m.round && o.server.id === id);
@@ -138,12 +181,13 @@ function record(m: Measurement): void {
     return a != null && b != null && b > 0 ? a / b : null;
   };
   const elapsed = (Date.now() - started) / 1000;
-  const progress = `[${measurements.length}/${turns}, ${Math.round(elapsed)} s, ~${Math.round((elapsed / measurements.length) * (turns - measurements.length))} s left]`;
-  console.log(liveRow(m, ratioTo(sameRound('net')), m.server.backend === 'node' || m.idle ? null : ratioTo(sameRound(`${m.server.backend}/native`)), progress));
+  const progress = `[${measurements.length}/${turnsToRun}, ${Math.round(elapsed)} s, ~${Math.round((elapsed / measurements.length) * (turnsToRun - measurements.length))} s left]`;
+  const vsNative = m.server.backend === 'node' || m.idle || !view.native ? null : ratioTo(sameRound(`${m.server.backend}/native`));
+  console.log(liveRow(view, m, ratioTo(sameRound('net')), vsNative, progress));
 }
 
 async function attempt(m: Omit<Measurement, 'load' | 'idle' | 'error'>, run: () => Promise<Partial<Measurement>>): Promise<void> {
-  if (!existsSync(loadgenPath)) fail(`${path.relative(root, loadgenPath)} disappeared during the run (is a rebuild under way?)`);
+  if (!values.http && !existsSync(loadgenPath)) fail(`${path.relative(root, loadgenPath)} disappeared during the run (is a rebuild under way?)`);
   try {
     record({ ...m, ...(await run()) });
   } catch (error) {
@@ -151,22 +195,30 @@ async function attempt(m: Omit<Measurement, 'load' | 'idle' | 'error'>, run: () 
   }
 }
 
-if (loadCells.length) {
-  // One long-lived process per server for all load cells: an idle server costs the others nothing.
-  const running = await Promise.all(servers.map((spec) => ServerProcess.start(spec, pin?.server ?? null)));
-  for (const workload of loadCells) {
+// One long-lived process per server for all load cells: an idle server costs the others nothing.
+// In each round of each cell the servers take turns.
+async function runTurns(
+  specs: ServerSpec[],
+  cells: Workload[],
+  measure: (server: ServerProcess, workload: Workload, clientCpu: number | null) => Promise<LoadResult>,
+): Promise<void> {
+  if (cells.length === 0) return;
+  const running = await Promise.all(specs.map((spec) => ServerProcess.start(spec, pinFor(spec)?.server ?? null)));
+  for (const workload of cells) {
     for (let round = 1; round <= rounds; round++) {
       for (const server of running) {
         await attempt({ round, cell: describe(workload), workload, server: server.spec }, async () => ({
-          load: await measureLoad(server, workload as Exclude<Workload, { kind: 'idle' }>, timing, pin?.client ?? null),
+          load: await measure(server, workload, pinFor(server.spec)?.client ?? null),
         }));
       }
     }
   }
   await Promise.all(running.map((server) => server.stop()));
 }
+
+await runTurns(servers, loadCells, (server, workload, clientCpu) => measureLoad(server, workload as EchoLoad, timing, clientCpu));
 for (const workload of runnable.filter((cell) => cell.kind === 'idle')) {
-  for (const spec of servers) {
+  for (const spec of idleServers) {
     // A fresh process, so that memory freed by earlier cells does not hide what connections cost.
     await attempt({ round: 1, cell: describe(workload), workload, server: spec }, async () => {
       const server = await ServerProcess.start(spec, pin?.server ?? null);
@@ -179,22 +231,59 @@ for (const workload of runnable.filter((cell) => cell.kind === 'idle')) {
   }
 }
 
-const summary = summarize(measurements);
-const load = loadSummary(summary, true);
-const idle = idleSummary(summary);
-console.log('\nSummary (median over rounds; ×net and ×native: ratio of server CPU per round trip within the same round)\n');
-if (load.rows.length) console.log(`${textTable(load)}\n`);
-if (idle.rows.length) console.log(`${textTable(idle)}\n`);
+await writeResults(timing, '');
 
-const stamp = new Date(started).toISOString().replace(/:/g, '-').replace(/\..*/, '');
-const command = `npm run bench${process.argv.length > 2 ? ` -- ${process.argv.slice(2).join(' ')}` : ''}`;
-await mkdir(resultsDir, { recursive: true });
-const charts = (await renderCharts(summary)).map((chart) => ({ chart, file: `${stamp}-${chart.name}.svg` }));
-for (const { chart, file } of charts) await writeFile(path.join(resultsDir, file), chart.svg);
-const files = [`${stamp}.json`, `${stamp}.md`, ...charts.map(({ file }) => file)];
-await writeFile(path.join(resultsDir, files[0]!), `${JSON.stringify({ command, machine, timing, rounds, measurements, summary }, null, 2)}\n`);
-await writeFile(path.join(resultsDir, files[1]!), markdownReport({ stamp, command, machine, rounds, durationS: timing.durationS, summary, charts }));
-console.log(`wrote ${files.map((file) => path.relative(process.cwd(), path.join(resultsDir, file))).join(', ')}`);
+// The summary on the console, and the JSON, Markdown and SVG charts in bench/results/.
+async function writeResults(timing: Timing, suffix: string): Promise<void> {
+  const summary = summarize(measurements);
+  const load = loadSummary(summary, true, view);
+  const idle = idleSummary(summary);
+  const unit = view.unit === 'rt' ? 'round trip' : 'request';
+  console.log(`\nSummary (median over rounds; ×net${view.native ? ' and ×native' : ''}: ratio of server CPU per ${unit} within the same round)\n`);
+  if (load.rows.length) console.log(`${textTable(load)}\n`);
+  if (idle.rows.length) console.log(`${textTable(idle)}\n`);
+
+  const stamp = new Date(started).toISOString().replace(/:/g, '-').replace(/\..*/, '');
+  const command = `npm run bench${process.argv.length > 2 ? ` -- ${process.argv.slice(2).join(' ')}` : ''}`;
+  await mkdir(resultsDir, { recursive: true });
+  const charts = (await renderCharts(summary, view)).map((chart) => ({ chart, file: `${stamp}${suffix}-${chart.name}.svg` }));
+  for (const { chart, file } of charts) await writeFile(path.join(resultsDir, file), chart.svg);
+  const files = [`${stamp}${suffix}.json`, `${stamp}${suffix}.md`, ...charts.map(({ file }) => file)];
+  await writeFile(path.join(resultsDir, files[0]!), `${JSON.stringify({ command, machine, timing, rounds, notes, measurements, summary }, null, 2)}\n`);
+  await writeFile(path.join(resultsDir, files[1]!), markdownReport({ stamp, command, machine, rounds, timing, summary, charts, view, notes }));
+  console.log(`wrote ${files.map((file) => path.relative(process.cwd(), path.join(resultsDir, file))).join(', ')}`);
+}
+
+// The HTTP benchmark: node:http on Node's net (the baseline), node:http on twinloop and the
+// minimal responder on twinloop's Socket (bench/servers/http-server.ts), under wrk.
+async function runHttpBenchmark(): Promise<void> {
+  try {
+    ensureWrk();
+  } catch (error) {
+    fail((error as Error).message);
+  }
+  const timing: Timing = { durationS: numbers('duration', values.duration ?? '3')[0]!, warmupS: Number(values.warmup ?? '1') };
+  const connections = numbers('connections', values.connections ?? '100');
+  const cells: Workload[] = connections.flatMap((n) => [
+    { kind: 'http', path: '/hello', body: 13, connections: n },
+    { kind: 'http', path: '/16k', body: 16 * 1024, connections: n },
+  ]);
+  const specs: ServerSpec[] = [
+    { id: 'net', backend: 'node', api: 'node:http' },
+    ...backends.flatMap((backend) =>
+      ['node:http', 'minimal'].flatMap((api) => workerCounts.map((workers) => withWorkers(`${backend}/${api}`, { backend, api }, workers))),
+    ),
+  ];
+  turnsToRun = cells.length * rounds * specs.length;
+  // wrk runs whole seconds: the warm-up run, then the measured one.
+  const perTurn = (timing.warmupS > 0 ? Math.max(1, Math.round(timing.warmupS)) : 0) + Math.max(1, Math.round(timing.durationS)) + 0.3;
+  console.log(`twinloop HTTP bench — ${machineLine(machine)}`);
+  console.log(`${cells.length} cells × ${specs.length} servers × ${rounds} rounds, ${Math.max(1, Math.round(timing.durationS))} s of wrk per turn (about ${Math.ceil((turnsToRun * perTurn) / 60)} min)\n`);
+  console.log(liveHeader(httpView));
+  started = Date.now();
+  await runTurns(specs, cells, (server, workload, clientCpu) => measureHttp(server, workload as Extract<Workload, { kind: 'http' }>, timing, clientCpu));
+  await writeResults(timing, '-http');
+}
 
 // The file-I/O benchmark: each engine in turn in this process (see files.ts).
 async function runFileBenchmark(): Promise<void> {

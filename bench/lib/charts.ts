@@ -4,7 +4,7 @@ import * as vl from 'vega-lite';
 import type { TopLevelSpec } from 'vega-lite';
 
 import type { SummaryRow } from './results.js';
-import { serverLabel } from './table.js';
+import { serverLabel, type View } from './table.js';
 
 export interface Chart {
   name: string;
@@ -48,7 +48,9 @@ async function render(spec: TopLevelSpec): Promise<string> {
   return svg;
 }
 
-export async function renderCharts(summary: SummaryRow[]): Promise<Chart[]> {
+export async function renderCharts(summary: SummaryRow[], view: View): Promise<Chart[]> {
+  const unit = view.unit === 'rt' ? 'round trip' : 'request';
+  const reference = view.unit === 'rt' ? 'Node net' : 'node:http on net';
   const servers = [...new Set(summary.map((row) => serverLabel(row.server)))];
   const rows = summary.filter((row) => row.cost !== null);
   const load = rows.filter((row) => row.workload.kind !== 'idle');
@@ -57,10 +59,10 @@ export async function renderCharts(summary: SummaryRow[]): Promise<Chart[]> {
     cell: row.cell, server: serverLabel(row.server), value: r.median * scale, low: r.min * scale, high: r.max * scale,
   });
   const specs: [string, string, TopLevelSpec | null][] = [
-    ['cpu', 'Server CPU time per round trip (µs, lower is better)',
-      load.length ? barsByCell('Server CPU µs per round trip (lower is better; whiskers: min–max over rounds)', 'µs per round trip', load.map((row) => datum(row, row.cost!)), servers) : null],
-    ['vs-net', 'Ratio to Node net (server CPU per round trip; higher is better)',
-      load.some((row) => row.vsNet) ? barsByCell('Node net CPU ÷ server CPU per round trip, same round (higher is better; dashed: net)', '× Node net', load.filter((row) => row.vsNet).map((row) => datum(row, row.vsNet!)), servers, { rule: 1, sharedScale: true }) : null],
+    ['cpu', `Server CPU time per ${unit} (µs, lower is better)`,
+      load.length ? barsByCell(`Server CPU µs per ${unit} (lower is better; whiskers: min–max over rounds)`, `µs per ${unit}`, load.map((row) => datum(row, row.cost!)), servers) : null],
+    ['vs-net', `Ratio to ${reference} (server CPU per ${unit}; higher is better)`,
+      load.some((row) => row.vsNet) ? barsByCell(`${reference} CPU ÷ server CPU per ${unit}, same round (higher is better; dashed: ${reference})`, `× ${reference}`, load.filter((row) => row.vsNet).map((row) => datum(row, row.vsNet!)), servers, { rule: 1, sharedScale: true }) : null],
     ['latency', 'p99 latency (µs)',
       load.length ? barsByCell('p99 latency, µs (median over rounds)', 'p99 µs', load.filter((row) => row.latencyUs.p99 !== null).map((row) => ({ cell: row.cell, server: serverLabel(row.server), value: row.latencyUs.p99!, low: row.latencyUs.p99!, high: row.latencyUs.p99! })), servers) : null],
     ['idle', 'RSS per idle connection (KiB)',

@@ -16,10 +16,15 @@ export interface Machine {
   backends: LoopInfo[];
   /** CPU the servers and the load generator are pinned to; null when not pinned. */
   pinning: { server: number; client: number } | null;
+  /** Why nothing is pinned, when it is not. */
+  notPinned: string | null;
 }
 
 export function describeMachine(backends: BackendName[]): Machine {
   const cores = os.availableParallelism();
+  // taskset (util-linux) pins the servers and wrk; the native load generator pins itself.
+  const notPinned =
+    process.platform !== 'linux' ? 'pinning is Linux-only' : cores < 2 ? 'one core' : hasTaskset() ? null : 'taskset (util-linux) is not installed';
   return {
     cpuModel: os.cpus()[0]?.model.trim() ?? 'unknown',
     cores,
@@ -34,8 +39,18 @@ export function describeMachine(backends: BackendName[]): Machine {
       void loop.close();
       return info;
     }),
-    pinning: process.platform === 'linux' && cores >= 2 ? { server: 0, client: 1 } : null,
+    pinning: notPinned === null ? { server: 0, client: 1 } : null,
+    notPinned,
   };
+}
+
+function hasTaskset(): boolean {
+  try {
+    execFileSync('sh', ['-c', 'command -v taskset'], { stdio: 'ignore' });
+    return true;
+  } catch {
+    return false;
+  }
 }
 
 function fdHardLimit(): number | null {
@@ -49,7 +64,9 @@ function fdHardLimit(): number | null {
 
 export function machineLine(machine: Machine): string {
   const backends = machine.backends.map((info) => `${info.backend} [${info.features.join(', ')}]`).join('; ');
-  const pinning = machine.pinning ? `server on CPU ${machine.pinning.server}, load generator on CPU ${machine.pinning.client}` : 'not pinned';
+  const pinning = machine.pinning
+    ? `server on CPU ${machine.pinning.server}, load generator on CPU ${machine.pinning.client}`
+    : `not pinned${machine.notPinned ? ` (${machine.notPinned})` : ''}`;
   const busy = machine.loadAverage > 0.5 ? ` · BUSY: load average ${machine.loadAverage.toFixed(1)} before the run, figures are noisy` : '';
   return `${machine.cpuModel} × ${machine.cores} · ${machine.kernel} · Node ${machine.node} · ${pinning}${busy} · backends: ${backends}`;
 }

@@ -5,18 +5,25 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import type { Snapshot } from '../servers/control.js';
 import { startLoadgen, type LoadgenReport } from './loadgen.js';
 import type { ServerProcess } from './server.js';
+import { processCpuSeconds, startWrk } from './wrk.js';
 
 export type Workload =
   | { kind: 'echo'; size: number; connections: number; depth: number }
   | { kind: 'churn'; connections: number }
   | { kind: 'rate'; size: number; connections: number; rate: number }
-  | { kind: 'idle'; connections: number };
+  | { kind: 'idle'; connections: number }
+  /** HTTP/1.1 keep-alive GETs of `path`, whose body is `body` bytes, from wrk. */
+  | { kind: 'http'; path: string; body: number; connections: number };
+
+/** The workloads of the native echo load generator. */
+export type EchoLoad = Extract<Workload, { kind: 'echo' | 'churn' | 'rate' }>;
 
 export interface Timing {
   warmupS: number;
   durationS: number;
 }
 
+/** One load measurement; for HTTP, a round trip is a request. */
 export interface LoadResult {
   roundTripsPerS: number;
   mbPerS: number;
@@ -30,7 +37,8 @@ export interface LoadResult {
   latencyUs: LoadgenReport['latency_us'];
   starvedConnections: number;
   errors: number;
-  clientCpuShare: number;
+  /** Cores the load generator kept busy (null: not measured). */
+  clientCpuShare: number | null;
 }
 
 export interface IdleResult {
@@ -51,10 +59,12 @@ export function describe(workload: Workload): string {
       return `rate ${workload.rate}/s ${size(workload.size)} × ${workload.connections}`;
     case 'idle':
       return `idle × ${workload.connections}`;
+    case 'http':
+      return `http ${size(workload.body)} × ${workload.connections}`;
   }
 }
 
-function loadgenArgs(server: ServerProcess, workload: Exclude<Workload, { kind: 'idle' }>, timing: Timing): string[] {
+function loadgenArgs(server: ServerProcess, workload: EchoLoad, timing: Timing): string[] {
   const args = ['--host', '127.0.0.1', '--port', String(server.ready.port), '--connections', String(workload.connections)];
   args.push('--warmup', String(timing.warmupS), '--duration', String(timing.durationS));
   if (workload.kind === 'echo') args.push('--size', String(workload.size), '--depth', String(workload.depth));
@@ -65,7 +75,7 @@ function loadgenArgs(server: ServerProcess, workload: Exclude<Workload, { kind: 
 
 export async function measureLoad(
   server: ServerProcess,
-  workload: Exclude<Workload, { kind: 'idle' }>,
+  workload: EchoLoad,
   timing: Timing,
   clientCpu: number | null,
 ): Promise<LoadResult> {
@@ -98,6 +108,61 @@ export async function measureLoad(
     starvedConnections: report.starved.distinct,
     errors: report.errors,
     clientCpuShare: report.client_cpu_s / report.duration_s,
+  };
+}
+
+// wrk's connections are up this long after it starts; the measured window begins then.
+const kWrkSettleMs = 200;
+
+/**
+ * One HTTP measurement: an unmeasured wrk run of the warm-up, then the measured one. Requests and
+ * CPU are the server's own counts over a window inside wrk's run; latency is wrk's whole run.
+ */
+export async function measureHttp(
+  server: ServerProcess,
+  workload: Extract<Workload, { kind: 'http' }>,
+  timing: Timing,
+  clientCpu: number | null,
+): Promise<LoadResult> {
+  const url = `http://127.0.0.1:${server.ready.port}${workload.path}`;
+  const wrk = (durationS: number) => startWrk({ url, connections: workload.connections, durationS: Math.max(1, Math.round(durationS)), cpu: clientCpu });
+  if (timing.warmupS > 0) {
+    await wrk(timing.warmupS).report;
+    await drained(server);
+  }
+  const durationS = Math.max(1, Math.round(timing.durationS));
+  const run = wrk(durationS);
+  let failed: unknown = null;
+  run.report.catch((error: unknown) => (failed = error));
+  await sleep(kWrkSettleMs);
+  if (failed !== null) throw failed;
+  const start = await server.snapshot();
+  const clientStart = processCpuSeconds(run.pid);
+  await sleep(durationS * 1000 - kWrkSettleMs * 2);
+  const end = await server.snapshot();
+  const clientEnd = processCpuSeconds(run.pid);
+  const report = await run.report;
+  await drained(server);
+
+  const seconds = (end.timeUs - start.timeUs) / 1e6;
+  const requests = (end.requests ?? 0) - (start.requests ?? 0);
+  const wrkErrors = Object.values(report.errors).reduce((a, b) => a + b, 0);
+  if (requests === 0) throw new Error(`no request answered in the window (wrk: ${report.requests} requests, ${wrkErrors} errors)`);
+  const perRequest = (counter: (s: Snapshot) => number | undefined): number | null => {
+    const [a, b] = [counter(start), counter(end)];
+    return a === undefined || b === undefined ? null : (b - a) / requests;
+  };
+  return {
+    roundTripsPerS: requests / seconds,
+    mbPerS: report.bytes / (report.duration_us / 1e6) / 1e6,
+    serverCpuUsPerRoundTrip: perRequest((s) => s.cpuUs)!,
+    serverCpuShare: (end.cpuUs - start.cpuUs) / 1e6 / seconds,
+    syscallsPerRoundTrip: perRequest((s) => s.loop?.syscalls),
+    wakesPerRoundTrip: perRequest((s) => s.loop?.wakes),
+    latencyUs: { p50: report.latency_us.p50, p90: report.latency_us.p90, p99: report.latency_us.p99, p999: report.latency_us.p999, max: report.latency_us.max, mean: report.latency_us.mean },
+    starvedConnections: 0,
+    errors: wrkErrors,
+    clientCpuShare: clientStart === null || clientEnd === null ? null : (clientEnd - clientStart) / seconds,
   };
 }
 

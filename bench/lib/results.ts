@@ -32,6 +32,11 @@ export interface SummaryRow {
   vsNative: Range | null;
   roundTripsPerS: number | null;
   syscallsPerRoundTrip: number | null;
+  /** Cores the server and the load generator kept busy (median over rounds). */
+  serverCpuShare: number | null;
+  clientCpuShare: number | null;
+  /** The load generator's errors in the worst round (HTTP: connect, read, write, status, timeout). */
+  loadErrors: number;
   latencyUs: { p50: number | null; p99: number | null; p999: number | null };
   heapBytesPerConnection: number | null;
   starvedConnections: number;
@@ -84,6 +89,9 @@ export function summarize(all: Measurement[]): SummaryRow[] {
       vsNative: server.backend === 'node' || workload.kind === 'idle' ? null : range(ratios(ok, all, (m) => `${m.server.backend}/native`)),
       roundTripsPerS: median(ok.map((m) => m.load?.roundTripsPerS)),
       syscallsPerRoundTrip: median(ok.map((m) => m.load?.syscallsPerRoundTrip)),
+      serverCpuShare: median(ok.map((m) => m.load?.serverCpuShare)),
+      clientCpuShare: median(ok.map((m) => m.load?.clientCpuShare)),
+      loadErrors: Math.max(0, ...ok.map((m) => m.load?.errors ?? 0)),
       latencyUs: {
         p50: median(ok.map((m) => m.load?.latencyUs.p50)),
         p99: median(ok.map((m) => m.load?.latencyUs.p99)),

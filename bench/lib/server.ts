@@ -9,10 +9,24 @@ import { root } from './paths.js';
 export interface ServerSpec {
   /** Short stable name: `net`, `epoll/reactor`, `io_uring/native`, … */
   id: string;
-  /** Node `net`, or the twinloop backend. */
+  /** `node` (Node's own `net`), or the twinloop backend. */
   backend: string;
-  /** `node net`, or twinloop's `net` | `reactor` | `proactor` | `native`. */
+  /**
+   * Echo: `net` (on Node: node:net; on twinloop: its net layer) | `reactor` | `proactor` |
+   * `native`. HTTP: `node:http` | `minimal` (bench/servers/http-server.ts).
+   */
   api: string;
+  /** Worker threads, each with its own loop on the same port (SO_REUSEPORT); default 1. */
+  workers?: number;
+}
+
+export const isHttp = (spec: ServerSpec): boolean => spec.api === 'node:http' || spec.api === 'minimal';
+
+function script(spec: ServerSpec): string[] {
+  const workers = spec.workers === undefined || spec.workers === 1 ? [] : ['--workers', String(spec.workers)];
+  if (isHttp(spec)) return ['bench/servers/http-server.ts', '--api', spec.api, '--backend', spec.backend, ...workers];
+  if (spec.backend === 'node') return ['bench/servers/net-server.ts'];
+  return ['bench/servers/twinloop-server.ts', '--backend', spec.backend, '--api', spec.api, ...workers];
 }
 
 export class ServerProcess {
@@ -29,11 +43,7 @@ export class ServerProcess {
   }
 
   static async start(spec: ServerSpec, cpu: number | null): Promise<ServerProcess> {
-    const script =
-      spec.backend === 'node'
-        ? ['bench/servers/net-server.ts']
-        : ['bench/servers/twinloop-server.ts', '--backend', spec.backend, '--api', spec.api];
-    const node = [process.execPath, '--expose-gc', '--import', 'tsx', ...script];
+    const node = [process.execPath, '--expose-gc', '--import', 'tsx', ...script(spec)];
     const [command, ...args] = cpu === null ? node : ['taskset', '-c', String(cpu), ...node];
     const child = spawn(command!, args, { cwd: root, stdio: ['pipe', 'pipe', 'inherit'] });
     const replies: ((line: string) => void)[] = [];

@@ -4,9 +4,28 @@ import type { Measurement, Range, SummaryRow } from './results.js';
 import type { ServerSpec } from './server.js';
 
 export function serverLabel(server: ServerSpec): string {
-  if (server.backend === 'node') return 'node net';
-  return server.api === 'native' ? `${server.backend} native C++` : `${server.backend} ${server.api}`;
+  const workers = (server.workers ?? 1) > 1 ? ` ×${server.workers} workers` : '';
+  if (server.backend === 'node') return server.api === 'net' ? 'node net' : `${server.api} on net`;
+  if (server.api === 'native') return `${server.backend} native C++`;
+  if (server.api === 'minimal') return `${server.backend} minimal HTTP${workers}`;
+  return `${server.backend} ${server.api}${workers}`;
 }
+
+/** What the tables show: the echo benchmark's columns or the HTTP benchmark's. */
+export interface View {
+  /** A round trip (`rt`, echo) or a request (`req`, HTTP). */
+  unit: 'rt' | 'req';
+  /** The ratio to the backend's native echo (echo only). */
+  native: boolean;
+  /** The cores the server and the load generator kept busy. */
+  shares: boolean;
+  /** The load generator's name, for its CPU column. */
+  loadgen: string;
+}
+
+/** The echo benchmark's view; `shares` when worker threads make saturation the question. */
+export const echoView = (shares: boolean): View => ({ unit: 'rt', native: true, shares, loadgen: 'loadgen' });
+export const httpView: View = { unit: 'req', native: false, shares: true, loadgen: 'wrk' };
 
 const num = (value: number | null | undefined, digits = 0): string =>
   value == null || !Number.isFinite(value) ? '—' : value.toLocaleString('en-US', { maximumFractionDigits: digits, minimumFractionDigits: digits });
@@ -14,24 +33,32 @@ const bytes = (value: number | null | undefined): string => (value == null ? '�
 const ratio = (value: Range | null, spread: boolean): string =>
   value === null ? '—' : spread && value.min !== value.max ? `${num(value.median, 2)}× (${num(value.min, 2)}–${num(value.max, 2)})` : `${num(value.median, 2)}×`;
 
-const liveColumns: [string, number][] = [
-  ['round', 5], ['cell', 22], ['server', 22], ['rt/s', 9], ['server CPU µs/rt', 16], ['×net', 6], ['×native', 7],
-  ['syscalls/rt', 11], ['p50 µs', 8], ['p99 µs', 8], ['p99.9 µs', 8], ['starved', 7],
-];
+function liveColumns(view: View): [string, number][] {
+  const { unit } = view;
+  return [
+    ['round', 5], ['cell', 22], ['server', view.unit === 'req' ? 30 : 22], [`${unit}/s`, 9], [`server CPU µs/${unit}`, 16], ['×net', 6],
+    ...(view.native ? [['×native', 7] as [string, number]] : []),
+    ...(view.shares ? [['server CPU', 10], [`${view.loadgen} CPU`, 11]] as [string, number][] : []),
+    [`syscalls/${unit}`, 11], ['p50 µs', 8], ['p99 µs', 8], ['p99.9 µs', 8], view.native ? ['starved', 7] : ['errors', 6],
+  ];
+}
 
 function pad(cells: string[], widths: number[]): string {
   return cells.map((cell, i) => (i < 3 ? cell.padEnd(widths[i]!) : cell.padStart(widths[i]!))).join('  ');
 }
 
-export function liveHeader(): string {
-  const widths = liveColumns.map(([, w]) => w);
-  const header = pad(liveColumns.map(([name]) => name), widths);
+export function liveHeader(view: View): string {
+  const columns = liveColumns(view);
+  const header = pad(columns.map(([name]) => name), columns.map(([, w]) => w));
   return `${header}\n${'─'.repeat(header.length)}`;
 }
 
+/** A share of one core: `0.97 cores`. */
+const cores = (value: number | null | undefined): string => (value == null ? '—' : `${num(value, 2)} cores`);
+
 /** One finished measurement, with its ratios to net and native from the same round. */
-export function liveRow(m: Measurement, vsNet: number | null, vsNative: number | null, progress: string): string {
-  const widths = liveColumns.map(([, w]) => w);
+export function liveRow(view: View, m: Measurement, vsNet: number | null, vsNative: number | null, progress: string): string {
+  const widths = liveColumns(view).map(([, w]) => w);
   const head = [String(m.round), m.cell, serverLabel(m.server)];
   if (m.error !== undefined) return `${pad(head, widths)}  failed: ${m.error}  ${progress}`;
   const x = (v: number | null): string => (v === null ? '—' : `${num(v, 2)}×`);
@@ -41,9 +68,11 @@ export function liveRow(m: Measurement, vsNet: number | null, vsNative: number |
   const load = m.load!;
   return `${pad(
     [
-      ...head, num(load.roundTripsPerS), num(load.serverCpuUsPerRoundTrip, 2), x(vsNet), x(vsNative),
+      ...head, num(load.roundTripsPerS), num(load.serverCpuUsPerRoundTrip, 2), x(vsNet),
+      ...(view.native ? [x(vsNative)] : []),
+      ...(view.shares ? [cores(load.serverCpuShare), cores(load.clientCpuShare)] : []),
       num(load.syscallsPerRoundTrip, 2), num(load.latencyUs.p50), num(load.latencyUs.p99), num(load.latencyUs.p999),
-      String(load.starvedConnections),
+      String(view.native ? load.starvedConnections : load.errors),
     ],
     widths,
   )}  ${progress}`;
@@ -54,19 +83,27 @@ export interface Table {
   rows: string[][];
 }
 
-export function loadSummary(rows: SummaryRow[], spread: boolean): Table {
+export function loadSummary(rows: SummaryRow[], spread: boolean, view: View): Table {
+  const { unit } = view;
+  const header = [
+    'cell', 'server', `server CPU µs/${unit}`, '×net', ...(view.native ? ['×native'] : []), `${unit}/s`,
+    ...(view.shares ? ['server CPU', `${view.loadgen} CPU`] : []),
+    `syscalls/${unit}`, 'p50 µs', 'p99 µs', 'p99.9 µs', view.native ? 'starved' : 'errors',
+  ];
   return {
-    header: ['cell', 'server', 'server CPU µs/rt', '×net', '×native', 'rt/s', 'syscalls/rt', 'p50 µs', 'p99 µs', 'p99.9 µs', 'starved'],
+    header,
     rows: rows
       .filter((row) => row.workload.kind !== 'idle')
       .map((row) =>
         row.cost === null
-          ? [row.cell, serverLabel(row.server), `failed: ${row.errors[0] ?? 'no result'}`, '', '', '', '', '', '', '', '']
+          ? [row.cell, serverLabel(row.server), `failed: ${row.errors[0] ?? 'no result'}`, ...header.slice(3).map(() => '')]
           : [
               row.cell, serverLabel(row.server),
               spread && row.rounds > 1 ? `${num(row.cost.median, 2)} (${num(row.cost.min, 2)}–${num(row.cost.max, 2)})` : num(row.cost.median, 2),
-              ratio(row.vsNet, spread), ratio(row.vsNative, spread), num(row.roundTripsPerS), num(row.syscallsPerRoundTrip, 2),
-              num(row.latencyUs.p50), num(row.latencyUs.p99), num(row.latencyUs.p999), String(row.starvedConnections),
+              ratio(row.vsNet, spread), ...(view.native ? [ratio(row.vsNative, spread)] : []), num(row.roundTripsPerS),
+              ...(view.shares ? [cores(row.serverCpuShare), cores(row.clientCpuShare)] : []),
+              num(row.syscallsPerRoundTrip, 2), num(row.latencyUs.p50), num(row.latencyUs.p99), num(row.latencyUs.p999),
+              String(view.native ? row.starvedConnections : row.loadErrors),
             ],
       ),
   };

@@ -7,6 +7,8 @@ import { createInterface } from 'node:readline';
 export interface Counters {
   /** Connections open now. */
   connections: number;
+  /** Requests answered so far, by the HTTP servers. */
+  requests?: number;
   /** loop.stats() where the server has a twinloop loop. */
   loop?: Record<string, number>;
 }
@@ -27,17 +29,24 @@ export interface Ready {
 
 const gc = (globalThis as { gc?: () => void }).gc;
 
-/** Announces `ready` and answers `snapshot` (or `snapshot gc`: collect garbage first) on stdin. */
-export function serveControl(ready: Ready, counters: () => Counters): void {
+/**
+ * Announces `ready` and answers `snapshot` (or `snapshot gc`: collect garbage first) on stdin.
+ * `counters` may be asynchronous (worker threads answer by message); replies keep their order.
+ */
+export function serveControl(ready: Ready, counters: () => Counters | Promise<Counters>): void {
   process.stdout.write(`${JSON.stringify(ready)}\n`);
   const lines = createInterface({ input: process.stdin });
+  let previous: Promise<void> = Promise.resolve();
   lines.on('line', (line) => {
     if (line === 'snapshot gc') gc?.();
     const { user, system } = process.cpuUsage();
     const timeUs = Number(process.hrtime.bigint() / 1000n);
     const { rss, heapUsed } = process.memoryUsage();
-    const snapshot: Snapshot = { timeUs, cpuUs: user + system, rssBytes: rss, heapUsedBytes: heapUsed, ...counters() };
-    process.stdout.write(`${JSON.stringify(snapshot)}\n`);
+    const figures = { timeUs, cpuUs: user + system, rssBytes: rss, heapUsedBytes: heapUsed };
+    const counted = counters();
+    previous = previous
+      .then(() => counted)
+      .then((now) => void process.stdout.write(`${JSON.stringify({ ...figures, ...now } satisfies Snapshot)}\n`));
   });
-  lines.on('close', () => process.exit(0));
+  lines.on('close', () => void previous.then(() => process.exit(0)));
 }

@@ -1,7 +1,9 @@
 // A twinloop echo server on one backend through one API, for the benchmark.
 //
-//   tsx bench/servers/twinloop-server.ts --backend epoll --api net|reactor|proactor|native
+//   tsx bench/servers/twinloop-server.ts --backend epoll --api net|reactor|proactor|native [--workers N]
 //
+// With `--workers N`, N worker threads each run a loop and the server on the same port with
+// SO_REUSEPORT (./threads.ts); the native echo runs on one thread only.
 // `native` is the ceiling: the same backend echoing from C++ (native/binding/native_echo.cc),
 // with no JavaScript on the data path.
 import { parseArgs } from 'node:util';
@@ -12,12 +14,14 @@ import { parseArgs } from 'node:util';
 import { open, type BackendName, type Loop, type Server, type Socket } from 'twinloop';
 import { nativeEchoPath } from '../lib/paths.js';
 import { serveControl, type Counters } from './control.js';
+import { serveOnThreads } from './threads.js';
 
 const { values } = parseArgs({
   options: {
     backend: { type: 'string', default: 'auto' },
     api: { type: 'string', default: 'net' },
     host: { type: 'string', default: '127.0.0.1' },
+    workers: { type: 'string', default: '1' },
   },
 });
 const host = values.host;
@@ -32,8 +36,13 @@ const kAcceptRetryMs = 100;
 // thousands of connecting clients starve in the backlog.
 const kAcceptsInFlight = 64;
 
-async function netEcho(loop: Loop): Promise<Server> {
-  return loop.listen({ host, port: 0 }, async (socket) => {
+interface Listen {
+  port: number;
+  reusePort: boolean;
+}
+
+async function netEcho(loop: Loop, where: Listen): Promise<Server> {
+  return loop.listen({ host, ...where }, async (socket) => {
     connections += 1;
     try {
       for await (const chunk of socket) await socket.write(chunk);
@@ -43,9 +52,9 @@ async function netEcho(loop: Loop): Promise<Server> {
   });
 }
 
-async function reactorEcho(loop: Loop): Promise<Server> {
+async function reactorEcho(loop: Loop, where: Listen): Promise<Server> {
   const { reactor } = loop;
-  const server = await loop.listen({ host, port: 0 });
+  const server = await loop.listen({ host, ...where });
   const buffer = Buffer.allocUnsafe(kReadBuffer);  // shared: a write that cannot finish copies its rest
   const serve = (socket: Socket): void => {
     connections += 1;
@@ -83,9 +92,9 @@ async function reactorEcho(loop: Loop): Promise<Server> {
   return server;
 }
 
-async function proactorEcho(loop: Loop): Promise<Server> {
+async function proactorEcho(loop: Loop, where: Listen): Promise<Server> {
   const { proactor } = loop;
-  const server = await loop.listen({ host, port: 0 });
+  const server = await loop.listen({ host, ...where });
   const serve = (socket: Socket): void => {
     connections += 1;
     const buffer = Buffer.allocUnsafe(kReadBuffer);
@@ -129,7 +138,10 @@ interface NativeEcho {
   stats(): Record<string, number> & { connections: number };
 }
 
+const workers = Number(values.workers);
+if (!Number.isInteger(workers) || workers < 1) throw new RangeError(`--workers must be a positive integer, got '${values.workers}'`);
 if (values.api === 'native') {
+  if (workers !== 1) throw new RangeError('the native echo runs on one thread: --workers must be 1');
   // A .so, not a .node, so that node-gyp-build never mistakes it for the twinloop addon.
   const addon = { exports: {} as { NativeEcho: new (backend: string, host: string, port: number) => NativeEcho } };
   process.dlopen(addon, nativeEchoPath);
@@ -143,8 +155,10 @@ if (values.api === 'native') {
   const servers = { net: netEcho, reactor: reactorEcho, proactor: proactorEcho };
   const start = servers[values.api as keyof typeof servers];
   if (start === undefined) throw new RangeError(`--api must be net, reactor, proactor or native, got '${values.api}'`);
-  const loop = open({ backend: values.backend as BackendName | 'auto' });
-  const server = await start(loop);
-  const counters = (): Counters => ({ connections, loop: { ...loop.stats() } });
-  serveControl({ port: server.port, info: { ...loop.info } }, counters);
+  await serveOnThreads(workers, async (port, reusePort) => {
+    const loop = open({ backend: values.backend as BackendName | 'auto' });
+    const server = await start(loop, { port, reusePort });
+    const counters = (): Counters => ({ connections, loop: { ...loop.stats() } });
+    return { port: server.port, info: { ...loop.info }, counters };
+  });
 }
