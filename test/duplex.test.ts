@@ -63,6 +63,15 @@ describe.each(backends)('socket.stream() on %s', (backend) => {
     expect(stream.setNoDelay(true).setKeepAlive(true, 1000).ref().unref()).toBe(stream);
   });
 
+  it('a plain Socket handed to Node\'s stream users fails loudly instead of hanging', async () => {
+    const { client } = await pair();
+    const notAStream = { name: 'TypeError', code: 'ERR_INVALID_ARG_VALUE', message: expect.stringContaining('socket.stream()') };
+    await expect(pipeline(createReadStream(file), client as unknown as NodeJS.WritableStream)).rejects.toMatchObject(notAStream);
+    expect(() => http.createServer().emit('connection', client)).toThrow(expect.objectContaining(notAStream));
+    expect(() => client.on('data', () => {})).toThrow(expect.objectContaining(notAStream));
+    expect(client.once('close', () => {})).toBe(client);  // its own events still work
+  });
+
   it('pipeline(file, stream) delivers every byte, sends FIN and settles', async () => {
     const { client, peer } = await pair();
     const received = readAll(peer);
@@ -184,17 +193,33 @@ describe.each(backends)('socket.stream() on %s', (backend) => {
     expect(stream.destroyed).toBe(true);
   });
 
+  it('closing the socket under a stream with writes in flight destroys it without an error', async () => {
+    const { client } = await pair();  // the peer reads nothing: writes stay in flight
+    const stream = client.stream();
+    const errors: Error[] = [];
+    stream.on('error', (error) => errors.push(error));
+    const chunk = randomBytes(MiB);
+    while (stream.write(chunk));
+    const closed = once(stream, 'close');
+    client.close();
+    await closed;
+    expect(errors).toEqual([]);
+    expect(stream.destroyed).toBe(true);
+  });
+
   it("setTimeout emits 'timeout' after silence and leaves the connection open", async () => {
     const { client, peer } = await pair();
     const stream = client.stream();
     stream.resume();
     let calls = 0;
     stream.setTimeout(50, () => (calls += 1));
+    expect(stream.timeout).toBe(50);
     await once(stream, 'timeout');
     expect(calls).toBe(1);
     expect(client.closed).toBe(false);
+    const data = once(stream, 'data');  // before writing: the chunk may arrive in the write's own batch
     await peer.write('still here');
-    const [chunk] = (await once(stream, 'data')) as [Buffer];
+    const [chunk] = (await data) as [Buffer];
     expect(chunk.toString()).toBe('still here');
     stream.setTimeout(0);
   });

@@ -1,4 +1,5 @@
 // serve(): node:http, https, http2 and the frameworks on a twinloop listener, on every backend.
+import { execFile } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { once } from 'node:events';
 import { readFileSync } from 'node:fs';
@@ -9,6 +10,7 @@ import net from 'node:net';
 import path from 'node:path';
 import tls from 'node:tls';
 import { fileURLToPath } from 'node:url';
+import { promisify } from 'node:util';
 
 import express from 'express';
 import Fastify from 'fastify';
@@ -18,7 +20,9 @@ import { open, serve, type Loop, type SocketStream } from '../lib/index.js';
 import { backends, outcome, randomBytes, sha256 } from './helpers.js';
 
 const MiB = 1024 * 1024;
-const fixtures = path.join(path.dirname(fileURLToPath(import.meta.url)), 'fixtures');
+const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
+const fixtures = path.join(root, 'test', 'fixtures');
+const run = promisify(execFile);
 const key = readFileSync(path.join(fixtures, 'localhost-key.pem'));
 const cert = readFileSync(path.join(fixtures, 'localhost-cert.pem'));
 
@@ -330,5 +334,27 @@ describe.each(backends)('serve() on %s', (backend) => {
     expect(JSON.parse(String(reply.body))).toEqual({ hello: 'fastify' });
     agent.destroy();
     await app.close();
+  });
+});
+
+describe.each(backends)('examples/http.ts on %s', (backend) => {
+  it('runs as written and exits 0', async () => {
+    // Added to what the environment already disables, so that `auto` picks this backend.
+    const others = [process.env.TWINLOOP_DISABLE_BACKENDS, ...backends.filter((name) => name !== backend)];
+    const tsx = path.join(root, 'node_modules', '.bin', process.platform === 'win32' ? 'tsx.cmd' : 'tsx');
+    const { stdout } = await run(tsx, [path.join(root, 'examples', 'http.ts')], {
+      cwd: root,
+      timeout: 30_000,
+      env: { ...process.env, TWINLOOP_DISABLE_BACKENDS: others.filter(Boolean).join(',') },
+    });
+    expect(stdout).toBe(`hello from ${backend}\n\n`);
+  });
+});
+
+describe('the README', () => {
+  it('shows examples/http.ts verbatim in its node:http section', () => {
+    const readme = readFileSync(path.join(root, 'README.md'), 'utf8');
+    const block = /## node:http on twinloop\n[\s\S]*?```ts\n([\s\S]*?)```/.exec(readme)?.[1];
+    expect(block).toBe(readFileSync(path.join(root, 'examples', 'http.ts'), 'utf8'));
   });
 });

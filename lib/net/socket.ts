@@ -1,7 +1,9 @@
 import type { NativeAddress } from '../binding.js';
 import { native } from '../binding.js';
 import type { LoopCore } from '../core.js';
-import { abortError, codedError, systemError, validateAbortSignal, validateBuffer, validateInteger, validateObject } from '../errors.js';
+import { EventEmitter } from 'node:events';
+
+import { abortError, codedError, invalidArgValue, systemError, validateAbortSignal, validateBuffer, validateInteger, validateObject } from '../errors.js';
 import { Handle } from '../handle.js';
 import { SocketStream, type SocketStreamOptions } from './duplex.js';
 import { IdleSweeper, type Sweepable } from './idle.js';
@@ -9,6 +11,11 @@ import { IdleSweeper, type Sweepable } from './idle.js';
 const { ECANCELED, ETIMEDOUT } = native.errors;
 const { maxTransfer } = native;
 const resolved: Promise<void> = Promise.resolve();
+/** @internal What `write()` returns when the kernel took every byte at once (SocketStream's fast path). */
+export const writtenAtOnce = resolved;
+
+/** @internal Where SocketStream takes received bytes: each chunk, then null at EOF or with the read's error. */
+export type ChunkSink = (chunk: Buffer | null, error: Error | null) => void;
 
 export interface SocketOptions {
   /** Bytes received but not yet read after which reading pauses (default 1 MiB). */
@@ -66,6 +73,7 @@ export class Socket extends Handle implements AsyncIterable<Buffer>, Sweepable {
   #noticeSeen = 0;      // as #lastSeen, since setIdleNotice
   #noticeGiven = false; // notified for this idle period
   #stream: SocketStream | undefined;
+  #sink: ChunkSink | undefined;
 
   /** @internal */
   constructor(core: LoopCore, handle: number, options: SocketOptions = {}) {
@@ -115,6 +123,28 @@ export class Socket extends Handle implements AsyncIterable<Buffer>, Sweepable {
     return this.#stream;
   }
 
+  // A Socket looks like a stream (write, end, on) but is not one: Node's stream users — pipeline,
+  // pipe, node:http — wait for events it never emits, and would hang silently. They fail loudly.
+  override on(...args: Parameters<EventEmitter['on']>): this {
+    return super.on(refuseStreamEvent(args[0]), args[1]);
+  }
+
+  override addListener(...args: Parameters<EventEmitter['addListener']>): this {
+    return super.addListener(refuseStreamEvent(args[0]), args[1]);
+  }
+
+  override once(...args: Parameters<EventEmitter['once']>): this {
+    return super.once(refuseStreamEvent(args[0]), args[1]);
+  }
+
+  override prependListener(...args: Parameters<EventEmitter['prependListener']>): this {
+    return super.prependListener(refuseStreamEvent(args[0]), args[1]);
+  }
+
+  override prependOnceListener(...args: Parameters<EventEmitter['prependOnceListener']>): this {
+    return super.prependOnceListener(refuseStreamEvent(args[0]), args[1]);
+  }
+
   /** @internal The peer's address, cached from the first call on an open socket. */
   peerAddress(): NativeAddress | null {
     if (this.#remote === null && !this.closed) {
@@ -131,6 +161,7 @@ export class Socket extends Handle implements AsyncIterable<Buffer>, Sweepable {
   read(options?: SocketOperationOptions): Promise<Buffer | null> {
     const signal = options === undefined ? undefined : validateOperationOptions(options);
     if (signal?.aborted) return Promise.reject(abortError(signal));
+    if (this.#sink !== undefined) return Promise.reject(codedError('ERR_SOCKET_BUSY', 'socket.read() cannot read this socket: its stream() reads it'));
     if (this.#received.length > 0) {
       const chunk = this.#received.shift()!;
       this.#receivedBytes -= chunk.length;
@@ -370,9 +401,42 @@ export class Socket extends Handle implements AsyncIterable<Buffer>, Sweepable {
     this.#writesDone?.();
   }
 
+  /**
+   * @internal SocketStream's push path, instead of a read() promise per chunk: hands `sink` what
+   * read() had queued, then each chunk as it arrives, then null at EOF (with the error if reading
+   * failed). From then on read() refuses with ERR_SOCKET_BUSY. Reading runs while
+   * `pushReading(true)` was the last call: the stream turns it off while its consumer is behind.
+   */
+  pushTo(sink: ChunkSink): void {
+    this.#sink = sink;
+    for (const chunk of this.#received.splice(0)) sink(chunk, null);
+    this.#receivedBytes = 0;
+    if (this.#readError !== null) sink(null, this.#readError);
+    else if (this.#eof) sink(null, null);
+  }
+
+  /** @internal Starts (true) or stops (false) reading from the kernel into the `pushTo` sink. */
+  pushReading(on: boolean): void {
+    if (!on) {
+      if (this.#streaming && !this.#paused) this.#pause();
+    } else if (this.#paused) this.#resume();
+    else if (!this.#streaming && !this.#eof && this.#readError === null && !this.closed) {
+      const rc = this.core.native.readStart(this.handle);
+      if (rc >= 0) this.#streaming = true;
+      else this.#sink?.(null, (this.#readError = systemError(rc, 'read')));
+    }
+  }
+
   /** @internal */
   override onData(chunk: Buffer | null, status: number): void {
     this.#active = true;
+    if (this.#sink !== undefined) {
+      if (chunk !== null) return this.#sink(chunk, null);
+      this.#streaming = false;
+      if (status === 0) this.#eof = true;
+      else this.#readError = systemError(status, 'read');
+      return this.#sink(null, this.#readError);
+    }
     if (chunk !== null) {
       const reader = this.#readers.shift();
       if (reader !== undefined) {
@@ -411,6 +475,16 @@ export class Socket extends Handle implements AsyncIterable<Buffer>, Sweepable {
   #resume(): void {
     if (this.closed || this.core.native.readStart(this.handle) >= 0) this.#paused = false;
   }
+}
+
+// The events of Node's streams, which a Socket never emits (its own: 'close', 'timeout').
+const streamEvents: ReadonlySet<string | symbol> = new Set(['data', 'end', 'finish', 'drain', 'readable', 'pipe', 'unpipe', 'prefinish']);
+
+function refuseStreamEvent(event: string | symbol): string | symbol {
+  if (streamEvents.has(event)) {
+    throw invalidArgValue('event', "an event a Socket emits ('close', 'timeout'): a Socket is not a stream — use socket.stream() for Node's stream users (pipeline, node:http, tls)", event);
+  }
+  return event;
 }
 
 function validateOperationOptions(options: SocketOperationOptions): AbortSignal | undefined {
