@@ -7,6 +7,7 @@ import http from 'node:http';
 import http2 from 'node:http2';
 import https from 'node:https';
 import net from 'node:net';
+import { tmpdir } from 'node:os';
 import path from 'node:path';
 import tls from 'node:tls';
 import { fileURLToPath } from 'node:url';
@@ -251,6 +252,29 @@ describe.each(backends)('serve() on %s', (backend) => {
       await loop.close();
       await closedAgain;
       expect(again.listening).toBe(false);
+    });
+
+    it('serves on a Unix socket path, which server.address() reports', async () => {
+      const socketPath = path.join(tmpdir(), `twinloop-http-${process.pid}-${backend}.sock`);
+      const server = http.createServer((req, res) => res.end(`unix ${req.url}`));
+      await serve(loop, server, { path: socketPath });
+      expect(server.address()).toBe(socketPath);
+      const reply = await request({ socketPath, path: '/here' });
+      expect({ status: reply.status, body: String(reply.body) }).toEqual({ status: 200, body: 'unix /here' });
+      await new Promise<void>((resolve) => server.close(() => resolve()));
+    });
+
+    it("honours maxConnections: a connection beyond it is closed and 'drop' emitted", async () => {
+      const server = http.createServer((_req, res) => res.end('ok'));
+      server.maxConnections = 1;
+      const dropped = once(server, 'drop');
+      const listener = await serve(loop, server, { host: '127.0.0.1', port: 0 });
+      expect((await request({ port: listener.port, path: '/', agent })).status).toBe(200);  // holds the one connection
+      const second = net.connect(listener.port, '127.0.0.1');
+      const [drop] = (await dropped) as [{ remoteAddress: string }];
+      expect(drop.remoteAddress).toBe('127.0.0.1');
+      await once(second, 'close');
+      expect(await new Promise((resolve) => server.getConnections((_error, count) => resolve(count)))).toBe(1);
     });
 
     it('refuses a server that is not a net.Server, or one that already listens', async () => {

@@ -5,6 +5,7 @@ import net from 'node:net';
 import type { Loop, ListenOptions } from '../loop.js';
 import { codedError, invalidArgType, validateObject } from '../errors.js';
 import type { Server } from './server.js';
+import type { Socket } from './socket.js';
 
 /** Options of `serve()`: where to listen, as `loop.listen`, and the sockets' own options. */
 export type ServeOptions = ListenOptions;
@@ -65,8 +66,9 @@ export async function serve(loop: Loop, server: net.Server, options: ServeOption
   const streamOptions = { allowHalfOpen: internals.allowHalfOpen === true };
   const listener = (await loop.listen(options, (socket) => {
     if (server.maxConnections && internals._connections >= server.maxConnections) {
-      socket.close();  // as node:net, which closes it before the server sees it
-      server.emit('drop', { remoteAddress: socket.remoteAddress, remotePort: socket.remotePort });
+      // As node:net: closed before the server sees it, and reported with its addresses.
+      if (server.listenerCount('drop') > 0) server.emit('drop', dropped(socket));
+      socket.close();
       return;
     }
     const stream = socket.stream(streamOptions);
@@ -119,4 +121,18 @@ export async function serve(loop: Loop, server: net.Server, options: ServeOption
   });
   server.emit('listening');
   return listener;
+}
+
+// What node:net's 'drop' event reports of a connection refused by maxConnections.
+function dropped(socket: Socket): net.DropArgument {
+  const local = socket.address();
+  const remote = socket.peerAddress();
+  return {
+    localAddress: local.address,
+    localPort: local.port,
+    localFamily: local.family,
+    remoteAddress: remote?.address ?? '',
+    remotePort: remote?.port ?? 0,
+    remoteFamily: remote?.family ?? '',
+  };
 }
