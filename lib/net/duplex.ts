@@ -32,10 +32,11 @@ export interface SocketStreamOptions {
  * The socket pushes received chunks straight into the stream: when the consumer falls behind
  * (`push()` returns false) the socket stops reading, and the kernel's window slows the peer. A
  * write calls back once the socket holds at most the stream's `writableHighWaterMark` (at once,
- * usually), so a slow peer bounds what is queued to that, the stream's own buffer and one chunk.
- * Bytes are counted in `bytesWritten` when handed to the socket, as `net.Socket` does. `end()` sends FIN
+ * usually), so a slow peer bounds what is queued to that, the stream's own buffer and one chunk;
+ * `bytesWritten` counts bytes once handed to the socket, as `net.Socket` does. `end()` sends FIN
  * after the queued writes; the peer's FIN ends the readable side. `destroy()` closes the socket
- * (`resetAndDestroy()` sends an RST instead), and the socket closing destroys the stream.
+ * (`resetAndDestroy()` sends an RST instead), and the socket closing destroys the stream, without
+ * an error (a failed read or write, e.g. `ECONNRESET`, destroys it with that error).
  *
  * Differences from `net.Socket`: `setNoDelay` and `setKeepAlive` change nothing (TCP_NODELAY is
  * always on; keep-alive probes are not configurable yet); `ref`/`unref` change nothing (the loop

@@ -1,8 +1,8 @@
+import type { EventEmitter } from 'node:events';
+
 import type { NativeAddress } from '../binding.js';
 import { native } from '../binding.js';
 import type { LoopCore } from '../core.js';
-import { EventEmitter } from 'node:events';
-
 import { abortError, codedError, invalidArgValue, systemError, validateAbortSignal, validateBuffer, validateInteger, validateObject } from '../errors.js';
 import { Handle } from '../handle.js';
 import { SocketStream, type SocketStreamOptions } from './duplex.js';
