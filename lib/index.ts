@@ -20,3 +20,4 @@ export { ProactorApi, type Completion, type ProactorOptions, type TornWriteError
 export { File, allocAligned, type OpenFileOptions, type OpenFlags, type FileOperationOptions } from './file.js';
 export type { SystemError } from './errors.js';
 export { bindingPath } from './binding.js';
+export { serve, type ServeOptions } from './net/serve.js';

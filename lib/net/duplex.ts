@@ -6,7 +6,11 @@ import { Duplex } from 'node:stream';
 
 import type { NativeAddress } from '../binding.js';
 import { validateInteger, validateObject } from '../errors.js';
-import type { Socket } from './socket.js';
+import { writtenAtOnce, type ChunkSink, type Socket } from './socket.js';
+
+// Chunks that _writev copies into one buffer, for one write (and one syscall) instead of many:
+// below this much the copy costs less than the extra writes.
+const kCoalesceBytes = 64 * 1024;
 
 /** Options of `Socket.stream()`, read by its first call only. */
 export interface SocketStreamOptions {
@@ -25,12 +29,14 @@ export interface SocketStreamOptions {
  * A `stream.Duplex` over a twinloop `Socket`, with the members of `net.Socket` that node:http and
  * tls use. Get it from `socket.stream()`.
  *
- * Reads go through `socket.read()`: when the consumer falls behind (`push()` returns false) the
- * stream stops reading, the socket pauses at its `readableHighWaterMark`, and the kernel's window
- * slows the peer. Each `_write` resolves when the kernel has taken the bytes, so a slow peer
- * bounds what is queued to the stream's `writableHighWaterMark` plus one batch. `end()` sends FIN
+ * The socket pushes received chunks straight into the stream: when the consumer falls behind
+ * (`push()` returns false) the socket stops reading, and the kernel's window slows the peer. A
+ * write calls back once the socket holds at most the stream's `writableHighWaterMark` (at once,
+ * usually), so a slow peer bounds what is queued to that, the stream's own buffer and one chunk;
+ * `bytesWritten` counts bytes once handed to the socket, as `net.Socket` does. `end()` sends FIN
  * after the queued writes; the peer's FIN ends the readable side. `destroy()` closes the socket
- * (`resetAndDestroy()` sends an RST instead), and the socket closing destroys the stream.
+ * (`resetAndDestroy()` sends an RST instead), and the socket closing destroys the stream, without
+ * an error (a failed read or write, e.g. `ECONNRESET`, destroys it with that error).
  *
  * Differences from `net.Socket`: `setTimeout` is checked by the loop's idle sweep, so
  * `'timeout'` comes between `ms` and 1.25 × `ms` after the last byte moved, never early.
@@ -41,11 +47,12 @@ export interface SocketStreamOptions {
 export class SocketStream extends Duplex {
   /** The twinloop socket underneath. */
   readonly socket: Socket;
-  #reading = false;
+  #pushing = false;
   #bytesRead = 0;
   #bytesWritten = 0;
   #local: NativeAddress | undefined;
   #timeoutListener: (() => void) | undefined;
+  #timeout: number | undefined;
   #reset = false;
 
   /** @internal Use `socket.stream()`. */
@@ -71,58 +78,77 @@ export class SocketStream extends Duplex {
     else socket.once('close', onSocketClose);
   }
 
+  // The socket pushes each chunk as it arrives, straight from the loop's dispatch: no promise per
+  // chunk. When the consumer falls behind (push returned false) the socket stops reading; _read,
+  // called once the consumer wants more, starts it again.
   override _read(): void {
-    if (this.#reading) return;
-    this.#reading = true;
-    void this.#pump();
+    if (!this.#pushing) {
+      this.#pushing = true;
+      this.socket.pushTo(this.#onChunk);
+    }
+    if (!this.destroyed) this.socket.pushReading(true);
   }
 
-  // Reads until the consumer wants no more (push returned false) or the stream ends; _read
-  // starts it again.
-  async #pump(): Promise<void> {
-    try {
-      for (;;) {
-        const chunk = await this.socket.read();
-        if (this.destroyed) return;
-        if (chunk === null) {
-          this.push(null);
-          return;
-        }
-        this.#bytesRead += chunk.length;
-        if (!this.push(chunk)) return;
-      }
-    } catch (error) {
-      if (!this.destroyed) this.destroy(error as Error);
-    } finally {
-      this.#reading = false;
+  readonly #onChunk: ChunkSink = (chunk, error) => {
+    if (this.destroyed) return;
+    if (chunk === null) {
+      if (error === null) this.push(null);
+      else this.destroy(error);
+    } else {
+      this.#bytesRead += chunk.length;
+      if (!this.push(chunk)) this.socket.pushReading(false);
+    }
+  };
+
+  override _write(chunk: Buffer, _encoding: BufferEncoding, callback: (error?: Error | null) => void): void {
+    this.#send(chunk, callback);
+  }
+
+  // Chunks buffered while a write was in flight (or corked, as node:http does for a response) go
+  // to the socket together: small ones as one buffer, so the kernel gets one write.
+  override _writev(chunks: Array<{ chunk: Buffer; encoding: BufferEncoding }>, callback: (error?: Error | null) => void): void {
+    let length = 0;
+    for (const { chunk } of chunks) length += chunk.length;
+    if (length <= kCoalesceBytes) {
+      this.#send(Buffer.concat(chunks.map(({ chunk }) => chunk), length), callback);
+      return;
+    }
+    for (let i = 0; i < chunks.length - 1; i++) this.#send(chunks[i]!.chunk, undefined);
+    this.#send(chunks[chunks.length - 1]!.chunk, callback);
+  }
+
+  // Hands `chunk` to the socket, which copies what the kernel does not take at once. The stream
+  // calls back as soon as the socket holds no more than the stream's own high-water mark — at once
+  // when the kernel took it all (the common case for a response), without a promise's microtask —
+  // so back-pressure reaches the writer only when the peer really falls behind. A write that
+  // fails after that destroys the stream with its error (as a net.Socket's late write error does).
+  // Without `callback` (all but the last of a _writev), only errors are watched.
+  #send(chunk: Buffer, callback: ((error?: Error | null) => void) | undefined): void {
+    const written = this.socket.write(chunk);
+    this.#bytesWritten += chunk.length;
+    if (written === writtenAtOnce) {
+      callback?.();
+    } else if (callback !== undefined && this.socket.writableLength > this.writableHighWaterMark) {
+      written.then(() => callback(), (error: Error) => {
+        this.#writeFailed(error);
+        callback();
+      });
+    } else {
+      written.catch(this.#writeFailed);
+      callback?.();
     }
   }
 
-  override _write(chunk: Buffer, _encoding: BufferEncoding, callback: (error?: Error | null) => void): void {
-    this.socket.write(chunk).then(() => {
-      this.#bytesWritten += chunk.length;
-      callback();
-    }, callback);
-  }
-
-  // Chunks buffered while a write was in flight go to the socket together: it sends them in
-  // order, and the kernel gets a batch instead of one chunk per round trip through the loop.
-  override _writev(chunks: Array<{ chunk: Buffer; encoding: BufferEncoding }>, callback: (error?: Error | null) => void): void {
-    let length = 0;
-    const writes = chunks.map(({ chunk }) => {
-      length += chunk.length;
-      return this.socket.write(chunk);
-    });
-    Promise.all(writes).then(() => {
-      this.#bytesWritten += length;
-      callback();
-    }, callback);
-  }
+  // A socket closed under the stream (by its owner, or the loop) fails its writes with
+  // ERR_SOCKET_CLOSED / ERR_LOOP_CLOSED: that is a destroy, as net.Socket.destroy(), not an error.
+  readonly #writeFailed = (error: Error): void => {
+    if (!this.destroyed) this.destroy(isClosedError(error) ? undefined : error);
+  };
 
   override _final(callback: (error?: Error | null) => void): void {
     this.socket.end().then(() => callback(), (error: Error & { code?: string }) => {
       // Closed meanwhile (the peer reset, the owner closed it): nothing left to end.
-      callback(error.code === 'ERR_SOCKET_CLOSED' ? null : error);
+      callback(isClosedError(error) ? null : error);
     });
   }
 
@@ -155,6 +181,7 @@ export class SocketStream extends Duplex {
    */
   setTimeout(timeout: number, callback?: () => void): this {
     validateInteger('timeout', timeout, 0, 2 ** 31 - 1);
+    this.#timeout = timeout;
     if (callback !== undefined) {
       if (this.#timeoutListener !== undefined) this.removeListener('timeout', this.#timeoutListener);
       this.#timeoutListener = timeout === 0 ? undefined : callback;
@@ -162,6 +189,11 @@ export class SocketStream extends Duplex {
     }
     if (!this.socket.closed) this.socket.setIdleNotice(timeout, () => this.emit('timeout'));
     return this;
+  }
+
+  /** The idle timeout `setTimeout` last set, in ms (0: none), as `net.Socket.timeout`; undefined before. */
+  get timeout(): number | undefined {
+    return this.#timeout;
   }
 
   #clearTimeout(): void {
@@ -227,7 +259,7 @@ export class SocketStream extends Duplex {
     return this.#bytesRead;
   }
 
-  /** Bytes the kernel has taken plus those still buffered in the stream, as `net.Socket` counts. */
+  /** Bytes handed to the socket plus those still buffered in the stream, as `net.Socket` counts. */
   get bytesWritten(): number {
     return this.#bytesWritten + this.writableLength;
   }
@@ -249,4 +281,9 @@ export class SocketStream extends Duplex {
   get pending(): boolean {
     return false;
   }
+}
+
+function isClosedError(error: Error): boolean {
+  const { code } = error as Error & { code?: unknown };
+  return code === 'ERR_SOCKET_CLOSED' || code === 'ERR_LOOP_CLOSED';
 }

@@ -21,6 +21,11 @@ import { IdleSweeper, type Sweepable } from './idle.js';
 const { ECANCELED, ETIMEDOUT } = native.errors;
 const { maxTransfer } = native;
 const resolved: Promise<void> = Promise.resolve();
+/** @internal What `write()` returns when the kernel took every byte at once (SocketStream's fast path). */
+export const writtenAtOnce = resolved;
+
+/** @internal Where SocketStream takes received bytes: each chunk, then null at EOF or with the read's error. */
+export type ChunkSink = (chunk: Buffer | null, error: Error | null) => void;
 
 export interface SocketOptions {
   /** Bytes received but not yet read after which reading pauses (default 1 MiB). */
@@ -41,12 +46,10 @@ export interface SocketOperationOptions {
   signal?: AbortSignal;
 }
 
-type Listener = Parameters<EventEmitter['on']>[1];
-
 // The events of Node's streams. A Socket emits none of them: whoever listens for one (node:http's
 // 'data', pipe()'s 'finish' and 'drain', end-of-stream's 'end') takes it for a stream and would
 // wait for ever, so listening throws instead.
-const streamEvents: ReadonlySet<string | symbol> = new Set(['data', 'end', 'finish', 'drain', 'readable', 'pipe', 'unpipe', 'pause', 'resume']);
+const streamEvents: ReadonlySet<string | symbol> = new Set(['data', 'end', 'finish', 'prefinish', 'drain', 'readable', 'pipe', 'unpipe', 'pause', 'resume']);
 
 function notAStream(what: string): TypeError {
   const error = new TypeError(
@@ -96,6 +99,7 @@ export class Socket extends Handle implements AsyncIterable<Buffer>, Sweepable {
   #bytesRead = 0;
   #bytesWritten = 0;
   #unix: boolean | undefined;  // a Unix domain socket (no TCP options), once asked
+  #sink: ChunkSink | undefined;
 
   /** @internal */
   constructor(core: LoopCore, handle: number, options: SocketOptions = {}) {
@@ -192,6 +196,27 @@ export class Socket extends Handle implements AsyncIterable<Buffer>, Sweepable {
     return this.#stream;
   }
 
+  // Listening for a stream event throws (see streamEvents), and so do pause() and resume().
+  override on(...args: Parameters<EventEmitter['on']>): this {
+    return super.on(refuseStreamEvent(args[0]), args[1]);
+  }
+
+  override addListener(...args: Parameters<EventEmitter['addListener']>): this {
+    return super.addListener(refuseStreamEvent(args[0]), args[1]);
+  }
+
+  override once(...args: Parameters<EventEmitter['once']>): this {
+    return super.once(refuseStreamEvent(args[0]), args[1]);
+  }
+
+  override prependListener(...args: Parameters<EventEmitter['prependListener']>): this {
+    return super.prependListener(refuseStreamEvent(args[0]), args[1]);
+  }
+
+  override prependOnceListener(...args: Parameters<EventEmitter['prependOnceListener']>): this {
+    return super.prependOnceListener(refuseStreamEvent(args[0]), args[1]);
+  }
+
   /** @internal The peer's address, cached from the first call on an open socket. */
   peerAddress(): NativeAddress | null {
     if (this.#remote === null && !this.closed) {
@@ -208,6 +233,7 @@ export class Socket extends Handle implements AsyncIterable<Buffer>, Sweepable {
   read(options?: SocketOperationOptions): Promise<Buffer | null> {
     const signal = options === undefined ? undefined : validateOperationOptions(options);
     if (signal?.aborted) return Promise.reject(abortError(signal));
+    if (this.#sink !== undefined) return Promise.reject(codedError('ERR_SOCKET_BUSY', 'socket.read() cannot read this socket: its stream() reads it'));
     if (this.#received.length > 0) {
       const chunk = this.#received.shift()!;
       this.#receivedBytes -= chunk.length;
@@ -459,22 +485,6 @@ export class Socket extends Handle implements AsyncIterable<Buffer>, Sweepable {
     throw notAStream('it has no resume()');
   }
 
-  /** Throws for the events of Node's streams, which a Socket never emits (see `stream()`). */
-  override on(event: string | symbol, listener: Listener): this {
-    if (streamEvents.has(event)) throw notAStream(`it never emits '${String(event)}'`);
-    return super.on(event, listener);
-  }
-
-  override addListener(event: string | symbol, listener: Listener): this {
-    if (streamEvents.has(event)) throw notAStream(`it never emits '${String(event)}'`);
-    return super.addListener(event, listener);
-  }
-
-  override prependListener(event: string | symbol, listener: Listener): this {
-    if (streamEvents.has(event)) throw notAStream(`it never emits '${String(event)}'`);
-    return super.prependListener(event, listener);
-  }
-
   protected onClosed(): void {
     if (this.#idleTimeout !== 0 || this.#deadline !== 0 || this.#idleNotice !== 0) IdleSweeper.of(this.core).delete(this);
     // The owner closed the socket: waiting readers see the end of the stream, not an error.
@@ -482,11 +492,44 @@ export class Socket extends Handle implements AsyncIterable<Buffer>, Sweepable {
     this.#writesDone?.();
   }
 
+  /**
+   * @internal SocketStream's push path, instead of a read() promise per chunk: hands `sink` what
+   * read() had queued, then each chunk as it arrives, then null at EOF (with the error if reading
+   * failed). From then on read() refuses with ERR_SOCKET_BUSY. Reading runs while
+   * `pushReading(true)` was the last call: the stream turns it off while its consumer is behind.
+   */
+  pushTo(sink: ChunkSink): void {
+    this.#sink = sink;
+    for (const chunk of this.#received.splice(0)) sink(chunk, null);
+    this.#receivedBytes = 0;
+    if (this.#readError !== null) sink(null, this.#readError);
+    else if (this.#eof) sink(null, null);
+  }
+
+  /** @internal Starts (true) or stops (false) reading from the kernel into the `pushTo` sink. */
+  pushReading(on: boolean): void {
+    if (!on) {
+      if (this.#streaming && !this.#paused) this.#pause();
+    } else if (this.#paused) this.#resume();
+    else if (!this.#streaming && !this.#eof && this.#readError === null && !this.closed) {
+      const rc = this.core.native.readStart(this.handle);
+      if (rc >= 0) this.#streaming = true;
+      else this.#sink?.(null, (this.#readError = systemError(rc, 'read')));
+    }
+  }
+
   /** @internal */
   override onData(chunk: Buffer | null, status: number): void {
     this.#active = true;
+    if (chunk !== null) this.#bytesRead += chunk.length;
+    if (this.#sink !== undefined) {
+      if (chunk !== null) return this.#sink(chunk, null);
+      this.#streaming = false;
+      if (status === 0) this.#eof = true;
+      else this.#readError = systemError(status, 'read');
+      return this.#sink(null, this.#readError);
+    }
     if (chunk !== null) {
-      this.#bytesRead += chunk.length;
       const reader = this.#readers.shift();
       if (reader !== undefined) {
         reader.resolve(chunk);
@@ -524,6 +567,11 @@ export class Socket extends Handle implements AsyncIterable<Buffer>, Sweepable {
   #resume(): void {
     if (this.closed || this.core.native.readStart(this.handle) >= 0) this.#paused = false;
   }
+}
+
+function refuseStreamEvent(event: string | symbol): string | symbol {
+  if (streamEvents.has(event)) throw notAStream(`it never emits '${String(event)}'`);
+  return event;
 }
 
 function validateOperationOptions(options: SocketOperationOptions): AbortSignal | undefined {
