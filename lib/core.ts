@@ -93,7 +93,8 @@ export class LoopCore {
 
   /** An id for an operation about to be submitted; call expect() if the submission is accepted. */
   nextOperationId(): number {
-    this.#nextOperation = (this.#nextOperation + 1) & 0x7fffffff;
+    // Never 0, so that callers can use 0 for "no operation" (see Socket's #submitWrite).
+    this.#nextOperation = this.#nextOperation === 0x7fffffff ? 1 : this.#nextOperation + 1;
     return this.#nextOperation;
   }
 

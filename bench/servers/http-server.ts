@@ -12,7 +12,7 @@ import http from 'node:http';
 import { parseArgs } from 'node:util';
 
 // The built package, as users run it (see twinloop-server.ts).
-import { open, type BackendName, type Socket } from 'twinloop';
+import { open, serve, type BackendName, type Socket } from 'twinloop';
 import { serveControl } from './control.js';
 import { serveOnThreads, type Listening } from './threads.js';
 
@@ -112,11 +112,8 @@ if (values.backend === 'node') {
     let server;
     if (api === 'minimal') server = await loop.listen({ host, port, reusePort }, minimalResponder);
     else {
-      const httpServer = nodeHttpServer();
-      // node:http meets twinloop here: each accepted Socket's stream.Duplex is handed to the
-      // http.Server as a connection. (When the library's documented call for serving an existing
-      // http.Server lands, this is the line to replace with it.)
-      server = await loop.listen({ host, port, reusePort }, (socket) => void httpServer.emit('connection', socket.stream()));
+      // node:http meets twinloop as users run it: serve() instead of httpServer.listen().
+      server = await serve(loop, nodeHttpServer(), { host, port, reusePort });
     }
     return { port: server.port, info: { ...loop.info, api }, counters: () => ({ connections, requests, loop: { ...loop.stats() } }) };
   });

@@ -4,12 +4,13 @@
 import { isIP } from 'node:net';
 import { Duplex } from 'node:stream';
 
-import type { NativeAddress } from '../binding.js';
+import { native, type NativeAddress } from '../binding.js';
 import { validateInteger, validateObject } from '../errors.js';
-import { writtenAtOnce, type ChunkSink, type Socket } from './socket.js';
+import type { ChunkSink, Socket } from './socket.js';
 
 // Chunks that _writev copies into one buffer, for one write (and one syscall) instead of many:
 // below this much the copy costs less than the extra writes.
+const { maxTransfer } = native;
 const kCoalesceBytes = 64 * 1024;
 
 /** Options of `Socket.stream()`, read by its first call only. */
@@ -119,25 +120,39 @@ export class SocketStream extends Duplex {
 
   // Hands `chunk` to the socket, which copies what the kernel does not take at once. The stream
   // calls back as soon as the socket holds no more than the stream's own high-water mark — at once
-  // when the kernel took it all (the common case for a response), without a promise's microtask —
-  // so back-pressure reaches the writer only when the peer really falls behind. A write that
+  // when the kernel took it all (the common case for a response) — so back-pressure reaches the
+  // writer only when the peer really falls behind, and a response costs no promise. A write that
   // fails after that destroys the stream with its error (as a net.Socket's late write error does).
   // Without `callback` (all but the last of a _writev), only errors are watched.
   #send(chunk: Buffer, callback: ((error?: Error | null) => void) | undefined): void {
-    const written = this.socket.write(chunk);
     this.#bytesWritten += chunk.length;
-    if (written === writtenAtOnce) {
-      callback?.();
-    } else if (callback !== undefined && this.socket.writableLength > this.writableHighWaterMark) {
-      written.then(() => callback(), (error: Error) => {
+    if (chunk.length === 0) return callback?.();
+    if (chunk.length > maxTransfer) {
+      // Beyond one native write: socket.write() splits it, in order with the writes around it.
+      this.socket.write(chunk).then(() => callback?.(), (error: Error) => {
         this.#writeFailed(error);
-        callback();
+        callback?.();
       });
-    } else {
-      written.catch(this.#writeFailed);
+      return;
+    }
+    const waitForKernel = callback !== undefined && this.socket.writableLength + chunk.length > this.writableHighWaterMark;
+    try {
+      const done = waitForKernel
+        ? (error: Error | null): void => {
+            if (error !== null) this.#writeFailed(error);
+            callback();
+          }
+        : this.#watchWrite;
+      if (this.socket.writeThen(chunk, done) || !waitForKernel) callback?.();
+    } catch (error) {
+      this.#writeFailed(error as Error);
       callback?.();
     }
   }
+
+  readonly #watchWrite = (error: Error | null): void => {
+    if (error !== null) this.#writeFailed(error);
+  };
 
   // A socket closed under the stream (by its owner, or the loop) fails its writes with
   // ERR_SOCKET_CLOSED / ERR_LOOP_CLOSED: that is a destroy, as net.Socket.destroy(), not an error.
@@ -187,7 +202,7 @@ export class SocketStream extends Duplex {
       this.#timeoutListener = timeout === 0 ? undefined : callback;
       if (timeout !== 0) this.once('timeout', callback);
     }
-    if (!this.socket.closed) this.socket.setIdleNotice(timeout, () => this.emit('timeout'));
+    if (!this.socket.closed) this.socket.setIdleNotice(timeout, this.#emitTimeout);
     return this;
   }
 
@@ -195,6 +210,9 @@ export class SocketStream extends Duplex {
   get timeout(): number | undefined {
     return this.#timeout;
   }
+
+  // One function for every setTimeout: node:http calls it twice per keep-alive request.
+  readonly #emitTimeout = (): void => void this.emit('timeout');
 
   #clearTimeout(): void {
     if (!this.socket.closed) this.socket.setIdleNotice(0, undefined);

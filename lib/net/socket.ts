@@ -21,9 +21,6 @@ import { IdleSweeper, type Sweepable } from './idle.js';
 const { ECANCELED, ETIMEDOUT } = native.errors;
 const { maxTransfer } = native;
 const resolved: Promise<void> = Promise.resolve();
-/** @internal What `write()` returns when the kernel took every byte at once (SocketStream's fast path). */
-export const writtenAtOnce = resolved;
-
 /** @internal Where SocketStream takes received bytes: each chunk, then null at EOF or with the read's error. */
 export type ChunkSink = (chunk: Buffer | null, error: Error | null) => void;
 
@@ -297,25 +294,50 @@ export class Socket extends Handle implements AsyncIterable<Buffer>, Sweepable {
     if (this.#ending !== null) return Promise.reject(codedError('ERR_STREAM_WRITE_AFTER_END', 'write after end'));
     if (bytes.length === 0) return resolved;
     if (bytes.length > maxTransfer) return this.#writeInPieces(bytes, options);
+    const id = this.#submitWrite(bytes);
+    if (id === 0) return resolved;
+    if (id < 0) return Promise.reject(systemError(id, 'write'));
+    const length = bytes.length;
+    // No closure here may capture `bytes`: the completion's stack frames live on in the errors it
+    // makes, and through them the buffer would stay alive as long as the caller keeps the error.
+    return new Promise((resolve, reject) => {
+      this.#expectWrite(id, length, signal, (error) => (error === null ? resolve() : reject(error)));
+    });
+  }
+
+  /**
+   * @internal write() without its promise, for SocketStream (a response costs no promise and no
+   * microtask). `bytes`: 1 to maxTransfer bytes. True when the kernel took them all at once;
+   * otherwise false, and `done` is called once it has (null) or the write failed. Throws what
+   * write() would reject with before any I/O.
+   */
+  writeThen(bytes: Uint8Array, done: (error: Error | null) => void): boolean {
+    if (this.closed) throw this.closedError();
+    if (this.#ending !== null) throw codedError('ERR_STREAM_WRITE_AFTER_END', 'write after end');
+    const id = this.#submitWrite(bytes);
+    if (id === 0) return true;
+    if (id < 0) throw systemError(id, 'write');
+    this.#expectWrite(id, bytes.length, undefined, done);
+    return false;
+  }
+
+  // Hands `bytes` to the native write: 0 when the kernel took every byte at once, the operation's
+  // id while it is in flight (then #expectWrite must follow), or a negative errno.
+  #submitWrite(bytes: Uint8Array): number {
     const id = this.core.nextOperationId();
     const rc = this.core.native.write(this.handle, bytes, id);
     if (rc === 1) {
       this.#active = true;
       this.#bytesWritten += bytes.length;
-      return resolved;
+      return 0;
     }
-    if (rc < 0) return Promise.reject(systemError(rc, 'write'));
-    const length = bytes.length;
+    if (rc < 0) return rc;
     this.#writesInFlight += 1;
-    this.#writableLength += length;
-    let resolve!: () => void;
-    let reject!: (error: Error) => void;
-    const promise = new Promise<void>((onResolve, onReject) => {
-      resolve = onResolve;
-      reject = onReject;
-    });
-    // No closure here may capture `bytes`: the completion's stack frames live on in the errors it
-    // makes, and through them the buffer would stay alive as long as the caller keeps the error.
+    this.#writableLength += bytes.length;
+    return id;
+  }
+
+  #expectWrite(id: number, length: number, signal: AbortSignal | undefined, done: (error: Error | null) => void): void {
     this.core.expect(
       id,
       (result) => {
@@ -325,7 +347,7 @@ export class Socket extends Handle implements AsyncIterable<Buffer>, Sweepable {
         if (result === 0) {
           this.#active = true;
           this.#bytesWritten += length;
-          resolve();
+          done(null);
         } else if (result > 0 || (result === ECANCELED && signal?.aborted)) {
           // result > 0: cancelled after that many bytes went out (see ProactorApi.write).
           if (result > 0) this.#bytesWritten += result;
@@ -334,14 +356,13 @@ export class Socket extends Handle implements AsyncIterable<Buffer>, Sweepable {
             error.bytesWritten = result;
             this.close();
           }
-          reject(error);
+          done(error);
         } else if (result === ECANCELED) {
-          reject(this.#timedOut !== null ? systemError(ETIMEDOUT, 'write') : codedError('ERR_SOCKET_CLOSED', 'Socket was closed with this write in flight'));
-        } else reject(systemError(result, 'write'));
+          done(this.#timedOut !== null ? systemError(ETIMEDOUT, 'write') : codedError('ERR_SOCKET_CLOSED', 'Socket was closed with this write in flight'));
+        } else done(systemError(result, 'write'));
       },
       { signal, handle: this.handle },
     );
-    return promise;
   }
 
   // One native write moves at most `maxTransfer` bytes; the pieces of a longer one are queued
