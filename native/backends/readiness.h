@@ -70,7 +70,7 @@ class ReadinessBackend : public Backend {
   // A read the page cache serves whole completes at once, without a trip through the pool.
   int file_read(HandleId file, std::span<uint8_t> buffer, int64_t position, int32_t op_id) override {
     int n = files_.read_cached(file, buffer, position);
-    if (n == -EAGAIN) return files_.read(file, buffer, position, op_id);
+    if (n == kEAGAIN) return files_.read(file, buffer, position, op_id);
     ++stats_.events;
     defer({file, EventKind::kCompleted, n, op_id});
     return 0;
@@ -201,7 +201,7 @@ class ReadinessBackend : public Backend {
  private:
   HandleId insert(Socket socket) {
     HandleId handle = sockets_.insert(std::move(socket));
-    return handle < 0 ? -EMFILE : handle;
+    return handle < 0 ? kEMFILE : handle;
   }
   int set_streaming(HandleId handle, bool Socket::*flag, bool on);
   int accept_one(int listen_fd);

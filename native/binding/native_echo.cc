@@ -119,7 +119,7 @@ class NativeEcho : public Napi::ObjectWrap<NativeEcho> {
         if (pending == writes_.end()) break;
         spare_.push_back(std::move(pending->second));
         writes_.erase(pending);
-        if (event.result < 0 && event.result != -ECANCELED) close_connection(event.handle);
+        if (event.result < 0 && event.result != kECANCELED) close_connection(event.handle);
         break;
       }
       default:
@@ -162,7 +162,7 @@ class NativeEcho : public Napi::ObjectWrap<NativeEcho> {
 
   Napi::Value port(const Napi::CallbackInfo&) {
     SocketAddress out;
-    int rc = backend_ ? backend_->address(listener_, false, out) : -EBADF;
+    int rc = backend_ ? backend_->address(listener_, false, out) : kEBADF;
     return Napi::Number::New(Env(), rc);
   }
 

@@ -14,7 +14,6 @@
 // -errno on POSIX) on failure. Nothing here throws.
 #pragma once
 
-#include <cerrno>
 #include <cstddef>
 #include <cstdint>
 #include <memory>
@@ -22,6 +21,8 @@
 #include <string>
 #include <string_view>
 #include <vector>
+
+#include "errors.h"
 
 namespace twinloop {
 
@@ -204,7 +205,7 @@ class Backend {
   virtual int cancel(HandleId handle, int32_t op_id) {
     (void)handle;
     (void)op_id;
-    return -ENOSYS;
+    return kENOSYS;
   }
 
   // A one-shot timer in the backend's own wait (timerfd, IORING_OP_TIMEOUT, EVFILT_TIMER, …):
@@ -212,7 +213,7 @@ class Backend {
   virtual int start_timer(uint64_t delay_ms, int32_t op_id) {
     (void)delay_ms;
     (void)op_id;
-    return -ENOSYS;
+    return kENOSYS;
   }
 
   // Regular files. Each call completes as operation `op_id`: open with the new file handle,
@@ -223,33 +224,33 @@ class Backend {
     (void)path;
     (void)options;
     (void)op_id;
-    return -ENOSYS;
+    return kENOSYS;
   }
   virtual int file_read(HandleId file, std::span<uint8_t> buffer, int64_t position, int32_t op_id) {
     (void)file;
     (void)buffer;
     (void)position;
     (void)op_id;
-    return -ENOSYS;
+    return kENOSYS;
   }
   virtual int file_write(HandleId file, std::span<const uint8_t> buffer, int64_t position, int32_t op_id) {
     (void)file;
     (void)buffer;
     (void)position;
     (void)op_id;
-    return -ENOSYS;
+    return kENOSYS;
   }
   virtual int file_sync(HandleId file, bool data_only, int32_t op_id) {
     (void)file;
     (void)data_only;
     (void)op_id;
-    return -ENOSYS;
+    return kENOSYS;
   }
   // Closes once the operations in flight on the file have completed.
   virtual int file_close(HandleId file, int32_t op_id) {
     (void)file;
     (void)op_id;
-    return -ENOSYS;
+    return kENOSYS;
   }
   // Cancels file operation `op_id` of `file` (-1: an open), wherever it waits: in the kernel
   // (IORING_OP_ASYNC_CANCEL, CancelIoEx) or on the thread pool (a job not started is dropped, a
