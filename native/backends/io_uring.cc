@@ -211,12 +211,11 @@ int IoUringBackend::socket_option(HandleId handle, SocketOption option) {
   return twinloop::socket_option(s->fd.get(), option);
 }
 
-int IoUringBackend::watch(HandleId handle, uint32_t interest) {
+int IoUringBackend::watch(HandleId handle, Interest interest) {
   Socket* s = find(handle);
   if (!s) return kEBADF;
-  auto watched = static_cast<uint8_t>(interest & (kReadable | kWritable));
-  s->recheck = (s->recheck | (watched & ~s->watched)) & watched;
-  s->watched = watched;
+  s->recheck = (s->recheck | (interest & ~s->watched)) & interest;
+  s->watched = interest;
   mark_dirty(handle, *s);
   return 0;
 }
@@ -231,7 +230,7 @@ int IoUringBackend::try_read(HandleId handle, std::span<uint8_t> buffer) {
   if (s->streamed) return kEBUSY;
   ++stats_.syscalls;
   int n = recv_some(s->fd.get(), buffer);
-  if (n == kEAGAIN || (n > 0 && static_cast<size_t>(n) < buffer.size())) s->recheck &= ~kReadable;
+  if (n == kEAGAIN || (n > 0 && static_cast<size_t>(n) < buffer.size())) s->recheck &= ~Interest::kReadable;
   return n;
 }
 
@@ -240,7 +239,7 @@ int IoUringBackend::try_write(HandleId handle, std::span<const uint8_t> buffer) 
   if (!s) return kEBADF;
   ++stats_.syscalls;
   int n = send_some(s->fd.get(), buffer);
-  if (n == kEAGAIN || (n >= 0 && static_cast<size_t>(n) < buffer.size())) s->recheck &= ~kWritable;
+  if (n == kEAGAIN || (n >= 0 && static_cast<size_t>(n) < buffer.size())) s->recheck &= ~Interest::kWritable;
   return n;
 }
 
@@ -250,7 +249,7 @@ int IoUringBackend::try_accept(HandleId handle) {
   if (!s->listener) return kEINVAL;
   ++stats_.syscalls;
   int fd = accept_connection(s->fd.get());
-  if (fd == kEAGAIN) s->recheck &= ~kReadable;
+  if (fd == kEAGAIN) s->recheck &= ~Interest::kReadable;
   if (fd < 0) return fd;
   return adopt(fd);
 }

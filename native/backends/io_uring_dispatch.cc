@@ -344,12 +344,12 @@ void IoUringBackend::on_ready(HandleId handle, Socket& s, int32_t result, BatchS
   if (result <= 0) return;  // cancelled or removed
   auto events = static_cast<uint32_t>(result);
   bool failed = events & (POLLERR | POLLHUP);
-  if ((s.watched & kReadable) && ((events & (POLLIN | POLLRDHUP)) || failed)) {
-    s.recheck |= kReadable;
+  if (has(s.watched, Interest::kReadable) && ((events & (POLLIN | POLLRDHUP)) || failed)) {
+    s.recheck |= Interest::kReadable;
     emit(sink, {handle, EventKind::kReadable, 0, 0});
   }
-  if ((s.watched & kWritable) && ((events & POLLOUT) || failed)) {
-    s.recheck |= kWritable;
+  if (has(s.watched, Interest::kWritable) && ((events & POLLOUT) || failed)) {
+    s.recheck |= Interest::kWritable;
     emit(sink, {handle, EventKind::kWritable, 0, 0});
   }
   mark_dirty(handle, s);  // for the re-check, after JavaScript has had its go

@@ -196,7 +196,7 @@ int IocpBackend::socket_option(HandleId handle, SocketOption option) {
   return iocp::socket_option(s->socket.get(), option);
 }
 
-int IocpBackend::watch(HandleId handle, uint32_t interest) {
+int IocpBackend::watch(HandleId handle, Interest interest) {
   Socket* s = sockets_.find(handle);
   if (!s) return kEBADF;
   s->watched = interest;

@@ -252,12 +252,12 @@ void IocpBackend::serve(HandleId handle) {
     return;
   }
   if (s->streaming_read && (s->readable || s->read_error != 0)) stream_read(handle, *s);
-  if ((s->watched & kWantReadable) && (s->readable || s->read_error != 0)) {
+  if (has(s->watched, Interest::kReadable) && (s->readable || s->read_error != 0)) {
     emit({handle, EventKind::kReadable, 0, 0});
     s->readable = false;
     schedule_rearm(handle, *s);
   }
-  if ((s->watched & kWantWritable) && (writable(*s) || s->write_error != 0)) {
+  if (has(s->watched, Interest::kWritable) && (writable(*s) || s->write_error != 0)) {
     emit({handle, EventKind::kWritable, 0, 0});
     schedule_rearm(handle, *s);
   }
@@ -305,7 +305,7 @@ void IocpBackend::serve_listener(HandleId handle) {
       emit({handle, EventKind::kAccepted, result, 0});
     }
   }
-  if ((s->watched & kWantReadable) && !s->backlog.empty()) {
+  if (has(s->watched, Interest::kReadable) && !s->backlog.empty()) {
     emit({handle, EventKind::kReadable, 0, 0});
     schedule_rearm(handle, *s);
   }

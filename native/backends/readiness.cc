@@ -41,7 +41,7 @@ int ReadinessBackend::connect(const SocketAddress& address, const SocketAddress*
   } else {
     Socket* s = sockets_.find(handle);
     s->connect_op = op_id;
-    update_interest(handle, *s, 0);
+    update_interest(handle, *s, Interest::kNone);
   }
   return handle;
 }
@@ -86,11 +86,11 @@ int ReadinessBackend::socket_option(HandleId handle, SocketOption option) {
   return twinloop::socket_option(s->fd.get(), option);
 }
 
-int ReadinessBackend::watch(HandleId handle, uint32_t interest) {
+int ReadinessBackend::watch(HandleId handle, Interest interest) {
   Socket* s = sockets_.find(handle);
   if (!s) return kEBADF;
   s->watched = interest;
-  return update_interest(handle, *s, 0);
+  return update_interest(handle, *s, Interest::kNone);
 }
 
 int ReadinessBackend::try_read(HandleId handle, std::span<uint8_t> buffer) {
@@ -118,7 +118,7 @@ int ReadinessBackend::submit_read(HandleId handle, std::span<uint8_t> buffer, in
   if (!s) return kEBADF;
   if (s->streamed) return kEBUSY;
   s->reads.push_back({buffer, op_id});
-  return update_interest(handle, *s, 0);
+  return update_interest(handle, *s, Interest::kNone);
 }
 
 int ReadinessBackend::submit_write(HandleId handle, std::span<const uint8_t> buffer, int32_t op_id) {
@@ -138,7 +138,7 @@ int ReadinessBackend::submit_write(HandleId handle, std::span<const uint8_t> buf
     if (buffer.empty()) return 1;
   }
   s->writes.push_back({buffer, op_id, size - buffer.size()});
-  int rc = update_interest(handle, *s, 0);
+  int rc = update_interest(handle, *s, Interest::kNone);
   return rc < 0 ? rc : 0;
 }
 
@@ -147,7 +147,7 @@ int ReadinessBackend::submit_accept(HandleId handle, int32_t op_id) {
   if (!s) return kEBADF;
   if (!s->listener) return kEINVAL;
   s->accepts.push_back(op_id);
-  return update_interest(handle, *s, 0);
+  return update_interest(handle, *s, Interest::kNone);
 }
 
 int ReadinessBackend::set_streaming(HandleId handle, bool Socket::*flag, bool on) {
@@ -159,7 +159,7 @@ int ReadinessBackend::set_streaming(HandleId handle, bool Socket::*flag, bool on
     s->streamed = true;
   }
   s->*flag = on;
-  return update_interest(handle, *s, 0);
+  return update_interest(handle, *s, Interest::kNone);
 }
 
 // Timers and cancellation. A queued operation never reached the kernel, so cancelling it is taking
@@ -299,7 +299,7 @@ void ReadinessBackend::on_readable(HandleId handle, Socket& s, BatchSink& sink) 
       }
     }
   }
-  if (s.watched & kReadBit) emit(sink, {handle, EventKind::kReadable, 0, 0});
+  if (has(s.watched, Interest::kReadable)) emit(sink, {handle, EventKind::kReadable, 0, 0});
 }
 
 // Accepting inserts into the handle table, which may move every Socket: the listener is looked up
@@ -323,7 +323,7 @@ void ReadinessBackend::on_listener_readable(HandleId handle, BatchSink& sink) {
     if (result < 0) break;
   }
   Socket* listener = sockets_.find(handle);
-  if (listener->watched & kReadBit) emit(sink, {handle, EventKind::kReadable, 0, 0});
+  if (has(listener->watched, Interest::kReadable)) emit(sink, {handle, EventKind::kReadable, 0, 0});
 }
 
 void ReadinessBackend::on_writable(HandleId handle, Socket& s, BatchSink& sink, int32_t reported_error) {
@@ -349,7 +349,7 @@ void ReadinessBackend::on_writable(HandleId handle, Socket& s, BatchSink& sink, 
     emit(sink, {handle, EventKind::kCompleted, n < 0 ? n : 0, write.op_id});
   }
   s.writes.erase(s.writes.begin(), s.writes.begin() + static_cast<std::ptrdiff_t>(done));
-  if (s.watched & kWriteBit) emit(sink, {handle, EventKind::kWritable, 0, 0});
+  if (has(s.watched, Interest::kWritable)) emit(sink, {handle, EventKind::kWritable, 0, 0});
 }
 
 }  // namespace twinloop

@@ -514,7 +514,7 @@ class NativeLoop : public Napi::ObjectWrap<NativeLoop> {
 
   Napi::Value watch(const Napi::CallbackInfo& info) {
     if (!args_ok(info, 2)) return Env().Undefined();
-    return result(backend_->watch(int_arg(info, 0), static_cast<uint32_t>(int_arg(info, 1))));
+    return result(backend_->watch(int_arg(info, 0), interest_from_bits(static_cast<uint32_t>(int_arg(info, 1)))));
   }
 
   Napi::Value try_read(const Napi::CallbackInfo& info) {

@@ -23,6 +23,7 @@
 #include <vector>
 
 #include "errors.h"
+#include "interest.h"
 
 namespace twinloop {
 
@@ -105,8 +106,6 @@ class BatchSink {
   bool arena_exhausted_ = false;
 };
 
-enum class Interest : uint32_t { kNone = 0, kReadable = 1, kWritable = 2 };
-
 struct SocketAddress {
   enum class Family { kIPv4, kIPv6, kUnix } family = Family::kIPv4;
   std::string host;  // numeric address for IP families (JavaScript resolves names), path for Unix
@@ -178,7 +177,7 @@ class Backend {
   virtual int socket_option(HandleId handle, SocketOption option) = 0;
 
   // Reactor.
-  virtual int watch(HandleId handle, uint32_t interest) = 0;
+  virtual int watch(HandleId handle, Interest interest) = 0;
   virtual int try_read(HandleId handle, std::span<uint8_t> buffer) = 0;         // -EAGAIN if not ready
   virtual int try_write(HandleId handle, std::span<const uint8_t> buffer) = 0;  // -EAGAIN if full
   virtual int try_accept(HandleId handle) = 0;                                   // new handle
