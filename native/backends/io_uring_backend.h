@@ -155,8 +155,7 @@ class IoUringBackend final : public Backend {
 
  private:
   static uint32_t clamp(size_t size) {
-    // Results travel as int32: one operation moves at most 1 GiB, the caller continues.
-    return static_cast<uint32_t>(std::min(size, size_t{1} << 30));
+    return static_cast<uint32_t>(std::min(size, kMaxTransfer));  // the caller continues
   }
 
   void mark_dirty(HandleId handle, Socket& s) {

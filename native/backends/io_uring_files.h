@@ -56,7 +56,7 @@ class RingFiles {
     entry->opcode = write ? IORING_OP_WRITE : IORING_OP_READ;
     entry->fd = f->fd.get();
     entry->addr = reinterpret_cast<uint64_t>(data);
-    entry->len = static_cast<uint32_t>(std::min(size, size_t{1} << 30));  // results travel as int32
+    entry->len = static_cast<uint32_t>(std::min(size, kMaxTransfer));
     entry->off = static_cast<uint64_t>(position);  // -1: the file position, as read(2) would
     // A buffered transfer the page cache can serve runs inline, on this thread, inside the enter:
     // large ones go to the kernel's workers instead, so that a batch of them copies on every core.

@@ -10,11 +10,6 @@
 #include <vector>
 
 namespace twinloop::iocp {
-namespace {
-
-constexpr size_t kMaxStreamRead = 64 * 1024;
-
-}  // namespace
 
 DWORD WINAPI IocpBackend::wait_loop(void* self) {
   static_cast<IocpBackend*>(self)->wait_for_completions();

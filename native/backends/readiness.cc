@@ -10,7 +10,6 @@ namespace twinloop {
 
 namespace {
 
-constexpr size_t kMaxStreamRead = 64 * 1024;
 constexpr int kMaxAcceptsPerWake = 64;  // so one busy listener cannot monopolise a drain
 
 int32_t clamp_count(size_t bytes) { return static_cast<int32_t>(std::min<size_t>(bytes, INT32_MAX)); }

@@ -738,7 +738,7 @@ static Napi::Value alloc_aligned(const Napi::CallbackInfo& info) {
   }
   double size = info[0].As<Napi::Number>().DoubleValue();
   double alignment = info[1].As<Napi::Number>().DoubleValue();
-  if (!(size >= 1 && size <= double{1u << 30}) || !(alignment >= 8 && alignment <= 65536) ||
+  if (!(size >= 1 && size <= static_cast<double>(twinloop::kMaxTransfer)) || !(alignment >= 8 && alignment <= 65536) ||
       (static_cast<size_t>(alignment) & (static_cast<size_t>(alignment) - 1)) != 0) {
     Napi::RangeError::New(env, "size must be 1 B to 1 GiB and alignment a power of two from 8 to 65536")
         .ThrowAsJavaScriptException();

@@ -24,6 +24,7 @@
 
 #include "errors.h"
 #include "interest.h"
+#include "limits.h"
 
 namespace twinloop {
 
