@@ -777,7 +777,7 @@ static Napi::Object init_twinloop(Napi::Env env, Napi::Object exports) {
   errors.Set("EFAULT", kEFAULT);  // a read's buffer could no longer hold its bytes
   errors.Set("EMFILE", kEMFILE);
   errors.Set("ENFILE", kENFILE);
-  errors.Set("ENOSYS", kENOSYS);      // cancel() or startTimer() not implemented
+  errors.Set("ENOSYS", kENOSYS);      // a backend that cannot work on this host
   errors.Set("ETIMEDOUT", kETIMEDOUT);  // connect and idle timeouts
   exports.Set("errors", errors);
   exports.Set("maxTransfer", static_cast<double>(kMaxTransfer));
