@@ -17,7 +17,6 @@
 namespace twinloop {
 namespace {
 
-constexpr int kMaxEpollEvents = 256;
 constexpr uint64_t kWakeToken = ~uint64_t{0};
 constexpr uint64_t kTimerToken = ~uint64_t{0} - 1;  // no HandleId is negative
 
@@ -81,12 +80,12 @@ class EpollBackend final : private EpollDescriptors, public ReadinessBackend {
 
   void drain_ready(BatchSink& sink) override {
     while (!sink.full()) {
-      epoll_event ready[kMaxEpollEvents];
+      epoll_event ready[kMaxKernelEvents];
       ++stats_.syscalls;
-      int n = epoll_wait(epoll_fd.get(), ready, kMaxEpollEvents, 0);
+      int n = epoll_wait(epoll_fd.get(), ready, kMaxKernelEvents, 0);
       if (n <= 0) break;
       for (int i = 0; i < n; ++i) dispatch(ready[i], sink);
-      if (n < kMaxEpollEvents) break;
+      if (n < kMaxKernelEvents) break;
     }
   }
 

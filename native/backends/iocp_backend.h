@@ -28,7 +28,6 @@
 
 namespace twinloop::iocp {
 
-inline constexpr ULONG kMaxCompletions = 256;
 // Completion keys: 0 for socket operations, IocpFiles::kFileKey for file ones, and two packets
 // without an OVERLAPPED: stop the waiting thread, or make it recompute its timeout (IocpTimers).
 inline constexpr ULONG_PTR kStopKey = 1;

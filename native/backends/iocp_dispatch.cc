@@ -17,13 +17,13 @@ DWORD WINAPI IocpBackend::wait_loop(void* self) {
 }
 
 void IocpBackend::wait_for_completions() {
-  OVERLAPPED_ENTRY entries[kMaxCompletions];
+  OVERLAPPED_ENTRY entries[kMaxKernelEvents];
   for (;;) {
     bool due = false;
     DWORD timeout = timers_.next_timeout(due);
     if (due) request_wake();
     ULONG count = 0;
-    if (!GetQueuedCompletionStatusEx(port_.get(), entries, kMaxCompletions, &count, timeout, FALSE)) {
+    if (!GetQueuedCompletionStatusEx(port_.get(), entries, kMaxKernelEvents, &count, timeout, FALSE)) {
       if (GetLastError() == ERROR_ABANDONED_WAIT_0) return;  // the port was closed
       continue;  // WAIT_TIMEOUT: next_timeout() says whether a timer is due, or how long is left
     }

@@ -30,7 +30,6 @@
 namespace twinloop {
 namespace {
 
-constexpr int kMaxKevents = 256;
 constexpr uintptr_t kWakeIdent = 0;     // EVFILT_USER idents are their own namespace, not fds
 constexpr timespec kNoWait{0, 0};
 
@@ -68,7 +67,7 @@ class KqueueBackend final : private KqueueDescriptors, public ReadinessBackend {
         ReadinessBackend({"kqueue", "reactor", {"level-triggered", "changelist-batching", "pipe-wake"}},
                          wake_from_pool) {
 #endif
-    changes_.reserve(kMaxKevents);
+    changes_.reserve(kMaxKernelEvents);
   }
 
   // kqueue(2): a kqueue descriptor can itself be watched for readability (poll, select, or
@@ -102,14 +101,14 @@ class KqueueBackend final : private KqueueDescriptors, public ReadinessBackend {
       // kqueue(2): a change that fails is returned as an EV_ERROR event only while the eventlist
       // has room for it; otherwise kevent() fails and the changes after it are not applied. A
       // changelist longer than the eventlist therefore goes through flush(), which makes room.
-      if (changes_.size() > static_cast<size_t>(kMaxKevents)) flush();
-      struct kevent ready[kMaxKevents];
+      if (changes_.size() > static_cast<size_t>(kMaxKernelEvents)) flush();
+      struct kevent ready[kMaxKernelEvents];
       ++stats_.syscalls;
-      int n = kevent(kqueue_fd.get(), changes_.data(), static_cast<int>(changes_.size()), ready, kMaxKevents, &kNoWait);
+      int n = kevent(kqueue_fd.get(), changes_.data(), static_cast<int>(changes_.size()), ready, kMaxKernelEvents, &kNoWait);
       changes_.clear();
       if (n <= 0) break;
       for (int i = 0; i < n; ++i) dispatch(ready[i], sink);
-      if (n < kMaxKevents) break;
+      if (n < kMaxKernelEvents) break;
     }
   }
 

@@ -35,8 +35,6 @@
 namespace twinloop {
 namespace {
 
-constexpr int kMaxRoundsPerWake = 8;  // beyond this, let Node's loop run other work first
-
 class NativeLoop : public Napi::ObjectWrap<NativeLoop> {
  public:
   static Napi::Function define(Napi::Env env) {

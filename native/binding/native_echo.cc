@@ -27,7 +27,6 @@ namespace {
 
 constexpr size_t kBatchEvents = 1024;      // the addon's default batchSize
 constexpr size_t kArenaBytes = 1 << 20;    // and arenaSize
-constexpr int kMaxRoundsPerWake = 8;       // as the addon, so wake-ups compare one to one
 
 class NativeEcho : public Napi::ObjectWrap<NativeEcho> {
  public:

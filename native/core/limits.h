@@ -15,6 +15,14 @@ constexpr size_t kMaxTransfer = size_t{1} << 30;
 // socket leaves room in the batch for the others.
 constexpr size_t kMaxStreamRead = 64 * 1024;
 
+// The most events one kernel wait returns into a drain (epoll_wait, kevent,
+// GetQueuedCompletionStatusEx); a full answer means more may be ready, and the drain asks again.
+constexpr int kMaxKernelEvents = 256;
+
+// The most drains the binding runs for one wake-up of Node's loop: beyond this, Node's loop runs
+// its other work first (the benchmark's native echo uses the same, so wake-ups compare one to one).
+constexpr int kMaxRoundsPerWake = 8;
+
 // The longest timer delay a backend keeps: years, and small enough that the deadline in
 // nanoseconds (now + delay) cannot wrap around into the past.
 constexpr uint64_t kMaxTimerDelayMs = UINT64_MAX / 1'000'000u / 2;
