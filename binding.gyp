@@ -7,45 +7,33 @@
     "twinloop_bench%": "<!(node -p \"+require('fs').existsSync('bench/loadgen/loadgen.cc')\")",
     # Where a kqueue emulation is installed, to build the kqueue backend on Linux (see below).
     "twinloop_kqueue_prefix%": "",
-    # The backends of each OS, shared by the addon and the benchmark's native echo: a new backend
-    # is one file here.
+    # The native sources, listed once in native/sources.json (CMakeLists.txt reads the same file):
+    # the core and the addon's binding, then for each OS the watcher of the backend's descriptor
+    # and the backends, shared by the addon and the benchmark's native echo. A new backend is one
+    # line there.
+    "core_sources": ["<!@(node -p \"require('./native/sources.json').core.join(' ')\")"],
+    "addon_sources": ["<!@(node -p \"require('./native/sources.json').addon.join(' ')\")"],
     "conditions": [
-      ["OS=='linux'", {"backend_sources": [
-        "native/backends/posix_socket.cc",
-        "native/backends/threadpool.cc",
-        "native/backends/pooled_files.cc",
-        "native/backends/readiness.cc",
-        "native/backends/epoll.cc",
-        "native/backends/io_uring_ring.cc",
-        "native/backends/io_uring_submit.cc",
-        "native/backends/io_uring_dispatch.cc",
-        "native/backends/io_uring.cc"
-      ]}],
-      ["OS=='mac' or OS=='freebsd'", {"backend_sources": [
-        "native/backends/posix_socket.cc",
-        "native/backends/threadpool.cc",
-        "native/backends/pooled_files.cc",
-        "native/backends/readiness.cc",
-        "native/backends/kqueue.cc"
-      ]}],
-      ["OS=='win'", {"backend_sources": [
-        "native/backends/iocp_socket.cc",
-        "native/backends/iocp_files.cc",
-        "native/backends/iocp_operations.cc",
-        "native/backends/iocp_dispatch.cc",
-        "native/backends/iocp.cc"
-      ]}]
+      ["OS=='linux'", {
+        "watcher_sources": ["<!@(node -p \"require('./native/sources.json').watcher.posix.join(' ')\")"],
+        "backend_sources": ["<!@(node -p \"require('./native/sources.json').backends.linux.join(' ')\")"]
+      }],
+      ["OS=='mac' or OS=='freebsd'", {
+        "watcher_sources": ["<!@(node -p \"require('./native/sources.json').watcher.posix.join(' ')\")"],
+        "backend_sources": ["<!@(node -p \"require('./native/sources.json').backends.bsd.join(' ')\")"]
+      }],
+      # Windows: the IOCP backend, woken through a thread-safe function instead of libuv handles
+      # (native/binding/loop_watcher.h).
+      ["OS=='win'", {
+        "watcher_sources": ["<!@(node -p \"require('./native/sources.json').watcher.win.join(' ')\")"],
+        "backend_sources": ["<!@(node -p \"require('./native/sources.json').backends.win.join(' ')\")"]
+      }]
     ]
   },
   "targets": [
     {
       "target_name": "twinloop",
-      "sources": [
-        "native/core/registry.cc",
-        "native/binding/addon.cc",
-        "native/binding/uv_watcher.cc",
-        "<@(backend_sources)"
-      ],
+      "sources": ["<@(core_sources)", "<@(addon_sources)", "<@(watcher_sources)", "<@(backend_sources)"],
       "include_dirs": ["<!(node -p \"require('node-addon-api').include_dir\")"],
       "defines": ["NAPI_VERSION=8", "NAPI_DISABLE_CPP_EXCEPTIONS", "NODE_ADDON_API_DISABLE_DEPRECATED", "NODE_API_SWALLOW_UNTHROWABLE_EXCEPTIONS"],
       "cflags!": ["-fno-exceptions"],
@@ -74,11 +62,8 @@
             "OTHER_CPLUSPLUSFLAGS": ["-Wall", "-Wextra", "-Werror"]
           }
         }],
-        # Windows: the IOCP backend, woken through a thread-safe function instead of libuv handles
-        # (native/binding/loop_watcher.h). CMakeLists.txt cross-builds the same sources with MinGW.
+        # Windows (CMakeLists.txt cross-builds the same sources with MinGW).
         ["OS=='win'", {
-          "sources!": ["native/binding/uv_watcher.cc"],
-          "sources": ["native/binding/tsfn_watcher.cc"],
           "defines": ["WIN32_LEAN_AND_MEAN", "NOMINMAX", "_WIN32_WINNT=0x0A00"],
           "libraries": ["ws2_32.lib"],
           "msvs_settings": {
@@ -98,11 +83,7 @@
         {
           "target_name": "native_echo",
           "target_conditions": [["_type=='loadable_module'", {"product_extension": "so"}]],
-          "sources": [
-            "native/core/registry.cc",
-            "native/binding/native_echo.cc",
-            "<@(backend_sources)"
-          ],
+          "sources": ["<@(core_sources)", "native/binding/native_echo.cc", "<@(backend_sources)"],
           "include_dirs": ["<!(node -p \"require('node-addon-api').include_dir\")"],
           "defines": ["NAPI_VERSION=8", "NAPI_DISABLE_CPP_EXCEPTIONS", "NODE_ADDON_API_DISABLE_DEPRECATED", "NODE_API_SWALLOW_UNTHROWABLE_EXCEPTIONS"],
           "cflags!": ["-fno-exceptions"],

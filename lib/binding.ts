@@ -64,7 +64,7 @@ export interface NativeLoop {
   /**
    * Cancels operation `opId` of `handle` (-1: a timer). It still completes, as an event: with
    * ECANCELED, with its real result if it finished first, or — a write cancelled half-sent — with
-   * the (positive) count the peer got. -ENOENT: not in flight; ENOSYS: this backend cannot cancel.
+   * the (positive) count the peer got. -ENOENT: not in flight.
    */
   cancel(handle: number, opId: number): number;
   /** A one-shot timer on the backend's own wait: completes as `opId` with 0 after `delayMs`. */

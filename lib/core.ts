@@ -30,7 +30,7 @@ export interface ExpectOptions {
 }
 
 const kEventInts = 4;
-const { ECANCELED, ENOSYS } = native.errors;
+const { ECANCELED } = native.errors;
 
 export class LoopCore {
   readonly native: NativeLoop;
@@ -50,8 +50,6 @@ export class LoopCore {
   #loopReferenced = true;
   #referenced = false;
   #held = false;
-  /** Timers emulated with Node's own, on a backend without native ones (ENOSYS). */
-  readonly #fallbackTimers = new Map<number, NodeJS.Timeout>();
 
   constructor(backend: string, batchSize: number, arenaSize: number) {
     this.#events = new Int32Array(batchSize * kEventInts);
@@ -127,13 +125,7 @@ export class LoopCore {
   startTimer(delayMs: number, complete: (result: number) => void, options: ExpectOptions = {}): number {
     const id = this.nextOperationId();
     const rc = this.native.startTimer(delayMs, id);
-    if (rc === ENOSYS) {
-      const timer = setTimeout(() => this.#fallbackFired(id, 0), delayMs);
-      if (options.weak === true) timer.unref();
-      this.#fallbackTimers.set(id, timer);
-    } else if (rc < 0) {
-      throw systemError(rc, 'timer');
-    }
+    if (rc < 0) throw systemError(rc, 'timer');
     this.expect(id, complete, { ...options, handle: -1 });
     return id;
   }
@@ -145,29 +137,11 @@ export class LoopCore {
 
   /**
    * Asks the backend to cancel operation `id` of `handle` (-1: a timer); it completes later, as
-   * `expect()` says. Where the backend cannot cancel, it completes now with ECANCELED.
+   * `expect()` says (every backend cancels: it is part of the native contract).
    */
   cancel(handle: number, id: number): void {
     if (this.#closed || !this.#operations.has(id)) return;
-    const fallback = handle === -1 ? this.#fallbackTimers.get(id) : undefined;
-    if (fallback !== undefined) {
-      clearTimeout(fallback);
-      process.nextTick(() => this.#fallbackFired(id, ECANCELED));
-      return;
-    }
-    if (this.native.cancel(handle, id) !== ENOSYS) return;  // the completion follows as an event
-    // This backend cannot cancel: the operation settles now; the native side owns its memory
-    // until the kernel's completion, whose result is dropped.
-    const operation = this.#operations.get(id)!;
-    const settle = operation.complete;
-    operation.complete = () => {};
-    settle(ECANCELED);
-  }
-
-  #fallbackFired(id: number, result: number): void {
-    this.#fallbackTimers.delete(id);
-    this.#complete(id, result);
-    this.#updateReference();
+    this.native.cancel(handle, id);
   }
 
   /** Closes every handle, fails every operation still waiting, and closes the native loop. */
@@ -180,8 +154,6 @@ export class LoopCore {
     this.native.close();  // after this, no kernel operation uses any buffer we hold
     this.#events = new Int32Array(0);
     this.#arena = Buffer.alloc(0);
-    for (const timer of this.#fallbackTimers.values()) clearTimeout(timer);
-    this.#fallbackTimers.clear();
     const pending = [...this.#operations.values()];
     this.#operations.clear();
     this.#weakOperations = 0;

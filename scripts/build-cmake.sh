@@ -4,9 +4,7 @@
 #   npm run build:cmake      → build-cmake/Release/twinloop.node, then loaded (its backends printed)
 #
 # Run the package on it with TWINLOOP_BINARY=$PWD/build-cmake/Release/twinloop.node (lib/binding.ts).
-# First it checks that CMakeLists.txt names, for each OS, the native sources binding.gyp names: a
-# file missing from one build links there all the same (an addon resolves its symbols when loaded,
-# lazily) and fails only when its code is first called.
+# Both builds take their sources from native/sources.json, so they cannot build different files.
 # Node's headers (uv.h among them: the addon watches its backend with libuv) are those of
 # $npm_config_nodedir when set, else of the running node's own install, else of the node-linux-<arch>
 # npm package (scripts/node-dist.sh): cmake-js would otherwise download them from nodejs.org.
@@ -15,33 +13,6 @@ root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
 [[ "$(uname -s)" == Linux ]] || { echo "build-cmake.sh: Linux only (macOS: npx cmake-js build; Windows: cmake/mingw-w64.cmake)" >&2; exit 2; }
 command -v cmake >/dev/null || { echo "build-cmake.sh: needs cmake (apt-get install cmake)" >&2; exit 1; }
-
-python3 - <<'EOF'
-import ast, re, sys
-gyp = ast.literal_eval(re.sub(r'#[^\n]*', '', open('binding.gyp').read()))
-target = next(t for t in gyp['targets'] if t['target_name'] == 'twinloop')
-common = [s for s in target['sources'] if not s.startswith('<')]
-backends = {condition: values['backend_sources'] for condition, values in gyp['variables']['conditions']}
-win = next(values for condition, values in target['conditions'] if condition == "OS=='win'")
-wanted = {
-    'Linux': set(common + backends["OS=='linux'"]),
-    'macOS, FreeBSD': set(common + backends["OS=='mac' or OS=='freebsd'"]),
-    'Windows': (set(common) - set(win['sources!'])) | set(win['sources']) | set(backends["OS=='win'"]),
-}
-cmake = open('CMakeLists.txt').read()
-shared = re.search(r'set\(sources([^)]*)\)', cmake).group(1).split()
-blocks = {'Windows': r'if\(WIN32\)', 'Linux': r'elseif\(CMAKE_SYSTEM_NAME STREQUAL "Linux"\)', 'macOS, FreeBSD': r'else\(\)[^\n]*'}
-failed = False
-for os_name, guard in blocks.items():
-    listed = re.search(guard + r'\s*list\(APPEND sources([^)]*)\)', cmake)
-    have = set(shared + (listed.group(1).split() if listed else []))
-    if have != wanted[os_name]:
-        failed = True
-        print(f'build-cmake.sh: CMakeLists.txt and binding.gyp build different sources on {os_name}: '
-              f'only in binding.gyp {sorted(wanted[os_name] - have)}, only in CMakeLists.txt {sorted(have - wanted[os_name])}',
-              file=sys.stderr)
-sys.exit(1 if failed else 0)
-EOF
 
 nodedir=${npm_config_nodedir:-}
 if [[ -z "$nodedir" ]]; then

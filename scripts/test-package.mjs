@@ -79,11 +79,12 @@ for (const platform of [...new Set([platformDir, ...(opts.platforms ? opts.platf
 const forbidden = files.filter((f) => /^(test|bench|build|examples|scripts|lib|\.ci|\.github|node_modules)\//.test(f) ||
   /\.(tgz|o|log)$/.test(f) || /(^|\/)(results|coverage)\//.test(f));
 check('the tarball has no tests, benchmark, examples, scripts or build outputs', forbidden.length === 0, forbidden.join(', '));
-// Every native source binding.gyp names must be in it, for a source build where no prebuild fits.
-const gyp = fs.readFileSync(path.join(root, 'binding.gyp'), 'utf8');
-const sources = [...new Set([...gyp.matchAll(/"(native\/[^"]+\.cc)"/g)].map((m) => m[1]))];
-const absent = sources.filter((s) => !files.includes(s));
-check('the tarball has every native source binding.gyp names', sources.length > 0 && absent.length === 0, absent.join(', '));
+// Every native source binding.gyp builds (native/sources.json lists them) must be in it, for a
+// source build where no prebuild fits.
+const lists = JSON.parse(fs.readFileSync(path.join(root, 'native/sources.json'), 'utf8'));
+const sources = [...new Set([lists.core, lists.addon, Object.values(lists.watcher), Object.values(lists.backends)].flat(2))];
+const absent = ['native/sources.json', ...sources].filter((s) => !files.includes(s));
+check('the tarball has native/sources.json and every native source it lists', sources.length > 0 && absent.length === 0, absent.join(', '));
 
 // 2. A fresh project and a PATH with no compiler, make or Python: only node, npm and sh. (Had
 // node-gyp-build found no prebuild, `install` would have run node-gyp and failed here.)

@@ -17,13 +17,12 @@
 namespace twinloop {
 namespace {
 
-constexpr int kMaxEpollEvents = 256;
 constexpr uint64_t kWakeToken = ~uint64_t{0};
 constexpr uint64_t kTimerToken = ~uint64_t{0} - 1;  // no HandleId is negative
 
-uint32_t to_epoll_events(uint32_t interest) {
-  return ((interest & static_cast<uint32_t>(Interest::kReadable)) ? uint32_t{EPOLLIN} : 0u) |
-         ((interest & static_cast<uint32_t>(Interest::kWritable)) ? uint32_t{EPOLLOUT} : 0u);
+uint32_t to_epoll_events(Interest interest) {
+  return (has(interest, Interest::kReadable) ? uint32_t{EPOLLIN} : 0u) |
+         (has(interest, Interest::kWritable) ? uint32_t{EPOLLOUT} : 0u);
 }
 
 // The descriptors the thread pool's workers wake the loop through. A base listed before
@@ -61,18 +60,18 @@ class EpollBackend final : private EpollDescriptors, public ReadinessBackend {
   // (`narrow`): a proactor read that completes is usually followed by the next read within the
   // same batch, and the epoll_ctl pair DEL + ADD per read would double the syscalls per message.
   // One mask covers both directions, so any `narrow` sets it to exactly what is wanted.
-  int update_interest(HandleId handle, Socket& s, uint32_t narrow) override {
-    uint32_t want = wanted_interest(s);
-    if (want == s.registered || (narrow == 0 && (want & ~s.registered) == 0)) return 0;
+  int update_interest(HandleId handle, Socket& s, Interest narrow) override {
+    Interest want = wanted_interest(s);
+    if (want == s.registered || (narrow == Interest::kNone && !has(want, ~s.registered))) return 0;
     epoll_event ev{};
     ev.events = to_epoll_events(want);
     ev.data.u64 = static_cast<uint64_t>(handle);
     // An empty mask is a DEL, not a MOD: epoll reports EPOLLHUP whatever the mask, and a closed
     // peer would then wake the loop for ever.
-    int op = want == 0 ? EPOLL_CTL_DEL : s.registered == 0 ? EPOLL_CTL_ADD : EPOLL_CTL_MOD;
+    int op = want == Interest::kNone ? EPOLL_CTL_DEL : s.registered == Interest::kNone ? EPOLL_CTL_ADD : EPOLL_CTL_MOD;
     ++stats_.syscalls;
     if (epoll_ctl(epoll_fd.get(), op, s.fd.get(), &ev) != 0) return -errno;
-    s.registered = static_cast<uint8_t>(want);
+    s.registered = want;
     return 0;
   }
 
@@ -81,12 +80,12 @@ class EpollBackend final : private EpollDescriptors, public ReadinessBackend {
 
   void drain_ready(BatchSink& sink) override {
     while (!sink.full()) {
-      epoll_event ready[kMaxEpollEvents];
+      epoll_event ready[kMaxKernelEvents];
       ++stats_.syscalls;
-      int n = epoll_wait(epoll_fd.get(), ready, kMaxEpollEvents, 0);
+      int n = epoll_wait(epoll_fd.get(), ready, kMaxKernelEvents, 0);
       if (n <= 0) break;
       for (int i = 0; i < n; ++i) dispatch(ready[i], sink);
-      if (n < kMaxEpollEvents) break;
+      if (n < kMaxKernelEvents) break;
     }
   }
 
@@ -126,18 +125,19 @@ class EpollBackend final : private EpollDescriptors, public ReadinessBackend {
     Socket* s = sockets_.find(handle);
     if (!s) return;  // closed earlier in this batch
     bool failed = ready.events & (EPOLLERR | EPOLLHUP);
-    uint32_t arrived = ((ready.events & EPOLLIN) ? kReadBit : 0) | ((ready.events & EPOLLOUT) ? kWriteBit : 0);
+    Interest arrived = ((ready.events & EPOLLIN) ? Interest::kReadable : Interest::kNone) |
+                       ((ready.events & EPOLLOUT) ? Interest::kWritable : Interest::kNone);
     // Readiness that nobody was waiting for: the moment to narrow the mask (see update_interest).
     // What this dispatch itself completes does not count — the next operation usually follows
     // within the batch.
-    uint32_t wanted = wanted_interest(*s);
-    bool unwanted = (arrived & ~wanted) != 0 || (failed && wanted == 0);
-    if ((arrived & kReadBit) || failed) on_readable(handle, *s, sink);
+    Interest wanted = wanted_interest(*s);
+    bool unwanted = has(arrived, ~wanted) || (failed && wanted == Interest::kNone);
+    if (has(arrived, Interest::kReadable) || failed) on_readable(handle, *s, sink);
     s = sockets_.find(handle);  // accepting may have moved it
-    if ((arrived & kWriteBit) || failed) on_writable(handle, *s, sink);
+    if (has(arrived, Interest::kWritable) || failed) on_writable(handle, *s, sink);
     // Unlike a read, a write that had to wait is rarely followed by another: drop EPOLLOUT now.
-    bool writes_done = (arrived & kWriteBit) && !(wanted_interest(*s) & kWriteBit);
-    update_interest(handle, *s, unwanted || writes_done ? kReadBit | kWriteBit : 0);
+    bool writes_done = has(arrived, Interest::kWritable) && !has(wanted_interest(*s), Interest::kWritable);
+    update_interest(handle, *s, unwanted || writes_done ? Interest::kBoth : Interest::kNone);
   }
 
   // timerfd_settime with an absolute deadline on the clock the heap counts in.

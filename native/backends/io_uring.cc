@@ -58,7 +58,7 @@ int IoUringBackend::init(std::string& reason, unsigned max_buffers, unsigned cq_
                      IORING_OP_TIMEOUT, IORING_OP_TIMEOUT_REMOVE}) {
     if (!ring_.supports(op)) {
       reason = "io_uring lacks the socket opcodes (kernel older than 5.19)";
-      return -ENOSYS;
+      return kENOSYS;
     }
   }
   if (int rc = buffers_.open(ring_, max_buffers, kBufferSize); rc < 0) {
@@ -147,14 +147,14 @@ int IoUringBackend::connect(const SocketAddress& address, const SocketAddress* l
 
 int IoUringBackend::shutdown(HandleId handle) {
   Socket* s = find(handle);
-  if (!s) return -EBADF;
+  if (!s) return kEBADF;
   ++stats_.syscalls;
   return ::shutdown(s->fd.get(), SHUT_WR) == 0 ? 0 : -errno;
 }
 
 int IoUringBackend::close(HandleId handle, bool reset) {
   Socket* s = find(handle);
-  if (!s) return -EBADF;
+  if (!s) return kEBADF;
   // Defensive: an SQE naming this descriptor must reach the kernel before the number can be
   // reused (pump() submits what it prepares, so this is only a failed enter's leftovers).
   if (ring_.pending() > 0) submit();
@@ -172,14 +172,14 @@ int IoUringBackend::close(HandleId handle, bool reset) {
   // Queued operations the kernel never saw are cancelled here; those in flight when their CQE
   // arrives, since until then the kernel may still use their buffers.
   auto withdraw_queued = [&](auto& queue, size_t held) {
-    for (size_t i = held; i < queue.size(); ++i) defer({handle, EventKind::kCompleted, -ECANCELED, queue[i].op_id});
+    for (size_t i = held; i < queue.size(); ++i) defer({handle, EventKind::kCompleted, kECANCELED, queue[i].op_id});
     queue.resize(held);
   };
   withdraw_queued(s->reads, (s->in_flight & kRecv) ? 1 : 0);
   withdraw_queued(s->writes, s->send_count);
   withdraw_queued(s->accepts, s->accepts_in_flight);
   if (s->connect_op >= 0 && !(s->in_flight & kConnect)) {
-    defer({handle, EventKind::kCompleted, -ECANCELED, s->connect_op});
+    defer({handle, EventKind::kCompleted, kECANCELED, s->connect_op});
     s->connect_op = -1;
   }
   ++stats_.syscalls;
@@ -193,30 +193,29 @@ int IoUringBackend::close(HandleId handle, bool reset) {
 
 int IoUringBackend::address(HandleId handle, bool peer, SocketAddress& out) {
   Socket* s = find(handle);
-  if (!s) return -EBADF;
+  if (!s) return kEBADF;
   ++stats_.syscalls;
   return socket_address(s->fd.get(), peer, out);
 }
 
 int IoUringBackend::set_socket_option(HandleId handle, SocketOption option, int value) {
   Socket* s = find(handle);
-  if (!s) return -EBADF;
+  if (!s) return kEBADF;
   ++stats_.syscalls;
   return twinloop::set_socket_option(s->fd.get(), option, value);
 }
 
 int IoUringBackend::socket_option(HandleId handle, SocketOption option) {
   Socket* s = find(handle);
-  if (!s) return -EBADF;
+  if (!s) return kEBADF;
   return twinloop::socket_option(s->fd.get(), option);
 }
 
-int IoUringBackend::watch(HandleId handle, uint32_t interest) {
+int IoUringBackend::watch(HandleId handle, Interest interest) {
   Socket* s = find(handle);
-  if (!s) return -EBADF;
-  auto watched = static_cast<uint8_t>(interest & (kReadable | kWritable));
-  s->recheck = (s->recheck | (watched & ~s->watched)) & watched;
-  s->watched = watched;
+  if (!s) return kEBADF;
+  s->recheck = (s->recheck | (interest & ~s->watched)) & interest;
+  s->watched = interest;
   mark_dirty(handle, *s);
   return 0;
 }
@@ -227,39 +226,39 @@ int IoUringBackend::watch(HandleId handle, uint32_t interest) {
 // other outcome leaves the readiness re-check (see pump_poll) in place.
 int IoUringBackend::try_read(HandleId handle, std::span<uint8_t> buffer) {
   Socket* s = find(handle);
-  if (!s) return -EBADF;
-  if (s->streamed) return -EBUSY;
+  if (!s) return kEBADF;
+  if (s->streamed) return kEBUSY;
   ++stats_.syscalls;
   int n = recv_some(s->fd.get(), buffer);
-  if (n == -EAGAIN || (n > 0 && static_cast<size_t>(n) < buffer.size())) s->recheck &= ~kReadable;
+  if (n == kEAGAIN || (n > 0 && static_cast<size_t>(n) < buffer.size())) s->recheck &= ~Interest::kReadable;
   return n;
 }
 
 int IoUringBackend::try_write(HandleId handle, std::span<const uint8_t> buffer) {
   Socket* s = find(handle);
-  if (!s) return -EBADF;
+  if (!s) return kEBADF;
   ++stats_.syscalls;
   int n = send_some(s->fd.get(), buffer);
-  if (n == -EAGAIN || (n >= 0 && static_cast<size_t>(n) < buffer.size())) s->recheck &= ~kWritable;
+  if (n == kEAGAIN || (n >= 0 && static_cast<size_t>(n) < buffer.size())) s->recheck &= ~Interest::kWritable;
   return n;
 }
 
 int IoUringBackend::try_accept(HandleId handle) {
   Socket* s = find(handle);
-  if (!s) return -EBADF;
-  if (!s->listener) return -EINVAL;
+  if (!s) return kEBADF;
+  if (!s->listener) return kEINVAL;
   ++stats_.syscalls;
   int fd = accept_connection(s->fd.get());
-  if (fd == -EAGAIN) s->recheck &= ~kReadable;
+  if (fd == kEAGAIN) s->recheck &= ~Interest::kReadable;
   if (fd < 0) return fd;
   return adopt(fd);
 }
 
 int IoUringBackend::submit_read(HandleId handle, std::span<uint8_t> buffer, int32_t op_id) {
   Socket* s = find(handle);
-  if (!s) return -EBADF;
-  if (s->listener) return -EINVAL;
-  if (s->streamed) return -EBUSY;
+  if (!s) return kEBADF;
+  if (s->listener) return kEINVAL;
+  if (s->streamed) return kEBUSY;
   s->reads.push_back({buffer.data(), clamp(buffer.size()), op_id});
   mark_dirty(handle, *s);
   return 0;
@@ -267,10 +266,10 @@ int IoUringBackend::submit_read(HandleId handle, std::span<uint8_t> buffer, int3
 
 int IoUringBackend::submit_write(HandleId handle, std::span<const uint8_t> buffer, int32_t op_id) {
   Socket* s = find(handle);
-  if (!s) return -EBADF;
-  if (s->listener) return -EINVAL;
-  if (s->connect_op >= 0) return -ENOTCONN;
-  if (s->write_torn) return -EPIPE;
+  if (!s) return kEBADF;
+  if (s->listener) return kEINVAL;
+  if (s->connect_op >= 0) return kENOTCONN;
+  if (s->write_torn) return kEPIPE;
   // No inline fast path: the send goes out with the batch's one io_uring_enter, and completes
   // there when the socket has room (its CQE is reaped by the next drain).
   s->writes.push_back({buffer.data(), static_cast<uint32_t>(buffer.size()), 0, op_id});
@@ -280,8 +279,8 @@ int IoUringBackend::submit_write(HandleId handle, std::span<const uint8_t> buffe
 
 int IoUringBackend::submit_accept(HandleId handle, int32_t op_id) {
   Socket* s = find(handle);
-  if (!s) return -EBADF;
-  if (!s->listener) return -EINVAL;
+  if (!s) return kEBADF;
+  if (!s->listener) return kEINVAL;
   s->accepts.push_back({op_id});
   mark_dirty(handle, *s);
   return 0;
@@ -293,24 +292,24 @@ int IoUringBackend::submit_accept(HandleId handle, int32_t op_id) {
 // that no buffer is released while the kernel may still write into it.
 int IoUringBackend::cancel(HandleId handle, int32_t op_id) {
   if (handle == -1) {
-    if (!timers_.cancel(op_id)) return -ENOENT;
-    defer({-1, EventKind::kCompleted, -ECANCELED, op_id});
+    if (!timers_.cancel(op_id)) return kENOENT;
+    defer({-1, EventKind::kCompleted, kECANCELED, op_id});
     return 0;
   }
   Socket* s = find(handle);
-  if (!s) return -EBADF;
+  if (!s) return kEBADF;
   if (s->connect_op == op_id) {
     if (s->in_flight & kConnect) return cancel_in_flight(handle, *s, kConnect);
     s->connect_op = -1;
     s->connect_address.reset();
-    defer({handle, EventKind::kCompleted, -ECANCELED, op_id});
+    defer({handle, EventKind::kCompleted, kECANCELED, op_id});
     return 0;
   }
   for (size_t i = 0; i < s->reads.size(); ++i) {
     if (s->reads[i].op_id != op_id) continue;
     if (i == 0 && (s->in_flight & kRecv)) return cancel_in_flight(handle, *s, kRecv);
     s->reads.erase(s->reads.begin() + static_cast<std::ptrdiff_t>(i));
-    defer({handle, EventKind::kCompleted, -ECANCELED, op_id});
+    defer({handle, EventKind::kCompleted, kECANCELED, op_id});
     return 0;
   }
   for (size_t i = 0; i < s->accepts.size(); ++i) {
@@ -322,7 +321,7 @@ int IoUringBackend::cancel(HandleId handle, int32_t op_id) {
     // posts those still wanted once all are back.
     if (s->accepts.size() > s->accepts_in_flight) {
       s->accepts.erase(s->accepts.begin() + static_cast<std::ptrdiff_t>(i));
-      defer({handle, EventKind::kCompleted, -ECANCELED, op_id});
+      defer({handle, EventKind::kCompleted, kECANCELED, op_id});
       return 0;
     }
     s->accepts[i].cancelled = true;
@@ -341,11 +340,11 @@ int IoUringBackend::cancel(HandleId handle, int32_t op_id) {
       tear_writes(handle, *s, i, nullptr);  // the head, between two sends of it
     } else {
       s->writes.erase(s->writes.begin() + static_cast<std::ptrdiff_t>(i));
-      defer({handle, EventKind::kCompleted, -ECANCELED, op_id});
+      defer({handle, EventKind::kCompleted, kECANCELED, op_id});
     }
     return 0;
   }
-  return -ENOENT;
+  return kENOENT;
 }
 
 int IoUringBackend::file_open(const std::string& path, const FileOpenOptions& options, int32_t op_id) {
@@ -373,7 +372,7 @@ int IoUringBackend::file_cancel(HandleId file, int32_t op_id) {
 }
 
 int IoUringBackend::start_timer(uint64_t delay_ms, int32_t op_id) {
-  if (!timers_.push(deadline_after_ms(delay_ms), op_id)) return -EEXIST;
+  if (!timers_.push(deadline_after_ms(delay_ms), op_id)) return kEEXIST;
   arm_timer();
   return 0;
 }
@@ -385,7 +384,7 @@ Socket* IoUringBackend::find(HandleId handle) {
 
 HandleId IoUringBackend::insert(Socket socket) {
   HandleId handle = sockets_.insert(std::move(socket));
-  return handle < 0 ? -EMFILE : handle;
+  return handle < 0 ? kEMFILE : handle;
 }
 
 // A connection accepted by the kernel: Nagle off, then a handle.
@@ -399,10 +398,10 @@ int IoUringBackend::adopt(int fd) {
 
 int IoUringBackend::set_streaming(HandleId handle, bool Socket::*flag, bool on) {
   Socket* s = find(handle);
-  if (!s) return -EBADF;
-  if ((flag == &Socket::streaming_accept) != s->listener) return -EINVAL;
+  if (!s) return kEBADF;
+  if ((flag == &Socket::streaming_accept) != s->listener) return kEINVAL;
   if (on && flag == &Socket::streaming_read) {
-    if (!s->reads.empty()) return -EBUSY;  // the stream would take bytes the queued reads wait for
+    if (!s->reads.empty()) return kEBUSY;  // the stream would take bytes the queued reads wait for
     s->streamed = true;
   }
   s->*flag = on;

@@ -32,8 +32,6 @@
 namespace twinloop::iouring {
 
 inline constexpr size_t kMaxIov = 64;
-inline constexpr uint32_t kReadable = static_cast<uint32_t>(Interest::kReadable);
-inline constexpr uint32_t kWritable = static_cast<uint32_t>(Interest::kWritable);
 
 // One bit per kind of operation; a socket has at most one of each in flight, so user_data =
 // kind << 32 | handle names the operation exactly. The exception is kAccept: a listener's accepts
@@ -86,8 +84,8 @@ struct Socket {
   UniqueFd fd;
   uint8_t in_flight = 0;    // Op bits
   uint8_t cancelling = 0;   // Op bits whose cancel SQE is queued
-  uint8_t watched = 0;      // Interest bits
-  uint8_t recheck = 0;      // Interest bits reported without a sign that the socket went dry
+  Interest watched = Interest::kNone;
+  Interest recheck = Interest::kNone;  // directions reported without a sign that the socket went dry
   uint8_t send_count = 0;   // writes the in-flight send carries
   uint8_t accepts_in_flight = 0;  // kAccept operations the kernel holds
   bool listener = false;
@@ -126,7 +124,7 @@ class IoUringBackend final : public Backend {
   int set_socket_option(HandleId handle, SocketOption option, int value) override;
   int socket_option(HandleId handle, SocketOption option) override;
 
-  int watch(HandleId handle, uint32_t interest) override;
+  int watch(HandleId handle, Interest interest) override;
   int try_read(HandleId handle, std::span<uint8_t> buffer) override;
   int try_write(HandleId handle, std::span<const uint8_t> buffer) override;
   int try_accept(HandleId handle) override;
@@ -157,8 +155,7 @@ class IoUringBackend final : public Backend {
 
  private:
   static uint32_t clamp(size_t size) {
-    // Results travel as int32: one operation moves at most 1 GiB, the caller continues.
-    return static_cast<uint32_t>(std::min(size, size_t{1} << 30));
+    return static_cast<uint32_t>(std::min(size, kMaxTransfer));  // the caller continues
   }
 
   void mark_dirty(HandleId handle, Socket& s) {

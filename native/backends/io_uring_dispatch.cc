@@ -198,22 +198,22 @@ void IoUringBackend::finish_cancelled(HandleId handle, Socket& s, Op op, const i
   switch (op) {
     case kRecv:
       if (!s.reads.empty()) {
-        complete_op(sink, handle, -ECANCELED, s.reads.front().op_id);
+        complete_op(sink, handle, kECANCELED, s.reads.front().op_id);
         s.reads.erase(s.reads.begin());
       }
       break;
     case kSend:
-      for (size_t i = 0; i < s.send_count && i < s.writes.size(); ++i) complete_op(sink, handle, -ECANCELED, s.writes[i].op_id);
+      for (size_t i = 0; i < s.send_count && i < s.writes.size(); ++i) complete_op(sink, handle, kECANCELED, s.writes[i].op_id);
       s.writes.clear();
       release_batch(s);
       break;
     case kConnect:
-      complete_op(sink, handle, -ECANCELED, s.connect_op);
+      complete_op(sink, handle, kECANCELED, s.connect_op);
       s.connect_op = -1;
       break;
     case kAccept:
       if (!s.accepts.empty()) {
-        complete_op(sink, handle, -ECANCELED, s.accepts.front().op_id);
+        complete_op(sink, handle, kECANCELED, s.accepts.front().op_id);
         s.accepts.erase(s.accepts.begin());
       }
       break;
@@ -248,13 +248,13 @@ bool IoUringBackend::on_stream_data(HandleId handle, Socket& s, const io_uring_c
     return true;
   }
   recycle_buffer(buffers_, cqe);
-  if (cqe.res == -ENOBUFS) {
+  if (cqe.res == kENOBUFS) {
     // The pool ran dry: nothing was lost (the bytes wait in the socket) and the multishot recv
     // ended; more buffers, and the re-arm on the final CQE, carry on.
     buffers_.grow();
     return true;
   }
-  if (cqe.res == -ECANCELED) return true;  // read_stop(); re-armed if read_start() came since
+  if (cqe.res == kECANCELED) return true;  // read_stop(); re-armed if read_start() came since
   // EOF or an error ends the stream (even after read_stop(): the kernel consumed it).
   emit(sink, {handle, EventKind::kData, cqe.res, 0});
   s.streaming_read = false;
@@ -273,11 +273,11 @@ void IoUringBackend::on_sent(HandleId handle, Socket& s, int32_t result, BatchSi
   release_batch(s);
   // A send that cancel() withdrew ends with -ECANCELED (-EINTR when an io-wq worker ran it), or
   // with the count it sent before that: not a broken connection.
-  bool withdrawn = (s.cancelling & kSend) && (result == -ECANCELED || result == -EINTR);
+  bool withdrawn = (s.cancelling & kSend) && (result == kECANCELED || result == kEINTR);
   if (withdrawn) result = 0;
   if (result < 0 || (!withdrawn && result == 0 && carried > 0 && s.writes.front().size > s.writes.front().sent)) {
     // The connection is broken: every queued write fails with the error, in order.
-    int32_t error = result < 0 ? result : -EPIPE;
+    int32_t error = result < 0 ? result : kEPIPE;
     for (const PendingWrite& write : s.writes) emit(sink, {handle, EventKind::kCompleted, error, write.op_id});
     s.writes.clear();
     return;
@@ -303,7 +303,7 @@ void IoUringBackend::settle_cancelled_writes(HandleId handle, Socket& s, BatchSi
     if (!s.writes[i].cancelled) {
       ++i;
     } else if (s.writes[i].sent == 0) {
-      complete_or_defer(sink, {handle, EventKind::kCompleted, -ECANCELED, s.writes[i].op_id});
+      complete_or_defer(sink, {handle, EventKind::kCompleted, kECANCELED, s.writes[i].op_id});
       s.writes.erase(s.writes.begin() + static_cast<std::ptrdiff_t>(i));
     } else {
       return tear_writes(handle, s, i, sink);
@@ -318,7 +318,7 @@ void IoUringBackend::tear_writes(HandleId handle, Socket& s, size_t index, Batch
   complete_or_defer(sink, {handle, EventKind::kCompleted, static_cast<int32_t>(std::min<uint32_t>(s.writes[index].sent, INT32_MAX)),
                            s.writes[index].op_id});
   for (size_t i = index + 1; i < s.writes.size(); ++i) {
-    complete_or_defer(sink, {handle, EventKind::kCompleted, -ECANCELED, s.writes[i].op_id});
+    complete_or_defer(sink, {handle, EventKind::kCompleted, kECANCELED, s.writes[i].op_id});
   }
   s.writes.resize(index);
   s.write_torn = true;
@@ -344,12 +344,12 @@ void IoUringBackend::on_ready(HandleId handle, Socket& s, int32_t result, BatchS
   if (result <= 0) return;  // cancelled or removed
   auto events = static_cast<uint32_t>(result);
   bool failed = events & (POLLERR | POLLHUP);
-  if ((s.watched & kReadable) && ((events & (POLLIN | POLLRDHUP)) || failed)) {
-    s.recheck |= kReadable;
+  if (has(s.watched, Interest::kReadable) && ((events & (POLLIN | POLLRDHUP)) || failed)) {
+    s.recheck |= Interest::kReadable;
     emit(sink, {handle, EventKind::kReadable, 0, 0});
   }
-  if ((s.watched & kWritable) && ((events & POLLOUT) || failed)) {
-    s.recheck |= kWritable;
+  if (has(s.watched, Interest::kWritable) && ((events & POLLOUT) || failed)) {
+    s.recheck |= Interest::kWritable;
     emit(sink, {handle, EventKind::kWritable, 0, 0});
   }
   mark_dirty(handle, s);  // for the re-check, after JavaScript has had its go
@@ -368,15 +368,15 @@ void IoUringBackend::on_connected(HandleId handle, Socket& s, int32_t result, Ba
 // Once the last of a recall is back, cancelled accepts left over are settled.
 void IoUringBackend::on_accept(HandleId handle, Socket& s, int32_t result, BatchSink& sink) {
   auto cancelled = [](const PendingAccept& accept) { return accept.cancelled; };
-  auto taker = result == -ECANCELED ? std::find_if(s.accepts.begin(), s.accepts.end(), cancelled)
+  auto taker = result == kECANCELED ? std::find_if(s.accepts.begin(), s.accepts.end(), cancelled)
                                     : std::find_if_not(s.accepts.begin(), s.accepts.end(), cancelled);
-  if (taker == s.accepts.end() && result != -ECANCELED) taker = s.accepts.begin();
+  if (taker == s.accepts.end() && result != kECANCELED) taker = s.accepts.begin();
   bool taken = taker != s.accepts.end();
   int32_t op_id = taken ? taker->op_id : 0;
   if (taken) s.accepts.erase(taker);
   if (s.accepts_in_flight == 1) {
     for (const PendingAccept& accept : s.accepts) {
-      if (accept.cancelled) emit(sink, {handle, EventKind::kCompleted, -ECANCELED, accept.op_id});
+      if (accept.cancelled) emit(sink, {handle, EventKind::kCompleted, kECANCELED, accept.op_id});
     }
     std::erase_if(s.accepts, cancelled);
   }
@@ -389,7 +389,7 @@ void IoUringBackend::on_accept(HandleId handle, Socket& s, int32_t result, Batch
 }
 
 void IoUringBackend::on_stream_accept(HandleId handle, Socket& s, int32_t result, bool final, BatchSink& sink) {
-  if (result == -ECANCELED) return;
+  if (result == kECANCELED) return;
   // A connection the kernel accepted after accept_stop() is delivered rather than dropped.
   int32_t accepted = result >= 0 ? adopt(result) : result;
   emit(sink, {handle, EventKind::kAccepted, accepted, 0});

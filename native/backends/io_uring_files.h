@@ -34,7 +34,7 @@ class RingFiles {
     int flags;
     if (int rc = posix_open_flags(options, flags); rc < 0) return rc;
     io_uring_sqe* entry = get_sqe();
-    if (entry == nullptr) return -EAGAIN;
+    if (entry == nullptr) return kEAGAIN;
     uint32_t slot = take_slot({Kind::kOpen, -1, op_id, std::make_unique<std::string>(path)});
     entry->opcode = IORING_OP_OPENAT;
     entry->fd = AT_FDCWD;
@@ -50,13 +50,13 @@ class RingFiles {
   template <typename GetSqe>
   int transfer(GetSqe&& get_sqe, bool write, HandleId file, uint8_t* data, size_t size, int64_t position, int32_t op_id) {
     RingFile* f = files_.find(file);
-    if (!f || f->close_op >= 0) return -EBADF;
+    if (!f || f->close_op >= 0) return kEBADF;
     io_uring_sqe* entry = get_sqe();
-    if (entry == nullptr) return -EAGAIN;
+    if (entry == nullptr) return kEAGAIN;
     entry->opcode = write ? IORING_OP_WRITE : IORING_OP_READ;
     entry->fd = f->fd.get();
     entry->addr = reinterpret_cast<uint64_t>(data);
-    entry->len = static_cast<uint32_t>(std::min(size, size_t{1} << 30));  // results travel as int32
+    entry->len = static_cast<uint32_t>(std::min(size, kMaxTransfer));
     entry->off = static_cast<uint64_t>(position);  // -1: the file position, as read(2) would
     // A buffered transfer the page cache can serve runs inline, on this thread, inside the enter:
     // large ones go to the kernel's workers instead, so that a batch of them copies on every core.
@@ -68,9 +68,9 @@ class RingFiles {
   template <typename GetSqe>
   int sync(GetSqe&& get_sqe, HandleId file, bool data_only, int32_t op_id) {
     RingFile* f = files_.find(file);
-    if (!f || f->close_op >= 0) return -EBADF;
+    if (!f || f->close_op >= 0) return kEBADF;
     io_uring_sqe* entry = get_sqe();
-    if (entry == nullptr) return -EAGAIN;
+    if (entry == nullptr) return kEAGAIN;
     entry->opcode = IORING_OP_FSYNC;
     entry->fd = f->fd.get();
     entry->fsync_flags = data_only ? IORING_FSYNC_DATASYNC : 0;
@@ -83,7 +83,7 @@ class RingFiles {
   template <typename GetSqe>
   int close(GetSqe&& get_sqe, HandleId file, int32_t op_id) {
     RingFile* f = files_.find(file);
-    if (!f || f->close_op >= 0) return -EBADF;
+    if (!f || f->close_op >= 0) return kEBADF;
     f->close_op = op_id;
     if (f->in_flight == 0) return submit_close(get_sqe, file, *f);
     return 0;
@@ -100,10 +100,10 @@ class RingFiles {
       FileOp& op = ops_[slot];
       if (!op.in_flight || op.op_id != op_id || op.file != file || op.kind == Kind::kClose) continue;
       if (op.cancelled) return 0;
-      if (!submit_cancel(get_sqe, slot, ignored_user_data)) return -EAGAIN;
+      if (!submit_cancel(get_sqe, slot, ignored_user_data)) return kEAGAIN;
       return 0;
     }
-    return -ENOENT;
+    return kENOENT;
   }
 
   // Teardown: cancels every operation in flight (the closes excepted), so that a read of a FIFO
@@ -129,7 +129,7 @@ class RingFiles {
     --in_flight_;
     int result = cqe.res;
     // An io-wq worker interrupted by the cancel (a FIFO it was blocked on) reports -EINTR.
-    if (op.cancelled && result == -EINTR) result = -ECANCELED;
+    if (op.cancelled && result == kEINTR) result = kECANCELED;
     if (op.kind == Kind::kOpen) {
       if (result >= 0) {
         if (discarding) {
@@ -139,7 +139,7 @@ class RingFiles {
         RingFile file;
         file.fd.reset(result);
         result = files_.insert(std::move(file));
-        if (result < 0) result = -EMFILE;  // the descriptor closed with the dropped RingFile
+        if (result < 0) result = kEMFILE;  // the descriptor closed with the dropped RingFile
       }
       out = {-1, EventKind::kCompleted, result, op.op_id};
       return !discarding;
@@ -210,7 +210,7 @@ class RingFiles {
   template <typename GetSqe>
   int submit_close(GetSqe&& get_sqe, HandleId file, RingFile& f) {
     io_uring_sqe* entry = get_sqe();
-    if (entry == nullptr) return -EAGAIN;
+    if (entry == nullptr) return kEAGAIN;
     entry->opcode = IORING_OP_CLOSE;
     entry->fd = f.fd.get();
     start(entry, f, {Kind::kClose, file, f.close_op, nullptr});

@@ -48,9 +48,9 @@ int sys_setup(unsigned entries, io_uring_params* params) {
 
 // Why io_uring_setup was refused, in words: the answer users need to fix their host.
 std::string explain_setup_failure(int error) {
-  if (error == -ENOSYS) return "io_uring_setup: ENOSYS (kernel built without io_uring, or an emulator such as qemu-user)";
-  if (error == -ENOMEM) return "io_uring_setup: ENOMEM (RLIMIT_MEMLOCK too low for the rings on kernels < 5.12?)";
-  if (error != -EPERM) return std::string("io_uring_setup failed: ") + std::strerror(-error);
+  if (error == kENOSYS) return "io_uring_setup: ENOSYS (kernel built without io_uring, or an emulator such as qemu-user)";
+  if (error == kENOMEM) return "io_uring_setup: ENOMEM (RLIMIT_MEMLOCK too low for the rings on kernels < 5.12?)";
+  if (error != kEPERM) return std::string("io_uring_setup failed: ") + std::strerror(-error);
   int disabled = -1;
   if (FILE* file = std::fopen("/proc/sys/kernel/io_uring_disabled", "re")) {
     if (std::fscanf(file, "%d", &disabled) != 1) disabled = -1;
@@ -98,7 +98,7 @@ int Ring::setup(unsigned sq_entries, unsigned cq_entries, std::string& reason) {
       IORING_SETUP_COOP_TASKRUN | IORING_SETUP_SUBMIT_ALL,
       0,
   };
-  int rc = -EINVAL;
+  int rc = kEINVAL;
   for (uint32_t flags : kAttempts) {
     params_ = {};
     params_.flags = kBase | flags;
@@ -110,7 +110,7 @@ int Ring::setup(unsigned sq_entries, unsigned cq_entries, std::string& reason) {
       features_.kernel_features = params_.features;
       return 0;
     }
-    if (rc != -EINVAL) break;  // only "unknown flag" is worth another try
+    if (rc != kEINVAL) break;  // only "unknown flag" is worth another try
   }
   reason = explain_setup_failure(rc);
   return rc;
@@ -207,7 +207,7 @@ int Ring::register_op(unsigned opcode, void* arg, unsigned count) {
 int BufferRing::open(Ring& ring, unsigned max_buffers, unsigned buffer_size) {
   entries_ = 1;
   while (entries_ < max_buffers) entries_ <<= 1;
-  if (entries_ > 32768) return -EINVAL;  // the kernel's limit on a buffer ring
+  if (entries_ > 32768) return kEINVAL;  // the kernel's limit on a buffer ring
   max_buffers_ = max_buffers;
   buffer_size_ = buffer_size;
   size_t ring_bytes = (entries_ * sizeof(io_uring_buf) + 4095) & ~size_t{4095};

@@ -19,8 +19,8 @@ namespace {
 // behind a busy loop's whole backlog, and the last ~200 of 10 000 clients waited seconds.
 constexpr uint8_t kMaxAcceptsInFlight = 64;
 
-uint32_t poll_events(uint32_t interest) {
-  return ((interest & kReadable) ? POLLIN | POLLRDHUP : 0) | ((interest & kWritable) ? POLLOUT : 0);
+uint32_t poll_events(Interest interest) {
+  return (has(interest, Interest::kReadable) ? POLLIN | POLLRDHUP : 0) | (has(interest, Interest::kWritable) ? POLLOUT : 0);
 }
 
 void prepare_accept(io_uring_sqe* entry, int fd, bool multishot) {
@@ -190,26 +190,26 @@ void IoUringBackend::pump_accepts(HandleId handle, Socket& s) {
 // little: TCP wakes writers only after a send found the buffer full (SOCK_NOSPACE). As the poll
 // is edge-like, an interest that watch() adds is checked at once with the one-shot poll.
 void IoUringBackend::pump_poll(HandleId handle, Socket& s) {
-  if (s.watched != 0 && !(s.in_flight & kPoll)) {
+  if (s.watched != Interest::kNone && !(s.in_flight & kPoll)) {
     io_uring_sqe* entry = sqe();
     if (entry == nullptr) return requeue(handle, s);
     entry->opcode = IORING_OP_POLL_ADD;
     entry->fd = s.fd.get();
-    entry->poll32_events = poll_events(kReadable | kWritable);
+    entry->poll32_events = poll_events(Interest::kBoth);
     entry->len = IORING_POLL_ADD_MULTI;
     start(handle, s, kPoll, entry);
-  } else if (s.watched == 0 && (s.in_flight & kPoll) && !(s.cancelling & kPoll)) {
+  } else if (s.watched == Interest::kNone && (s.in_flight & kPoll) && !(s.cancelling & kPoll)) {
     cancel(handle, s, kPoll);  // re-armed, if watched again, once its last CQE is in
   }
-  uint8_t check = s.recheck & s.watched;
-  if (check != 0 && !(s.in_flight & kPollCheck)) {
+  Interest check = s.recheck & s.watched;
+  if (check != Interest::kNone && !(s.in_flight & kPollCheck)) {
     io_uring_sqe* entry = sqe();
     if (entry == nullptr) return requeue(handle, s);
     entry->opcode = IORING_OP_POLL_ADD;
     entry->fd = s.fd.get();
     entry->poll32_events = poll_events(check);
     start(handle, s, kPollCheck, entry);
-    s.recheck = 0;
+    s.recheck = Interest::kNone;
   }
 }
 

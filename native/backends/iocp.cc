@@ -60,8 +60,8 @@ constexpr ULONGLONG kTeardownBoundMs = 1000;
 IocpBackend::IocpBackend(std::unique_ptr<WinsockSession> winsock, UniqueHandle port, SocketExtensions extensions)
     : winsock_(std::move(winsock)), port_(std::move(port)), extensions_(extensions) {
   info_ = {"iocp", "proactor", {"overlapped-io", "GetQueuedCompletionStatusEx", "zero-byte-read-readiness", "waiter-thread"}};
-  completed_.reserve(kMaxCompletions);
-  ready_.reserve(kMaxCompletions);
+  completed_.reserve(kMaxKernelEvents);
+  ready_.reserve(kMaxKernelEvents);
 }
 
 IocpBackend::~IocpBackend() {
@@ -80,20 +80,20 @@ IocpBackend::~IocpBackend() {
   for (const OVERLAPPED_ENTRY& entry : completed_) reclaim(entry);
   completed_.clear();
   files_.cancel_all();
-  OVERLAPPED_ENTRY entries[kMaxCompletions];
+  OVERLAPPED_ENTRY entries[kMaxKernelEvents];
   ULONGLONG deadline = GetTickCount64() + kTeardownBoundMs;
   while (operations_.in_flight() > 0 || files_.in_flight() > 0) {
     ULONGLONG now = GetTickCount64();
     if (now >= deadline) break;
     ULONG count = 0;
-    if (!GetQueuedCompletionStatusEx(port_.get(), entries, kMaxCompletions, &count, static_cast<DWORD>(deadline - now), FALSE)) continue;
+    if (!GetQueuedCompletionStatusEx(port_.get(), entries, kMaxKernelEvents, &count, static_cast<DWORD>(deadline - now), FALSE)) continue;
     for (ULONG i = 0; i < count; ++i) reclaim(entries[i]);
   }
   if (operations_.in_flight() == 0 && files_.in_flight() == 0) return;
   // Given up on. A work item still running posts nothing from now on (the port closes with this
   // backend) and disposes of its operation itself; what was posted before is dequeued here.
   files_.abandon_work();
-  for (ULONG count = 0; GetQueuedCompletionStatusEx(port_.get(), entries, kMaxCompletions, &count, 0, FALSE);) {
+  for (ULONG count = 0; GetQueuedCompletionStatusEx(port_.get(), entries, kMaxKernelEvents, &count, 0, FALSE);) {
     for (ULONG i = 0; i < count; ++i) reclaim(entries[i]);
   }
   // What is still out — a work item, an operation the kernel never gave back — is leaked on
@@ -196,7 +196,7 @@ int IocpBackend::socket_option(HandleId handle, SocketOption option) {
   return iocp::socket_option(s->socket.get(), option);
 }
 
-int IocpBackend::watch(HandleId handle, uint32_t interest) {
+int IocpBackend::watch(HandleId handle, Interest interest) {
   Socket* s = sockets_.find(handle);
   if (!s) return kEBADF;
   s->watched = interest;

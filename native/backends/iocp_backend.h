@@ -28,7 +28,6 @@
 
 namespace twinloop::iocp {
 
-inline constexpr ULONG kMaxCompletions = 256;
 // Completion keys: 0 for socket operations, IocpFiles::kFileKey for file ones, and two packets
 // without an OVERLAPPED: stop the waiting thread, or make it recompute its timeout (IocpTimers).
 inline constexpr ULONG_PTR kStopKey = 1;
@@ -36,9 +35,6 @@ inline constexpr ULONG_PTR kTimerWakeKey = 2;
 static_assert(IocpFiles::kFileKey != 0 && IocpFiles::kFileKey != kStopKey && IocpFiles::kFileKey != kTimerWakeKey);
 // AcceptEx wants room for each address plus 16 bytes.
 inline constexpr DWORD kAcceptAddressLength = sizeof(sockaddr_storage) + 16;
-
-inline constexpr uint32_t kWantReadable = static_cast<uint32_t>(Interest::kReadable);
-inline constexpr uint32_t kWantWritable = static_cast<uint32_t>(Interest::kWritable);
 
 enum class OpKind : uint8_t { kPoll, kRecv, kSend, kAccept, kConnect };
 
@@ -85,7 +81,7 @@ struct Socket {
   bool streamed = false;
   bool streaming_accept = false;
   bool write_torn = false;      // a write was cancelled half-sent: no later byte may follow it
-  uint32_t watched = 0;         // reactor interest (Interest bits)
+  Interest watched = Interest::kNone;  // reactor interest (watch())
   // An error a zero-byte read or a background send found: reported by the next read or write,
   // because the socket may not report it a second time.
   int read_error = 0;
@@ -119,7 +115,7 @@ class IocpBackend final : public Backend {
   int set_socket_option(HandleId handle, SocketOption option, int value) override;
   int socket_option(HandleId handle, SocketOption option) override;
 
-  int watch(HandleId handle, uint32_t interest) override;
+  int watch(HandleId handle, Interest interest) override;
   int try_read(HandleId handle, std::span<uint8_t> buffer) override;
   int try_write(HandleId handle, std::span<const uint8_t> buffer) override;
   int try_accept(HandleId handle) override;

@@ -10,11 +10,6 @@
 #include <vector>
 
 namespace twinloop::iocp {
-namespace {
-
-constexpr size_t kMaxStreamRead = 64 * 1024;
-
-}  // namespace
 
 DWORD WINAPI IocpBackend::wait_loop(void* self) {
   static_cast<IocpBackend*>(self)->wait_for_completions();
@@ -22,13 +17,13 @@ DWORD WINAPI IocpBackend::wait_loop(void* self) {
 }
 
 void IocpBackend::wait_for_completions() {
-  OVERLAPPED_ENTRY entries[kMaxCompletions];
+  OVERLAPPED_ENTRY entries[kMaxKernelEvents];
   for (;;) {
     bool due = false;
     DWORD timeout = timers_.next_timeout(due);
     if (due) request_wake();
     ULONG count = 0;
-    if (!GetQueuedCompletionStatusEx(port_.get(), entries, kMaxCompletions, &count, timeout, FALSE)) {
+    if (!GetQueuedCompletionStatusEx(port_.get(), entries, kMaxKernelEvents, &count, timeout, FALSE)) {
       if (GetLastError() == ERROR_ABANDONED_WAIT_0) return;  // the port was closed
       continue;  // WAIT_TIMEOUT: next_timeout() says whether a timer is due, or how long is left
     }
@@ -252,12 +247,12 @@ void IocpBackend::serve(HandleId handle) {
     return;
   }
   if (s->streaming_read && (s->readable || s->read_error != 0)) stream_read(handle, *s);
-  if ((s->watched & kWantReadable) && (s->readable || s->read_error != 0)) {
+  if (has(s->watched, Interest::kReadable) && (s->readable || s->read_error != 0)) {
     emit({handle, EventKind::kReadable, 0, 0});
     s->readable = false;
     schedule_rearm(handle, *s);
   }
-  if ((s->watched & kWantWritable) && (writable(*s) || s->write_error != 0)) {
+  if (has(s->watched, Interest::kWritable) && (writable(*s) || s->write_error != 0)) {
     emit({handle, EventKind::kWritable, 0, 0});
     schedule_rearm(handle, *s);
   }
@@ -305,7 +300,7 @@ void IocpBackend::serve_listener(HandleId handle) {
       emit({handle, EventKind::kAccepted, result, 0});
     }
   }
-  if ((s->watched & kWantReadable) && !s->backlog.empty()) {
+  if (has(s->watched, Interest::kReadable) && !s->backlog.empty()) {
     emit({handle, EventKind::kReadable, 0, 0});
     schedule_rearm(handle, *s);
   }

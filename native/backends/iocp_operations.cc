@@ -56,7 +56,7 @@ int IocpBackend::set_streaming(HandleId handle, bool Socket::*flag, bool on) {
 // the next drain when it has something to report.
 int IocpBackend::update(HandleId handle, Socket& s) {
   if (s.listener) return update_listener(handle);
-  bool wants_readiness = s.streaming_read || (s.watched & kWantReadable);
+  bool wants_readiness = s.streaming_read || has(s.watched, Interest::kReadable);
   if (wants_readiness && s.connected) {
     if (s.readable || s.read_error != 0) {
       need_attention(handle, s);
@@ -64,14 +64,14 @@ int IocpBackend::update(HandleId handle, Socket& s) {
       post_poll(handle, s);
     }
   }
-  if ((s.watched & kWantWritable) && (writable(s) || s.write_error != 0)) need_attention(handle, s);
+  if (has(s.watched, Interest::kWritable) && (writable(s) || s.write_error != 0)) need_attention(handle, s);
   return 0;
 }
 
 int IocpBackend::update_listener(HandleId handle) {
   Socket* s = sockets_.find(handle);
-  size_t wanted = s->streaming_accept ? kStreamingAccepts : s->accepts.size() + ((s->watched & kWantReadable) ? 1 : 0);
-  if (!s->backlog.empty() && (s->streaming_accept || !s->accepts.empty() || (s->watched & kWantReadable))) {
+  size_t wanted = s->streaming_accept ? kStreamingAccepts : s->accepts.size() + (has(s->watched, Interest::kReadable) ? 1 : 0);
+  if (!s->backlog.empty() && (s->streaming_accept || !s->accepts.empty() || has(s->watched, Interest::kReadable))) {
     need_attention(handle, *s);
   }
   while (live_accepts(*s) + s->backlog.size() < wanted) {
@@ -94,7 +94,7 @@ int IocpBackend::update_listener(HandleId handle) {
 // the next accept: no connection is dropped.
 void IocpBackend::withdraw_surplus_accepts(Socket& listener) {
   if (listener.streaming_accept) return;
-  size_t wanted = listener.accepts.size() + ((listener.watched & kWantReadable) ? 1 : 0);
+  size_t wanted = listener.accepts.size() + (has(listener.watched, Interest::kReadable) ? 1 : 0);
   size_t live = live_accepts(listener);
   for (auto op = listener.accepting.rbegin(); op != listener.accepting.rend() && live + listener.backlog.size() > wanted; ++op) {
     if ((*op)->cancelled) continue;

@@ -8,7 +8,6 @@ namespace twinloop {
 // Node's own net and fs report — except ERROR_ACCESS_DENIED, which stays EACCES (libuv says EPERM)
 // as it always has for sockets here.
 int translate_system_error(unsigned long error) {
-  using namespace uv_errors;
   switch (error) {
     case 0:
       return 0;

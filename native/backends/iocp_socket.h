@@ -1,6 +1,6 @@
 // Winsock helpers of the IOCP backend: RAII owners for sockets and handles, a lock, the pool of
 // operations, addresses, socket setup (overlapped sockets, AcceptEx/ConnectEx), and the
-// translation of Winsock/Win32 errors into the libuv numbering of iocp_errors.h. Every function
+// translation of Winsock/Win32 errors into the libuv numbering of core/errors.h. Every function
 // returns >= 0 or a negative libuv error and never throws.
 #pragma once
 
@@ -15,7 +15,6 @@
 #include <vector>
 
 #include "../core/backend.h"
-#include "iocp_errors.h"
 
 namespace twinloop {
 
@@ -23,8 +22,6 @@ namespace twinloop {
 int translate_system_error(unsigned long error);
 
 namespace iocp {
-
-using namespace uv_errors;
 
 inline int last_socket_error() { return translate_system_error(static_cast<unsigned long>(WSAGetLastError())); }
 

@@ -18,6 +18,7 @@
 #include <atomic>
 #include <cstdint>
 
+#include "../core/limits.h"
 #include "../core/timer_heap.h"
 
 namespace twinloop::iocp {
@@ -43,8 +44,7 @@ class IocpTimers {
 
   // JavaScript thread. False when a timer with this id is already pending.
   bool start(uint64_t delay_ms, int32_t op_id) {
-    constexpr uint64_t kMaxDelayMs = UINT64_MAX / 1'000'000u / 2;  // years: must not wrap around
-    if (delay_ms > kMaxDelayMs) delay_ms = kMaxDelayMs;
+    if (delay_ms > kMaxTimerDelayMs) delay_ms = kMaxTimerDelayMs;
     if (!heap_.push(monotonic_now_ns() + delay_ms * 1'000'000u, op_id)) return false;
     publish();
     return true;

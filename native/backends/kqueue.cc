@@ -30,7 +30,6 @@
 namespace twinloop {
 namespace {
 
-constexpr int kMaxKevents = 256;
 constexpr uintptr_t kWakeIdent = 0;     // EVFILT_USER idents are their own namespace, not fds
 constexpr timespec kNoWait{0, 0};
 
@@ -68,7 +67,7 @@ class KqueueBackend final : private KqueueDescriptors, public ReadinessBackend {
         ReadinessBackend({"kqueue", "reactor", {"level-triggered", "changelist-batching", "pipe-wake"}},
                          wake_from_pool) {
 #endif
-    changes_.reserve(kMaxKevents);
+    changes_.reserve(kMaxKernelEvents);
   }
 
   // kqueue(2): a kqueue descriptor can itself be watched for readability (poll, select, or
@@ -102,14 +101,14 @@ class KqueueBackend final : private KqueueDescriptors, public ReadinessBackend {
       // kqueue(2): a change that fails is returned as an EV_ERROR event only while the eventlist
       // has room for it; otherwise kevent() fails and the changes after it are not applied. A
       // changelist longer than the eventlist therefore goes through flush(), which makes room.
-      if (changes_.size() > static_cast<size_t>(kMaxKevents)) flush();
-      struct kevent ready[kMaxKevents];
+      if (changes_.size() > static_cast<size_t>(kMaxKernelEvents)) flush();
+      struct kevent ready[kMaxKernelEvents];
       ++stats_.syscalls;
-      int n = kevent(kqueue_fd.get(), changes_.data(), static_cast<int>(changes_.size()), ready, kMaxKevents, &kNoWait);
+      int n = kevent(kqueue_fd.get(), changes_.data(), static_cast<int>(changes_.size()), ready, kMaxKernelEvents, &kNoWait);
       changes_.clear();
       if (n <= 0) break;
       for (int i = 0; i < n; ++i) dispatch(ready[i], sink);
-      if (n < kMaxKevents) break;
+      if (n < kMaxKernelEvents) break;
     }
   }
 
@@ -139,18 +138,18 @@ class KqueueBackend final : private KqueueDescriptors, public ReadinessBackend {
   // put two changes per message into every kevent(). EV_DISABLE rather than EV_DELETE keeps the
   // knote, so enabling it again (a write that has to wait, again) is a bare EV_ENABLE: no new
   // knote, no filter attach in the kernel. EV_ADD is sent once per knote.
-  int update_interest(HandleId handle, Socket& s, uint32_t narrow) override {
-    uint32_t want = wanted_interest(s);
-    uint32_t enable = want & ~uint32_t{s.registered};
-    uint32_t disable = s.registered & ~want & narrow;
-    if ((enable | disable) == 0) return 0;
+  int update_interest(HandleId handle, Socket& s, Interest narrow) override {
+    Interest want = wanted_interest(s);
+    Interest enable = want & ~s.registered;
+    Interest disable = s.registered & ~want & narrow;
+    if ((enable | disable) == Interest::kNone) return 0;
     int fd = s.fd.get();
-    for (auto [bit, filter] : {std::pair{kReadBit, EVFILT_READ}, std::pair{kWriteBit, EVFILT_WRITE}}) {
-      if (enable & bit) queue_change(fd, static_cast<int16_t>(filter), (s.added & bit) ? EV_ENABLE : EV_ADD, handle);
-      if (disable & bit) queue_change(fd, static_cast<int16_t>(filter), EV_DISABLE, handle);
+    for (auto [bit, filter] : {std::pair{Interest::kReadable, EVFILT_READ}, std::pair{Interest::kWritable, EVFILT_WRITE}}) {
+      if (has(enable, bit)) queue_change(fd, static_cast<int16_t>(filter), has(s.added, bit) ? EV_ENABLE : EV_ADD, handle);
+      if (has(disable, bit)) queue_change(fd, static_cast<int16_t>(filter), EV_DISABLE, handle);
     }
-    s.added = static_cast<uint8_t>(s.added | enable);
-    s.registered = static_cast<uint8_t>((s.registered | enable) & ~disable);
+    s.added |= enable;
+    s.registered = (s.registered | enable) & ~disable;
     return 0;
   }
 
@@ -214,13 +213,13 @@ class KqueueBackend final : private KqueueDescriptors, public ReadinessBackend {
       if ((ready.flags & EV_EOF) && ready.fflags != 0 && !s->listener) s->eof_error = -static_cast<int32_t>(ready.fflags);
       on_readable(handle, *s, sink);
       s = sockets_.find(handle);  // accepting may have moved it
-      update_interest(handle, *s, kReadBit);
+      update_interest(handle, *s, Interest::kReadable);
     } else if (ready.filter == EVFILT_WRITE) {
       // A refused connect is EVFILT_WRITE with EV_EOF and the error in fflags; SO_ERROR says the
       // same unless something consumed it first.
       int32_t reported = (ready.flags & EV_EOF) && ready.fflags != 0 ? -static_cast<int32_t>(ready.fflags) : 0;
       on_writable(handle, *s, sink, reported);
-      update_interest(handle, *s, kWriteBit);
+      update_interest(handle, *s, Interest::kWritable);
     }
   }
 
@@ -235,8 +234,8 @@ class KqueueBackend final : private KqueueDescriptors, public ReadinessBackend {
     if (!s || receipt.data == ENOENT) return;
     int error = -static_cast<int>(receipt.data);
     if (receipt.filter == EVFILT_READ) {
-      s->registered &= static_cast<uint8_t>(~kReadBit);
-      s->added &= static_cast<uint8_t>(~kReadBit);
+      s->registered &= ~Interest::kReadable;
+      s->added &= ~Interest::kReadable;
       for (const auto& read : s->reads) defer({handle, EventKind::kCompleted, error, read.op_id});
       for (int32_t op : s->accepts) defer({handle, EventKind::kCompleted, error, op});
       s->reads.clear();
@@ -244,14 +243,14 @@ class KqueueBackend final : private KqueueDescriptors, public ReadinessBackend {
       if (s->streaming_read) defer({handle, EventKind::kData, error, 0});
       if (s->streaming_accept) defer({handle, EventKind::kAccepted, error, 0});
       s->streaming_read = s->streaming_accept = false;
-      if (s->watched & kReadBit) defer({handle, EventKind::kReadable, 0, 0});
+      if (has(s->watched, Interest::kReadable)) defer({handle, EventKind::kReadable, 0, 0});
     } else if (receipt.filter == EVFILT_WRITE) {
-      s->registered &= static_cast<uint8_t>(~kWriteBit);
-      s->added &= static_cast<uint8_t>(~kWriteBit);
+      s->registered &= ~Interest::kWritable;
+      s->added &= ~Interest::kWritable;
       if (s->connect_op >= 0) defer({handle, EventKind::kCompleted, error, std::exchange(s->connect_op, -1)});
       for (const auto& write : s->writes) defer({handle, EventKind::kCompleted, error, write.op_id});
       s->writes.clear();
-      if (s->watched & kWriteBit) defer({handle, EventKind::kWritable, 0, 0});
+      if (has(s->watched, Interest::kWritable)) defer({handle, EventKind::kWritable, 0, 0});
     }
   }
 

@@ -8,6 +8,8 @@
 
 #include <cstdint>
 
+#include "../core/limits.h"
+
 namespace twinloop {
 
 inline uint64_t monotonic_now_ns() {
@@ -18,8 +20,7 @@ inline uint64_t monotonic_now_ns() {
 
 // now + delay_ms, saturating: a delay of years must not wrap around into the past.
 inline uint64_t deadline_after_ms(uint64_t delay_ms) {
-  constexpr uint64_t kMaxDelayMs = UINT64_MAX / 1'000'000u / 2;
-  if (delay_ms > kMaxDelayMs) delay_ms = kMaxDelayMs;
+  if (delay_ms > kMaxTimerDelayMs) delay_ms = kMaxTimerDelayMs;
   return monotonic_now_ns() + delay_ms * 1'000'000u;
 }
 

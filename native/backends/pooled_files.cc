@@ -57,7 +57,7 @@ int PooledFiles::open(const std::string& path, const FileOpenOptions& options, i
 
 int PooledFiles::submit(HandleId file, FileJob job) {
   OpenFile* open_file = files_.find(file);
-  if (!open_file || open_file->close_op >= 0) return -EBADF;
+  if (!open_file || open_file->close_op >= 0) return kEBADF;
   job.fd = open_file->fd.get();
   job.file = file;
   ++open_file->in_flight;
@@ -80,17 +80,17 @@ int PooledFiles::read_cached(HandleId file, std::span<uint8_t> buffer, int64_t p
   // The current position is left to the pool: a short read here would already have moved it.
   if (!cached_reads_ || !open_file || open_file->close_op >= 0 || open_file->direct || position < 0 ||
       buffer.size() > kMaxCachedRead) {
-    return -EAGAIN;
+    return kEAGAIN;
   }
   iovec target{buffer.data(), buffer.size()};
   ++syscalls_;
   ssize_t n = ::preadv2(open_file->fd.get(), &target, 1, position, RWF_NOWAIT);
   if (n == static_cast<ssize_t>(buffer.size())) return static_cast<int>(n);
   if (n < 0 && (errno == ENOSYS || errno == EOPNOTSUPP)) cached_reads_ = false;
-  return -EAGAIN;
+  return kEAGAIN;
 #else
   (void)file, (void)buffer, (void)position;
-  return -EAGAIN;
+  return kEAGAIN;
 #endif
 }
 
@@ -113,7 +113,7 @@ int PooledFiles::sync(HandleId file, bool data_only, int32_t op_id) {
 
 int PooledFiles::close(HandleId file, int32_t op_id) {
   OpenFile* open_file = files_.find(file);
-  if (!open_file || open_file->close_op >= 0) return -EBADF;
+  if (!open_file || open_file->close_op >= 0) return kEBADF;
   open_file->close_op = op_id;
   // A worker may still be reading the descriptor: it closes only once they are done, or a new
   // file could reuse the number under a read in flight.
@@ -146,7 +146,7 @@ void PooledFiles::collect(std::vector<Event>& out) {
         open_file.direct = (job.open_flags & O_DIRECT) != 0;
 #endif
         result = files_.insert(std::move(open_file));
-        if (result < 0) result = -EMFILE;  // the fd closed with the OpenFile that was dropped
+        if (result < 0) result = kEMFILE;  // the fd closed with the OpenFile that was dropped
       }
       out.push_back({-1, EventKind::kCompleted, result, job.op_id});
       continue;

@@ -35,7 +35,7 @@ class PooledFiles {
   int close(HandleId file, int32_t op_id);
   // Cancels operation `op_id` of `file` (-1: an open) on the pool: see ThreadPool::cancel. A read
   // that read_cached() served is already done (-ENOENT): it completes with its bytes.
-  int cancel(HandleId file, int32_t op_id) { return pool_ ? pool_->cancel(file, op_id) : -ENOENT; }
+  int cancel(HandleId file, int32_t op_id) { return pool_ ? pool_->cancel(file, op_id) : kENOENT; }
 
   // Hands the jobs submitted since the last flush to the workers.
   void flush() {

@@ -20,7 +20,7 @@ inline int posix_open_flags(const FileOpenOptions& options, int& flags) {
 #ifdef O_DIRECT
     flags |= O_DIRECT;
 #else
-    return -ENOTSUP;
+    return kENOTSUP;
 #endif
   }
   return 0;

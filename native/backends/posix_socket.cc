@@ -31,7 +31,7 @@ int to_sockaddr(const SocketAddress& address, SockAddrStorage& out) {
       auto* in = reinterpret_cast<sockaddr_in*>(&out.storage);
       in->sin_family = AF_INET;
       in->sin_port = htons(address.port);
-      if (inet_pton(AF_INET, address.host.c_str(), &in->sin_addr) != 1) return -EINVAL;
+      if (inet_pton(AF_INET, address.host.c_str(), &in->sin_addr) != 1) return kEINVAL;
       out.length = sizeof(sockaddr_in);
       return 0;
     }
@@ -39,7 +39,7 @@ int to_sockaddr(const SocketAddress& address, SockAddrStorage& out) {
       auto* in6 = reinterpret_cast<sockaddr_in6*>(&out.storage);
       in6->sin6_family = AF_INET6;
       in6->sin6_port = htons(address.port);
-      if (inet_pton(AF_INET6, address.host.c_str(), &in6->sin6_addr) != 1) return -EINVAL;
+      if (inet_pton(AF_INET6, address.host.c_str(), &in6->sin6_addr) != 1) return kEINVAL;
       out.length = sizeof(sockaddr_in6);
       return 0;
     }
@@ -51,15 +51,15 @@ int to_sockaddr(const SocketAddress& address, SockAddrStorage& out) {
       // address length (unix(7)): with a NUL added, "\0name" would be another name than the one
       // node:net or Python bind and connect to. A path is NUL-terminated, and fits with its NUL.
       bool abstract = kAbstractNames && !name.empty() && name[0] == '\0';
-      if (name.empty() || name.size() > sizeof(un->sun_path) - (abstract ? 0 : 1)) return -ENAMETOOLONG;
+      if (name.empty() || name.size() > sizeof(un->sun_path) - (abstract ? 0 : 1)) return kENAMETOOLONG;
       // The kernel takes a path up to its first NUL: "/run/sock\0x" would bind "/run/sock".
-      if (!abstract && name.find('\0') != std::string::npos) return -EINVAL;
+      if (!abstract && name.find('\0') != std::string::npos) return kEINVAL;
       std::memcpy(un->sun_path, name.data(), name.size());
       out.length = static_cast<socklen_t>(offsetof(sockaddr_un, sun_path) + name.size() + (abstract ? 0 : 1));
       return 0;
     }
   }
-  return -EAFNOSUPPORT;
+  return kEAFNOSUPPORT;
 }
 
 int socket_address(int fd, bool peer, SocketAddress& out) {
@@ -93,7 +93,7 @@ int socket_address(int fd, bool peer, SocketAddress& out) {
       return 0;
     }
     default:
-      return -EAFNOSUPPORT;
+      return kEAFNOSUPPORT;
   }
 }
 
@@ -166,7 +166,7 @@ int open_client_socket(const SocketAddress& address, const SocketAddress* local,
   SockAddrStorage local_addr;
   if (local != nullptr) {
     if (int rc = to_sockaddr(*local, local_addr); rc < 0) return rc;
-    if (local_addr.storage.ss_family != addr.storage.ss_family) return -EAFNOSUPPORT;
+    if (local_addr.storage.ss_family != addr.storage.ss_family) return kEAFNOSUPPORT;
   }
   UniqueFd fd;
   if (int rc = open_socket(addr, fd); rc < 0) return rc;
@@ -182,8 +182,8 @@ int start_connect(const SocketAddress& address, const SocketAddress* local, Uniq
   UniqueFd fd;
   if (int rc = open_client_socket(address, local, fd); rc < 0) return rc;
   int rc = ::connect(fd.get(), addr.get(), addr.length) == 0 ? 0 : -errno;
-  if (rc == -EAGAIN) rc = -EINPROGRESS;  // Unix sockets say EAGAIN when the backlog is full
-  if (rc != 0 && rc != -EINPROGRESS) return rc;
+  if (rc == kEAGAIN) rc = kEINPROGRESS;  // Unix sockets say EAGAIN when the backlog is full
+  if (rc != 0 && rc != kEINPROGRESS) return rc;
   out = std::move(fd);
   return rc;
 }
@@ -243,7 +243,7 @@ int set_socket_option(int fd, SocketOption option, int value) {
     case SocketOption::kKeepAlive:
       return set_int(fd, SOL_SOCKET, SO_KEEPALIVE, value != 0 ? 1 : 0);
     case SocketOption::kKeepAliveIdle: {
-      if (value < 1) return -EINVAL;
+      if (value < 1) return kEINVAL;
       if (int rc = set_int(fd, IPPROTO_TCP, kKeepIdle, value); rc < 0) return rc;
       // As libuv's uv_tcp_keepalive: a probe a second once idle, the peer dead after 10 unanswered
       // (Windows' fixed values), instead of the kernel's 75 s x 9.
@@ -256,7 +256,7 @@ int set_socket_option(int fd, SocketOption option, int value) {
       return 0;
     }
   }
-  return -EINVAL;
+  return kEINVAL;
 }
 
 int socket_option(int fd, SocketOption option) {
@@ -270,7 +270,7 @@ int socket_option(int fd, SocketOption option) {
     case SocketOption::kKeepAliveIdle:
       return get_int(fd, IPPROTO_TCP, kKeepIdle);
   }
-  return -EINVAL;
+  return kEINVAL;
 }
 
 void set_reset_on_close(int fd) {

@@ -10,7 +10,6 @@ namespace twinloop {
 
 namespace {
 
-constexpr size_t kMaxStreamRead = 64 * 1024;
 constexpr int kMaxAcceptsPerWake = 64;  // so one busy listener cannot monopolise a drain
 
 int32_t clamp_count(size_t bytes) { return static_cast<int32_t>(std::min<size_t>(bytes, INT32_MAX)); }
@@ -31,7 +30,7 @@ int ReadinessBackend::connect(const SocketAddress& address, const SocketAddress*
   UniqueFd fd;
   stats_.syscalls += local != nullptr ? 4 : 3;
   int rc = start_connect(address, local, fd);
-  if (rc < 0 && rc != -EINPROGRESS) return rc;
+  if (rc < 0 && rc != kEINPROGRESS) return rc;
   Socket socket;
   socket.fd = std::move(fd);
   HandleId handle = insert(std::move(socket));
@@ -41,26 +40,26 @@ int ReadinessBackend::connect(const SocketAddress& address, const SocketAddress*
   } else {
     Socket* s = sockets_.find(handle);
     s->connect_op = op_id;
-    update_interest(handle, *s, 0);
+    update_interest(handle, *s, Interest::kNone);
   }
   return handle;
 }
 
 int ReadinessBackend::shutdown(HandleId handle) {
   Socket* s = sockets_.find(handle);
-  if (!s) return -EBADF;
+  if (!s) return kEBADF;
   ++stats_.syscalls;
   return ::shutdown(s->fd.get(), SHUT_WR) == 0 ? 0 : -errno;
 }
 
 int ReadinessBackend::close(HandleId handle, bool reset) {
   Socket* s = sockets_.find(handle);
-  if (!s) return -EBADF;
+  if (!s) return kEBADF;
   if (reset) set_reset_on_close(s->fd.get());
-  if (s->connect_op >= 0) defer({handle, EventKind::kCompleted, -ECANCELED, s->connect_op});
-  for (const auto& read : s->reads) defer({handle, EventKind::kCompleted, -ECANCELED, read.op_id});
-  for (const auto& write : s->writes) defer({handle, EventKind::kCompleted, -ECANCELED, write.op_id});
-  for (int32_t op : s->accepts) defer({handle, EventKind::kCompleted, -ECANCELED, op});
+  if (s->connect_op >= 0) defer({handle, EventKind::kCompleted, kECANCELED, s->connect_op});
+  for (const auto& read : s->reads) defer({handle, EventKind::kCompleted, kECANCELED, read.op_id});
+  for (const auto& write : s->writes) defer({handle, EventKind::kCompleted, kECANCELED, write.op_id});
+  for (int32_t op : s->accepts) defer({handle, EventKind::kCompleted, kECANCELED, op});
   before_close(*s);
   ++stats_.syscalls;
   sockets_.erase(handle);
@@ -69,97 +68,97 @@ int ReadinessBackend::close(HandleId handle, bool reset) {
 
 int ReadinessBackend::address(HandleId handle, bool peer, SocketAddress& out) {
   Socket* s = sockets_.find(handle);
-  if (!s) return -EBADF;
+  if (!s) return kEBADF;
   return socket_address(s->fd.get(), peer, out);
 }
 
 int ReadinessBackend::set_socket_option(HandleId handle, SocketOption option, int value) {
   Socket* s = sockets_.find(handle);
-  if (!s) return -EBADF;
+  if (!s) return kEBADF;
   ++stats_.syscalls;
   return twinloop::set_socket_option(s->fd.get(), option, value);
 }
 
 int ReadinessBackend::socket_option(HandleId handle, SocketOption option) {
   Socket* s = sockets_.find(handle);
-  if (!s) return -EBADF;
+  if (!s) return kEBADF;
   return twinloop::socket_option(s->fd.get(), option);
 }
 
-int ReadinessBackend::watch(HandleId handle, uint32_t interest) {
+int ReadinessBackend::watch(HandleId handle, Interest interest) {
   Socket* s = sockets_.find(handle);
-  if (!s) return -EBADF;
+  if (!s) return kEBADF;
   s->watched = interest;
-  return update_interest(handle, *s, 0);
+  return update_interest(handle, *s, Interest::kNone);
 }
 
 int ReadinessBackend::try_read(HandleId handle, std::span<uint8_t> buffer) {
   Socket* s = sockets_.find(handle);
-  if (!s) return -EBADF;
-  if (s->streamed) return -EBUSY;
+  if (!s) return kEBADF;
+  if (s->streamed) return kEBUSY;
   return read_some(*s, buffer);
 }
 
 int ReadinessBackend::try_write(HandleId handle, std::span<const uint8_t> buffer) {
   Socket* s = sockets_.find(handle);
-  if (!s) return -EBADF;
+  if (!s) return kEBADF;
   return write_some(*s, buffer);
 }
 
 int ReadinessBackend::try_accept(HandleId handle) {
   Socket* s = sockets_.find(handle);
-  if (!s) return -EBADF;
-  if (!s->listener) return -EINVAL;
+  if (!s) return kEBADF;
+  if (!s->listener) return kEINVAL;
   return accept_one(s->fd.get());
 }
 
 int ReadinessBackend::submit_read(HandleId handle, std::span<uint8_t> buffer, int32_t op_id) {
   Socket* s = sockets_.find(handle);
-  if (!s) return -EBADF;
-  if (s->streamed) return -EBUSY;
+  if (!s) return kEBADF;
+  if (s->streamed) return kEBUSY;
   s->reads.push_back({buffer, op_id});
-  return update_interest(handle, *s, 0);
+  return update_interest(handle, *s, Interest::kNone);
 }
 
 int ReadinessBackend::submit_write(HandleId handle, std::span<const uint8_t> buffer, int32_t op_id) {
   Socket* s = sockets_.find(handle);
-  if (!s) return -EBADF;
-  if (s->connect_op >= 0) return -ENOTCONN;
-  if (s->write_torn) return -EPIPE;
+  if (!s) return kEBADF;
+  if (s->connect_op >= 0) return kENOTCONN;
+  if (s->write_torn) return kEPIPE;
   size_t size = buffer.size();
   if (s->writes.empty()) {
     // Speculative send: a socket with room takes the bytes now, saving a wait for writability.
     while (!buffer.empty()) {
       int n = write_some(*s, buffer);
-      if (n == -EAGAIN) break;
+      if (n == kEAGAIN) break;
       if (n < 0) return n;
       buffer = buffer.subspan(static_cast<size_t>(n));
     }
     if (buffer.empty()) return 1;
   }
   s->writes.push_back({buffer, op_id, size - buffer.size()});
-  int rc = update_interest(handle, *s, 0);
+  int rc = update_interest(handle, *s, Interest::kNone);
   return rc < 0 ? rc : 0;
 }
 
 int ReadinessBackend::submit_accept(HandleId handle, int32_t op_id) {
   Socket* s = sockets_.find(handle);
-  if (!s) return -EBADF;
-  if (!s->listener) return -EINVAL;
+  if (!s) return kEBADF;
+  if (!s->listener) return kEINVAL;
   s->accepts.push_back(op_id);
-  return update_interest(handle, *s, 0);
+  return update_interest(handle, *s, Interest::kNone);
 }
 
 int ReadinessBackend::set_streaming(HandleId handle, bool Socket::*flag, bool on) {
   Socket* s = sockets_.find(handle);
-  if (!s) return -EBADF;
-  if ((flag == &Socket::streaming_accept) != s->listener) return -EINVAL;
+  if (!s) return kEBADF;
+  if ((flag == &Socket::streaming_accept) != s->listener) return kEINVAL;
   if (on && flag == &Socket::streaming_read) {
-    if (!s->reads.empty()) return -EBUSY;  // the stream would take bytes the queued reads wait for
+    if (!s->reads.empty()) return kEBUSY;  // the stream would take bytes the queued reads wait for
     s->streamed = true;
   }
   s->*flag = on;
-  return update_interest(handle, *s, 0);
+  return update_interest(handle, *s, Interest::kNone);
 }
 
 // Timers and cancellation. A queued operation never reached the kernel, so cancelling it is taking
@@ -167,50 +166,50 @@ int ReadinessBackend::set_streaming(HandleId handle, bool Socket::*flag, bool on
 // made outside a drain.
 int ReadinessBackend::cancel(HandleId handle, int32_t op_id) {
   if (handle == -1) {
-    if (!timers_.cancel(op_id)) return -ENOENT;
+    if (!timers_.cancel(op_id)) return kENOENT;
     // The OS timer stays armed: firing once for nothing costs less than re-arming it per cancel
     // (a timerfd_settime on epoll, a change on kqueue), and per-request timeouts are nearly always
     // cancelled.
-    defer({-1, EventKind::kCompleted, -ECANCELED, op_id});
+    defer({-1, EventKind::kCompleted, kECANCELED, op_id});
     return 0;
   }
   Socket* s = sockets_.find(handle);
-  if (!s) return -EBADF;
+  if (!s) return kEBADF;
   if (s->connect_op == op_id) {
     s->connect_op = -1;
-    defer({handle, EventKind::kCompleted, -ECANCELED, op_id});
+    defer({handle, EventKind::kCompleted, kECANCELED, op_id});
     return 0;
   }
   auto read = std::find_if(s->reads.begin(), s->reads.end(), [op_id](const PendingRead& r) { return r.op_id == op_id; });
   if (read != s->reads.end()) {
     s->reads.erase(read);
-    defer({handle, EventKind::kCompleted, -ECANCELED, op_id});
+    defer({handle, EventKind::kCompleted, kECANCELED, op_id});
     return 0;
   }
   auto accept = std::find(s->accepts.begin(), s->accepts.end(), op_id);
   if (accept != s->accepts.end()) {
     s->accepts.erase(accept);
-    defer({handle, EventKind::kCompleted, -ECANCELED, op_id});
+    defer({handle, EventKind::kCompleted, kECANCELED, op_id});
     return 0;
   }
   auto write = std::find_if(s->writes.begin(), s->writes.end(), [op_id](const PendingWrite& w) { return w.op_id == op_id; });
-  if (write == s->writes.end()) return -ENOENT;
+  if (write == s->writes.end()) return kENOENT;
   if (write->sent == 0) {
     s->writes.erase(write);
-    defer({handle, EventKind::kCompleted, -ECANCELED, op_id});
+    defer({handle, EventKind::kCompleted, kECANCELED, op_id});
     return 0;
   }
   // Only the head of the queue can be half-sent: withdrawing the rest of it tears the byte
   // stream (see Backend::cancel), so nothing queued may follow it either.
   defer({handle, EventKind::kCompleted, clamp_count(write->sent), op_id});
-  for (auto later = write + 1; later != s->writes.end(); ++later) defer({handle, EventKind::kCompleted, -ECANCELED, later->op_id});
+  for (auto later = write + 1; later != s->writes.end(); ++later) defer({handle, EventKind::kCompleted, kECANCELED, later->op_id});
   s->writes.clear();
   s->write_torn = true;
   return 0;
 }
 
 int ReadinessBackend::start_timer(uint64_t delay_ms, int32_t op_id) {
-  if (!timers_.push(deadline_after_ms(delay_ms), op_id)) return -EEXIST;
+  if (!timers_.push(deadline_after_ms(delay_ms), op_id)) return kEEXIST;
   return arm_timer();
 }
 
@@ -262,7 +261,7 @@ int ReadinessBackend::read_some(Socket& s, std::span<uint8_t> buffer) {
   ++stats_.syscalls;
   int n = recv_some(s.fd.get(), buffer);
   if (n == 0 && s.eof_error != 0) return std::exchange(s.eof_error, 0);
-  if (n < 0 && n != -EAGAIN) s.eof_error = 0;  // the kernel reported it itself
+  if (n < 0 && n != kEAGAIN) s.eof_error = 0;  // the kernel reported it itself
   return n;
 }
 
@@ -271,7 +270,7 @@ int ReadinessBackend::read_some(Socket& s, std::span<uint8_t> buffer) {
 int ReadinessBackend::write_some(Socket& s, std::span<const uint8_t> buffer) {
   ++stats_.syscalls;
   int n = send_some(s.fd.get(), buffer);
-  if (n == -EPIPE && s.eof_error != 0) return std::exchange(s.eof_error, 0);
+  if (n == kEPIPE && s.eof_error != 0) return std::exchange(s.eof_error, 0);
   return n;
 }
 
@@ -283,7 +282,7 @@ void ReadinessBackend::on_readable(HandleId handle, Socket& s, BatchSink& sink) 
   if (!s.reads.empty()) {
     PendingRead read = s.reads.front();
     int n = read_some(s, read.buffer);
-    if (n != -EAGAIN) {
+    if (n != kEAGAIN) {
       s.reads.erase(s.reads.begin());
       emit(sink, {handle, EventKind::kCompleted, n, read.op_id});
     }
@@ -291,7 +290,7 @@ void ReadinessBackend::on_readable(HandleId handle, Socket& s, BatchSink& sink) 
     std::span<uint8_t> space = sink.arena_space(kMaxStreamRead);
     if (!space.empty()) {  // else the batch is full of data: the next wait reports it again
       int n = read_some(s, space);
-      if (n != -EAGAIN) {
+      if (n != kEAGAIN) {
         int32_t offset = n > 0 ? sink.commit_arena(static_cast<size_t>(n)) : 0;
         // After EOF or an error the socket stays readable for ever: stop streaming it.
         if (n <= 0) s.streaming_read = false;
@@ -299,7 +298,7 @@ void ReadinessBackend::on_readable(HandleId handle, Socket& s, BatchSink& sink) 
       }
     }
   }
-  if (s.watched & kReadBit) emit(sink, {handle, EventKind::kReadable, 0, 0});
+  if (has(s.watched, Interest::kReadable)) emit(sink, {handle, EventKind::kReadable, 0, 0});
 }
 
 // Accepting inserts into the handle table, which may move every Socket: the listener is looked up
@@ -309,7 +308,7 @@ void ReadinessBackend::on_listener_readable(HandleId handle, BatchSink& sink) {
     Socket* listener = sockets_.find(handle);
     if (listener->accepts.empty() && !listener->streaming_accept) break;
     int result = accept_one(listener->fd.get());
-    if (result == -EAGAIN) break;
+    if (result == kEAGAIN) break;
     listener = sockets_.find(handle);
     if (!listener->accepts.empty()) {
       emit(sink, {handle, EventKind::kCompleted, result, listener->accepts.front()});
@@ -323,7 +322,7 @@ void ReadinessBackend::on_listener_readable(HandleId handle, BatchSink& sink) {
     if (result < 0) break;
   }
   Socket* listener = sockets_.find(handle);
-  if (listener->watched & kReadBit) emit(sink, {handle, EventKind::kReadable, 0, 0});
+  if (has(listener->watched, Interest::kReadable)) emit(sink, {handle, EventKind::kReadable, 0, 0});
 }
 
 void ReadinessBackend::on_writable(HandleId handle, Socket& s, BatchSink& sink, int32_t reported_error) {
@@ -345,11 +344,11 @@ void ReadinessBackend::on_writable(HandleId handle, Socket& s, BatchSink& sink, 
       write.buffer = write.buffer.subspan(static_cast<size_t>(n));
       write.sent += static_cast<size_t>(n);
     }
-    if (n == -EAGAIN) break;
+    if (n == kEAGAIN) break;
     emit(sink, {handle, EventKind::kCompleted, n < 0 ? n : 0, write.op_id});
   }
   s.writes.erase(s.writes.begin(), s.writes.begin() + static_cast<std::ptrdiff_t>(done));
-  if (s.watched & kWriteBit) emit(sink, {handle, EventKind::kWritable, 0, 0});
+  if (has(s.watched, Interest::kWritable)) emit(sink, {handle, EventKind::kWritable, 0, 0});
 }
 
 }  // namespace twinloop

@@ -48,7 +48,7 @@ class ReadinessBackend : public Backend {
   int set_socket_option(HandleId handle, SocketOption option, int value) override;
   int socket_option(HandleId handle, SocketOption option) override;
 
-  int watch(HandleId handle, uint32_t interest) override;
+  int watch(HandleId handle, Interest interest) override;
   int try_read(HandleId handle, std::span<uint8_t> buffer) override;
   int try_write(HandleId handle, std::span<const uint8_t> buffer) override;
   int try_accept(HandleId handle) override;
@@ -70,7 +70,7 @@ class ReadinessBackend : public Backend {
   // A read the page cache serves whole completes at once, without a trip through the pool.
   int file_read(HandleId file, std::span<uint8_t> buffer, int64_t position, int32_t op_id) override {
     int n = files_.read_cached(file, buffer, position);
-    if (n == -EAGAIN) return files_.read(file, buffer, position, op_id);
+    if (n == kEAGAIN) return files_.read(file, buffer, position, op_id);
     ++stats_.events;
     defer({file, EventKind::kCompleted, n, op_id});
     return 0;
@@ -93,9 +93,6 @@ class ReadinessBackend : public Backend {
   }
 
  protected:
-  static constexpr uint32_t kReadBit = static_cast<uint32_t>(Interest::kReadable);
-  static constexpr uint32_t kWriteBit = static_cast<uint32_t>(Interest::kWritable);
-
   struct PendingRead {
     std::span<uint8_t> buffer;
     int32_t op_id;
@@ -119,9 +116,9 @@ class ReadinessBackend : public Backend {
     // reports a plain EOF and send() EPIPE; a reset must still be ECONNRESET to the reader and the
     // writer, so the error is kept here. epoll reports none: it stays 0 there.
     int32_t eof_error = 0;
-    uint32_t watched = 0;         // reactor interest (Interest bits)
-    uint8_t registered = 0;       // Interest bits the kernel reports (or is about to); 0 = none
-    uint8_t added = 0;            // kqueue: Interest bits whose knote exists, enabled or not
+    Interest watched = Interest::kNone;     // reactor interest (watch())
+    Interest registered = Interest::kNone;  // what the kernel reports (or is about to)
+    Interest added = Interest::kNone;       // kqueue: the directions whose knote exists, enabled or not
     bool listener = false;
     bool streaming_read = false;  // read_start
     // read_start was called once: the stream owns the reads for good, because the bytes it has
@@ -143,9 +140,9 @@ class ReadinessBackend : public Backend {
   // --- what the OS file implements ---
 
   // Brings the kernel's registration of `s` in line with wanted_interest(s). Widening happens at
-  // once; narrowing only for the Interest bits in `narrow` — directions whose readiness arrived
+  // once; narrowing only for the directions in `narrow` — directions whose readiness arrived
   // with nobody waiting for it (see the OS files for why narrowing is lazy).
-  virtual int update_interest(HandleId handle, Socket& s, uint32_t narrow) = 0;
+  virtual int update_interest(HandleId handle, Socket& s, Interest narrow) = 0;
   // Moves ready events into `sink` without blocking, until it is full or nothing is left, handing
   // each socket's readiness to on_readable()/on_writable(), the timer's to on_timer(), the wake's
   // to deliver_deferred().
@@ -160,12 +157,12 @@ class ReadinessBackend : public Backend {
 
   // --- what the OS file calls ---
 
-  static uint32_t wanted_interest(const Socket& s) {
-    uint32_t want = 0;
-    if ((s.watched & kReadBit) || s.streaming_read || s.streaming_accept || !s.reads.empty() || !s.accepts.empty()) {
-      want |= kReadBit;
+  static Interest wanted_interest(const Socket& s) {
+    Interest want = Interest::kNone;
+    if (has(s.watched, Interest::kReadable) || s.streaming_read || s.streaming_accept || !s.reads.empty() || !s.accepts.empty()) {
+      want |= Interest::kReadable;
     }
-    if ((s.watched & kWriteBit) || !s.writes.empty() || s.connect_op >= 0) want |= kWriteBit;
+    if (has(s.watched, Interest::kWritable) || !s.writes.empty() || s.connect_op >= 0) want |= Interest::kWritable;
     return want;
   }
 
@@ -201,7 +198,7 @@ class ReadinessBackend : public Backend {
  private:
   HandleId insert(Socket socket) {
     HandleId handle = sockets_.insert(std::move(socket));
-    return handle < 0 ? -EMFILE : handle;
+    return handle < 0 ? kEMFILE : handle;
   }
   int set_streaming(HandleId handle, bool Socket::*flag, bool on);
   int accept_one(int listen_fd);

@@ -87,7 +87,7 @@ std::vector<FileJob> ThreadPool::stop() {
     for (auto& worker : s.workers) {
       if (worker->exited) continue;
       abandoned.push_back(worker->running);
-      abandoned.back().result = -ECANCELED;  // its thread disposes of what it really gets
+      abandoned.back().result = kECANCELED;  // its thread disposes of what it really gets
     }
   }
   s.resend.notify_all();
@@ -127,7 +127,7 @@ int ThreadPool::cancel(HandleId file, int32_t op_id) {
   };
   Shared& s = *shared_;
   std::lock_guard lock(s.mutex);
-  if (s.stopping) return -ENOENT;
+  if (s.stopping) return kENOENT;
   if (auto it = std::find_if(submitted_.begin(), submitted_.end(), matches); it != submitted_.end()) {
     finish_cancelled(std::move(*it));
     submitted_.erase(it);
@@ -147,11 +147,11 @@ int ThreadPool::cancel(HandleId file, int32_t op_id) {
     }
     return 0;
   }
-  return -ENOENT;
+  return kENOENT;
 }
 
 void ThreadPool::finish_cancelled(FileJob job) {
-  job.result = -ECANCELED;
+  job.result = kECANCELED;
   bool first = shared_->finished.empty();
   shared_->finished.push_back(std::move(job));
   if (first) shared_->wake(shared_->context);
@@ -228,7 +228,7 @@ void ThreadPool::run(FileJob& job, const std::atomic<bool>& interrupt) {
   ssize_t rc = 0;
   for (;;) {
     if (job.kind != FileJob::Kind::kClose && interrupt) {
-      job.result = -ECANCELED;
+      job.result = kECANCELED;
       return;
     }
     switch (job.kind) {

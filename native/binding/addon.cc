@@ -29,13 +29,11 @@
 
 #include "../core/backend.h"
 #include "../core/byte_pool.h"
+#include "../core/errors.h"
 #include "loop_watcher.h"
-#include "platform_errors.h"
 
 namespace twinloop {
 namespace {
-
-constexpr int kMaxRoundsPerWake = 8;  // beyond this, let Node's loop run other work first
 
 class NativeLoop : public Napi::ObjectWrap<NativeLoop> {
  public:
@@ -210,7 +208,7 @@ class NativeLoop : public Napi::ObjectWrap<NativeLoop> {
       int error = 0;
       std::string reason;
       if (disabled_by_environment(entry.name)) {
-        error = platform_errors::kENOSYS;
+        error = kENOSYS;
         reason = "disabled by TWINLOOP_DISABLE_BACKENDS";
       } else {
         backend_ = entry.make(error, reason);
@@ -224,7 +222,7 @@ class NativeLoop : public Napi::ObjectWrap<NativeLoop> {
       reasons += std::string(entry.name) + ": " + reason;
     }
     if (reasons.empty()) {
-      open_error_ = platform_errors::kENOSYS;
+      open_error_ = kENOSYS;
       reasons = "backend '" + requested + "' is not available on this platform";
     }
     open_error_message_ = reasons;
@@ -307,7 +305,7 @@ class NativeLoop : public Napi::ObjectWrap<NativeLoop> {
     std::span<uint8_t> view;
     if (napi_get_reference_value(Env(), lease.target, &value) != napi_ok || value == nullptr ||
         !view_of(Env(), value, view) || view.size() < count) {
-      return platform_errors::kEFAULT;
+      return kEFAULT;
     }
     std::memcpy(view.data(), lease.bytes.span().data(), count);
     return static_cast<int>(count);
@@ -379,7 +377,7 @@ class NativeLoop : public Napi::ObjectWrap<NativeLoop> {
     Lease lease;
     lease.env = Env();
     if (into_view) {
-      if (napi_create_reference(Env(), info[1], 1, &lease.target) != napi_ok) return result(platform_errors::kENOMEM);
+      if (napi_create_reference(Env(), info[1], 1, &lease.target) != napi_ok) return result(kENOMEM);
       lease.bytes = pool_.acquire(std::min(view.size(), kMaxTransfer));
     } else {
       lease.bytes = pool_.copy_of(view);
@@ -514,7 +512,7 @@ class NativeLoop : public Napi::ObjectWrap<NativeLoop> {
 
   Napi::Value watch(const Napi::CallbackInfo& info) {
     if (!args_ok(info, 2)) return Env().Undefined();
-    return result(backend_->watch(int_arg(info, 0), static_cast<uint32_t>(int_arg(info, 1))));
+    return result(backend_->watch(int_arg(info, 0), interest_from_bits(static_cast<uint32_t>(int_arg(info, 1)))));
   }
 
   Napi::Value try_read(const Napi::CallbackInfo& info) {
@@ -738,7 +736,7 @@ static Napi::Value alloc_aligned(const Napi::CallbackInfo& info) {
   }
   double size = info[0].As<Napi::Number>().DoubleValue();
   double alignment = info[1].As<Napi::Number>().DoubleValue();
-  if (!(size >= 1 && size <= double{1u << 30}) || !(alignment >= 8 && alignment <= 65536) ||
+  if (!(size >= 1 && size <= static_cast<double>(twinloop::kMaxTransfer)) || !(alignment >= 8 && alignment <= 65536) ||
       (static_cast<size_t>(alignment) & (static_cast<size_t>(alignment) - 1)) != 0) {
     Napi::RangeError::New(env, "size must be 1 B to 1 GiB and alignment a power of two from 8 to 65536")
         .ThrowAsJavaScriptException();
@@ -771,14 +769,14 @@ static Napi::Object init_twinloop(Napi::Env env, Napi::Object exports) {
   exports.Set("backends", names);
   // The few errno values lib/ must recognise, in the numbering the backends return.
   auto errors = Napi::Object::New(env);
-  errors.Set("EAGAIN", platform_errors::kEAGAIN);
-  errors.Set("ECANCELED", platform_errors::kECANCELED);
-  errors.Set("EBADF", platform_errors::kEBADF);
-  errors.Set("EFAULT", platform_errors::kEFAULT);  // a read's buffer could no longer hold its bytes
-  errors.Set("EMFILE", platform_errors::kEMFILE);
-  errors.Set("ENFILE", platform_errors::kENFILE);
-  errors.Set("ENOSYS", platform_errors::kENOSYS);      // cancel() or startTimer() not implemented
-  errors.Set("ETIMEDOUT", platform_errors::kETIMEDOUT);  // connect and idle timeouts
+  errors.Set("EAGAIN", kEAGAIN);
+  errors.Set("ECANCELED", kECANCELED);
+  errors.Set("EBADF", kEBADF);
+  errors.Set("EFAULT", kEFAULT);  // a read's buffer could no longer hold its bytes
+  errors.Set("EMFILE", kEMFILE);
+  errors.Set("ENFILE", kENFILE);
+  errors.Set("ENOSYS", kENOSYS);      // a backend that cannot work on this host
+  errors.Set("ETIMEDOUT", kETIMEDOUT);  // connect and idle timeouts
   exports.Set("errors", errors);
   exports.Set("maxTransfer", static_cast<double>(kMaxTransfer));
   return exports;

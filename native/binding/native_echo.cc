@@ -27,7 +27,6 @@ namespace {
 
 constexpr size_t kBatchEvents = 1024;      // the addon's default batchSize
 constexpr size_t kArenaBytes = 1 << 20;    // and arenaSize
-constexpr int kMaxRoundsPerWake = 8;       // as the addon, so wake-ups compare one to one
 
 class NativeEcho : public Napi::ObjectWrap<NativeEcho> {
  public:
@@ -119,7 +118,7 @@ class NativeEcho : public Napi::ObjectWrap<NativeEcho> {
         if (pending == writes_.end()) break;
         spare_.push_back(std::move(pending->second));
         writes_.erase(pending);
-        if (event.result < 0 && event.result != -ECANCELED) close_connection(event.handle);
+        if (event.result < 0 && event.result != kECANCELED) close_connection(event.handle);
         break;
       }
       default:
@@ -162,7 +161,7 @@ class NativeEcho : public Napi::ObjectWrap<NativeEcho> {
 
   Napi::Value port(const Napi::CallbackInfo&) {
     SocketAddress out;
-    int rc = backend_ ? backend_->address(listener_, false, out) : -EBADF;
+    int rc = backend_ ? backend_->address(listener_, false, out) : kEBADF;
     return Napi::Number::New(Env(), rc);
   }
 

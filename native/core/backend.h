@@ -10,11 +10,12 @@
 //              completion arrives later as a kCompleted event; read_start()/accept_start() are the
 //              streaming forms (multishot on io_uring) that deliver data/connections as they come.
 //
-// Every call returns a value >= 0 on success or a negative errno (libuv's numbering, which is
-// -errno on POSIX) on failure. Nothing here throws.
+// Every call returns a value >= 0 on success or a negative errno (core/errors.h: libuv's
+// numbering, which is -errno on POSIX) on failure. Nothing here throws. Every operation is pure
+// virtual: each backend implements all of them (only set_wake and set_thread_pool_size, which
+// not every backend needs, default to doing nothing).
 #pragma once
 
-#include <cerrno>
 #include <cstddef>
 #include <cstdint>
 #include <memory>
@@ -22,6 +23,10 @@
 #include <string>
 #include <string_view>
 #include <vector>
+
+#include "errors.h"
+#include "interest.h"
+#include "limits.h"
 
 namespace twinloop {
 
@@ -104,8 +109,6 @@ class BatchSink {
   bool arena_exhausted_ = false;
 };
 
-enum class Interest : uint32_t { kNone = 0, kReadable = 1, kWritable = 2 };
-
 struct SocketAddress {
   enum class Family { kIPv4, kIPv6, kUnix } family = Family::kIPv4;
   std::string host;  // numeric address for IP families (JavaScript resolves names), path for Unix
@@ -177,7 +180,7 @@ class Backend {
   virtual int socket_option(HandleId handle, SocketOption option) = 0;
 
   // Reactor.
-  virtual int watch(HandleId handle, uint32_t interest) = 0;
+  virtual int watch(HandleId handle, Interest interest) = 0;
   virtual int try_read(HandleId handle, std::span<uint8_t> buffer) = 0;         // -EAGAIN if not ready
   virtual int try_write(HandleId handle, std::span<const uint8_t> buffer) = 0;  // -EAGAIN if full
   virtual int try_accept(HandleId handle) = 0;                                   // new handle
@@ -201,56 +204,22 @@ class Backend {
   // stream: it completes with the count that was sent (> 0 — a write otherwise completes with 0),
   // every write queued behind it with -ECANCELED, and later submit_write() calls fail with -EPIPE.
   // The socket is then only good for reading and closing; lib/'s net layer closes it.
-  virtual int cancel(HandleId handle, int32_t op_id) {
-    (void)handle;
-    (void)op_id;
-    return -ENOSYS;
-  }
+  virtual int cancel(HandleId handle, int32_t op_id) = 0;
 
   // A one-shot timer in the backend's own wait (timerfd, IORING_OP_TIMEOUT, EVFILT_TIMER, …):
   // completes as operation `op_id` with 0 once `delay_ms` have passed.
-  virtual int start_timer(uint64_t delay_ms, int32_t op_id) {
-    (void)delay_ms;
-    (void)op_id;
-    return -ENOSYS;
-  }
+  virtual int start_timer(uint64_t delay_ms, int32_t op_id) = 0;
 
   // Regular files. Each call completes as operation `op_id`: open with the new file handle,
   // read/write with the byte count (0 at EOF), sync and close with 0, or -errno. A readiness
   // backend cannot wait for a regular file — it is always "ready" — so the reactors run these on a
   // thread pool, as libuv does; the proactors submit them to the kernel.
-  virtual int file_open(const std::string& path, const FileOpenOptions& options, int32_t op_id) {
-    (void)path;
-    (void)options;
-    (void)op_id;
-    return -ENOSYS;
-  }
-  virtual int file_read(HandleId file, std::span<uint8_t> buffer, int64_t position, int32_t op_id) {
-    (void)file;
-    (void)buffer;
-    (void)position;
-    (void)op_id;
-    return -ENOSYS;
-  }
-  virtual int file_write(HandleId file, std::span<const uint8_t> buffer, int64_t position, int32_t op_id) {
-    (void)file;
-    (void)buffer;
-    (void)position;
-    (void)op_id;
-    return -ENOSYS;
-  }
-  virtual int file_sync(HandleId file, bool data_only, int32_t op_id) {
-    (void)file;
-    (void)data_only;
-    (void)op_id;
-    return -ENOSYS;
-  }
+  virtual int file_open(const std::string& path, const FileOpenOptions& options, int32_t op_id) = 0;
+  virtual int file_read(HandleId file, std::span<uint8_t> buffer, int64_t position, int32_t op_id) = 0;
+  virtual int file_write(HandleId file, std::span<const uint8_t> buffer, int64_t position, int32_t op_id) = 0;
+  virtual int file_sync(HandleId file, bool data_only, int32_t op_id) = 0;
   // Closes once the operations in flight on the file have completed.
-  virtual int file_close(HandleId file, int32_t op_id) {
-    (void)file;
-    (void)op_id;
-    return -ENOSYS;
-  }
+  virtual int file_close(HandleId file, int32_t op_id) = 0;
   // Cancels file operation `op_id` of `file` (-1: an open), wherever it waits: in the kernel
   // (IORING_OP_ASYNC_CANCEL, CancelIoEx) or on the thread pool (a job not started is dropped, a
   // running one has its syscall interrupted). It completes with -ECANCELED only if it really was

@@ -18,11 +18,9 @@
 #include <span>
 #include <vector>
 
-namespace twinloop {
+#include "limits.h"
 
-// The most one operation moves: io_uring's lengths are 32-bit and completions report counts as
-// int32, so every backend stops at 1 GiB and lib/ splits longer writes.
-constexpr size_t kMaxTransfer = size_t{1} << 30;
+namespace twinloop {
 
 // Operations a backend gave up waiting for at teardown (a thread stuck in uninterruptible I/O, a
 // kernel request that outlived the bound): they may still write into their memory, which must
