@@ -56,6 +56,8 @@ export interface NativeLoop {
   tryAccept(handle: number): number;
   read(handle: number, buffer: Uint8Array, opId: number): number;
   write(handle: number, buffer: Uint8Array, opId: number): number;
+  /** As `write`, of the buffers back to back (one send; at most maxTransfer bytes in all). */
+  writeGathered(handle: number, buffers: readonly Uint8Array[], opId: number): number;
   accept(handle: number, opId: number): number;
   readStart(handle: number): number;
   readStop(handle: number): number;

@@ -218,6 +218,29 @@ describe.each(backends)('buffers on %s', (backend) => {
     await handle.close();
   });
 
+  it('a gathered write (SocketStream._writev) sends its pieces back to back, whatever memory they are in', async () => {
+    const pieces = [randomBytes(100), randomBytes(70_000), randomBytes(1)];
+    const views = [pieces[0]!, sharedCopy(pieces[1]!), resizableCopy(pieces[2]!)];
+    const written = await new Promise<Error | null>((resolve) => {
+      if (client.writeThen(views, resolve)) resolve(null);
+    });
+    expect(written).toBeNull();
+    expect(sha256(await peerReads(70_101))).toBe(sha256(...pieces));
+  });
+
+  it('the native gathered write refuses what is not an array of views, and a detached piece moves nothing', async () => {
+    const native = client.core.native;
+    const id = client.core.nextOperationId();
+    expect(() => native.writeGathered(client.handle, 'abc' as never, id)).toThrow(TypeError);
+    expect(() => native.writeGathered(client.handle, [Buffer.from('a'), {} as never], id)).toThrow(TypeError);
+    const gone = new Uint8Array(16);
+    transfer(gone);
+    await new Promise<Error | null>((resolve) => {
+      if (client.writeThen([gone, Buffer.from('ok')], resolve)) resolve(null);
+    });
+    expect(String(await readBytes(peer, 2))).toBe('ok');
+  });
+
   it('proactor.write refuses more than 1 GiB with a RangeError, before any I/O', async () => {
     const big = new Uint8Array(new ArrayBuffer(2 ** 30 + 1));
     expect(() => loop.proactor.write(client, big)).toThrow(expect.objectContaining({ code: 'ERR_OUT_OF_RANGE' }));

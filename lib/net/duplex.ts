@@ -106,12 +106,12 @@ export class SocketStream extends Duplex {
   }
 
   // Chunks buffered while a write was in flight (or corked, as node:http does for a response) go
-  // to the socket together: small ones as one buffer, so the kernel gets one write.
+  // to the socket together: small ones gathered by one native write, so the kernel gets one send.
   override _writev(chunks: Array<{ chunk: Buffer; encoding: BufferEncoding }>, callback: (error?: Error | null) => void): void {
     let length = 0;
     for (const { chunk } of chunks) length += chunk.length;
     if (length <= kCoalesceBytes) {
-      this.#send(Buffer.concat(chunks.map(({ chunk }) => chunk), length), callback);
+      this.#send(chunks.map(({ chunk }) => chunk), callback, length);
       return;
     }
     for (let i = 0; i < chunks.length - 1; i++) this.#send(chunks[i]!.chunk, undefined);
@@ -124,10 +124,11 @@ export class SocketStream extends Duplex {
   // writer only when the peer really falls behind, and a response costs no promise. A write that
   // fails after that destroys the stream with its error (as a net.Socket's late write error does).
   // Without `callback` (all but the last of a _writev), only errors are watched.
-  #send(chunk: Buffer, callback: ((error?: Error | null) => void) | undefined): void {
-    this.#bytesWritten += chunk.length;
-    if (chunk.length === 0) return callback?.();
-    if (chunk.length > maxTransfer) {
+  // An array of chunks (`length` bytes in all, at most kCoalesceBytes) goes as one write.
+  #send(chunk: Buffer | Buffer[], callback: ((error?: Error | null) => void) | undefined, length = (chunk as Buffer).length): void {
+    this.#bytesWritten += length;
+    if (length === 0) return callback?.();
+    if (!Array.isArray(chunk) && length > maxTransfer) {
       // Beyond one native write: socket.write() splits it, in order with the writes around it.
       this.socket.write(chunk).then(() => callback?.(), (error: Error) => {
         this.#writeFailed(error);
@@ -135,7 +136,7 @@ export class SocketStream extends Duplex {
       });
       return;
     }
-    const waitForKernel = callback !== undefined && this.socket.writableLength + chunk.length > this.writableHighWaterMark;
+    const waitForKernel = callback !== undefined && this.socket.writableLength + length > this.writableHighWaterMark;
     try {
       const done = waitForKernel
         ? (error: Error | null): void => {

@@ -294,7 +294,7 @@ export class Socket extends Handle implements AsyncIterable<Buffer>, Sweepable {
     if (this.#ending !== null) return Promise.reject(codedError('ERR_STREAM_WRITE_AFTER_END', 'write after end'));
     if (bytes.length === 0) return resolved;
     if (bytes.length > maxTransfer) return this.#writeInPieces(bytes, options);
-    const id = this.#submitWrite(bytes);
+    const id = this.#submitWrite(bytes, bytes.length);
     if (id === 0) return resolved;
     if (id < 0) return Promise.reject(systemError(id, 'write'));
     const length = bytes.length;
@@ -307,33 +307,37 @@ export class Socket extends Handle implements AsyncIterable<Buffer>, Sweepable {
 
   /**
    * @internal write() without its promise, for SocketStream (a response costs no promise and no
-   * microtask). `bytes`: 1 to maxTransfer bytes. True when the kernel took them all at once;
+   * microtask). `bytes`: 1 to maxTransfer bytes, or pieces of that many in all, sent as one write. True when the kernel took them all at once;
    * otherwise false, and `done` is called once it has (null) or the write failed. Throws what
    * write() would reject with before any I/O.
    */
-  writeThen(bytes: Uint8Array, done: (error: Error | null) => void): boolean {
+  writeThen(bytes: Uint8Array | readonly Uint8Array[], done: (error: Error | null) => void): boolean {
     if (this.closed) throw this.closedError();
     if (this.#ending !== null) throw codedError('ERR_STREAM_WRITE_AFTER_END', 'write after end');
-    const id = this.#submitWrite(bytes);
+    const length = Array.isArray(bytes) ? bytes.reduce((sum: number, piece: Uint8Array) => sum + piece.length, 0) : (bytes as Uint8Array).length;
+    const id = this.#submitWrite(bytes, length);
     if (id === 0) return true;
     if (id < 0) throw systemError(id, 'write');
-    this.#expectWrite(id, bytes.length, undefined, done);
+    this.#expectWrite(id, length, undefined, done);
     return false;
   }
 
-  // Hands `bytes` to the native write: 0 when the kernel took every byte at once, the operation's
-  // id while it is in flight (then #expectWrite must follow), or a negative errno.
-  #submitWrite(bytes: Uint8Array): number {
+  // Hands `bytes` (an array: its pieces back to back, in one send) to the native write: 0 when the
+  // kernel took every byte at once, the operation's id while it is in flight (then #expectWrite
+  // must follow), or a negative errno.
+  #submitWrite(bytes: Uint8Array | readonly Uint8Array[], length: number): number {
     const id = this.core.nextOperationId();
-    const rc = this.core.native.write(this.handle, bytes, id);
+    const rc = Array.isArray(bytes)
+      ? this.core.native.writeGathered(this.handle, bytes, id)
+      : this.core.native.write(this.handle, bytes as Uint8Array, id);
     if (rc === 1) {
       this.#active = true;
-      this.#bytesWritten += bytes.length;
+      this.#bytesWritten += length;
       return 0;
     }
     if (rc < 0) return rc;
     this.#writesInFlight += 1;
-    this.#writableLength += bytes.length;
+    this.#writableLength += length;
     return id;
   }
 

@@ -20,6 +20,7 @@
 // environment can run it (worker termination, teardown).
 #include <napi.h>
 
+#include <vector>
 #include <algorithm>
 #include <cstdlib>
 #include <cstring>
@@ -54,6 +55,7 @@ class NativeLoop : public Napi::ObjectWrap<NativeLoop> {
                            InstanceMethod<&NativeLoop::try_accept>("tryAccept"),
                            InstanceMethod<&NativeLoop::submit_read>("read"),
                            InstanceMethod<&NativeLoop::submit_write>("write"),
+                           InstanceMethod<&NativeLoop::submit_write_gathered>("writeGathered"),
                            InstanceMethod<&NativeLoop::submit_accept>("accept"),
                            InstanceMethod<&NativeLoop::read_start>("readStart"),
                            InstanceMethod<&NativeLoop::read_stop>("readStop"),
@@ -370,10 +372,7 @@ class NativeLoop : public Napi::ObjectWrap<NativeLoop> {
   template <typename Submit>
   Napi::Value submit_leased(const Napi::CallbackInfo& info, std::span<uint8_t> view, int32_t op_id, bool into_view, Submit submit) {
     if (!id_is_free(op_id)) return Env().Undefined();
-    if (!into_view && view.size() > kMaxTransfer) {
-      Napi::RangeError::New(Env(), "a write moves at most 1 GiB (lib/ splits longer ones)").ThrowAsJavaScriptException();
-      return Env().Undefined();
-    }
+    if (!into_view && !transfer_ok(view.size())) return Env().Undefined();
     Lease lease;
     lease.env = Env();
     if (into_view) {
@@ -382,12 +381,23 @@ class NativeLoop : public Napi::ObjectWrap<NativeLoop> {
     } else {
       lease.bytes = pool_.copy_of(view);
     }
+    return submit_lease(op_id, std::move(lease), into_view, submit);
+  }
+
+  // Lends the lease's memory to `submit`; keeps the lease while the operation is in flight.
+  template <typename Submit>
+  Napi::Value submit_lease(int32_t op_id, Lease lease, bool into_view, Submit submit) {
     int rc = submit(lease.bytes.span());
     if (rc < 0 || (!into_view && rc == 1)) return result(rc);
     leases_.emplace(op_id, std::move(lease));
     return result(rc);
   }
   Napi::Value result(int value) { return Napi::Number::New(Env(), value); }
+  bool transfer_ok(size_t bytes) {
+    if (bytes <= kMaxTransfer) return true;
+    Napi::RangeError::New(Env(), "a write moves at most 1 GiB (lib/ splits longer ones)").ThrowAsJavaScriptException();
+    return false;
+  }
 
   // Ids come from lib/ and are unique while in flight; a repeated one would let one completion
   // free memory another operation still lends to the kernel.
@@ -548,6 +558,32 @@ class NativeLoop : public Napi::ObjectWrap<NativeLoop> {
     HandleId handle = int_arg(info, 0);
     int32_t op_id = int_arg(info, 2);
     return submit_leased(info, view, op_id, false, [&](std::span<uint8_t> bytes) { return backend_->submit_write(handle, bytes, op_id); });
+  }
+
+  // writeGathered(handle, [buffer…], opId) → as write(): the buffers copied back to back into one
+  // block and sent as one write. SocketStream's _writev: a response's head and body go in one
+  // send without a JavaScript concatenation, whose fresh buffer per response the GC pays for.
+  Napi::Value submit_write_gathered(const Napi::CallbackInfo& info) {
+    if (!args_ok(info, 1) || !check(info.Length() >= 3 && info[1].IsArray() && info[2].IsNumber(), "expected (handle, array of views, opId)")) {
+      return Env().Undefined();
+    }
+    Napi::Array list = info[1].As<Napi::Array>();
+    std::vector<std::span<uint8_t>> views(list.Length());
+    size_t total = 0;
+    for (uint32_t i = 0; i < views.size(); ++i) {
+      if (!check(view_of(Env(), list.Get(i), views[i]), "expected a TypedArray or DataView")) return Env().Undefined();
+      total += views[i].size();
+    }
+    HandleId handle = int_arg(info, 0);
+    int32_t op_id = int_arg(info, 2);
+    if (!id_is_free(op_id)) return Env().Undefined();
+    if (!transfer_ok(total)) return Env().Undefined();
+    Lease lease;
+    lease.env = Env();
+    lease.bytes = pool_.acquire(total);
+    auto out = lease.bytes.span().begin();
+    for (auto view : views) out = std::copy(view.begin(), view.end(), out);
+    return submit_lease(op_id, std::move(lease), false, [&](std::span<uint8_t> bytes) { return backend_->submit_write(handle, bytes, op_id); });
   }
 
   Napi::Value submit_accept(const Napi::CallbackInfo& info) {

@@ -8,6 +8,7 @@
 import assert from 'node:assert/strict';
 import { createHash, randomBytes } from 'node:crypto';
 import { closeSync, mkdtempSync, openSync, readdirSync, readFileSync, readSync, rmSync, writeFileSync, writeSync } from 'node:fs';
+import http from 'node:http';
 import { createRequire } from 'node:module';
 import net from 'node:net';
 import { tmpdir } from 'node:os';
@@ -18,7 +19,7 @@ import { Worker } from 'node:worker_threads';
 import { readBytes } from '../fixtures/read-bytes.mjs';
 
 const distEntry = new URL('../../dist/index.js', import.meta.url).href;
-const { open, availableBackends, bindingPath, serveOnWorkers } = await import(distEntry);
+const { open, availableBackends, bindingPath, serve, serveOnWorkers } = await import(distEntry);
 const native = createRequire(import.meta.url)(bindingPath);
 
 const kTestTimeoutMs = 60_000;
@@ -211,6 +212,35 @@ loopTest('setNoDelay and setKeepAlive set the real options (read back from the s
 
 test('serveOnWorkers refuses at once on Windows, which has no SO_REUSEPORT, and starts no thread', async () => {
   await rejectsWith(serveOnWorkers(new URL('../fixtures/multicore-worker.mjs', import.meta.url), { workers: 2 }), { code: 'ERR_TWINLOOP_NO_REUSEPORT' });
+});
+
+loopTest('serve(): node:http on IOCP answers keep-alive GETs and a 1 MiB POST, and server.close() calls back', async (loop) => {
+  const server = http.createServer((request, response) => {
+    const hash = createHash('sha256');
+    request.on('data', (chunk) => hash.update(chunk));
+    request.on('end', () => response.end(`${request.method} ${request.url} ${hash.digest('hex')}`));
+  });
+  await serve(loop, server, { host: '127.0.0.1', port: 0 });
+  const { port } = server.address();
+  const agent = new http.Agent({ keepAlive: true, maxSockets: 1 });
+  const ask = (method, url, body) =>
+    new Promise((resolve, reject) => {
+      const request = http.request({ host: '127.0.0.1', port, method, path: url, agent }, (response) => {
+        const chunks = [];
+        response.on('data', (chunk) => chunks.push(chunk));
+        response.on('end', () => resolve({ text: String(Buffer.concat(chunks)), reused: request.reusedSocket }));
+      });
+      request.on('error', reject);
+      request.end(body);
+    });
+  const empty = sha256();
+  assert.deepEqual(await ask('GET', '/a'), { text: `GET /a ${empty}`, reused: false });
+  assert.deepEqual(await ask('GET', '/b'), { text: `GET /b ${empty}`, reused: true });
+  const body = randomBytes(1 << 20);
+  assert.equal((await ask('POST', '/c', body)).text, `POST /c ${sha256(body)}`);
+  agent.destroy();
+  await new Promise((resolve) => server.close(resolve));
+  assert.equal(server.listening, false);
 });
 
 loopTest('half-close: end() gives the peer EOF, and the peer can still write back', async (loop) => {
