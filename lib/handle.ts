@@ -1,6 +1,6 @@
 import { EventEmitter } from 'node:events';
 
-import type { EventTarget, LoopCore } from './core.js';
+import type { LoopCore } from './core.js';
 import { foreignHandle, invalidArgType, loopClosed, socketClosed, systemError } from './errors.js';
 
 /**
@@ -11,7 +11,7 @@ export const asyncDispose: typeof Symbol.asyncDispose =
   Symbol.asyncDispose ?? (Symbol.for('nodejs.asyncDispose') as typeof Symbol.asyncDispose);
 
 /** What both sockets and servers are: an open descriptor owned by one loop. */
-export abstract class Handle extends EventEmitter implements EventTarget {
+export abstract class Handle extends EventEmitter {
   /** @internal */
   readonly core: LoopCore;
   /** @internal The native handle id (slot and generation), never an fd. */

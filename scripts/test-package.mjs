@@ -131,6 +131,9 @@ export const info: LoopInfo = loop.info;
 export const where: string = bindingPath;
 // @ts-expect-error a backend the types do not know
 open({ backend: 'select' });
+export declare const socket: import('twinloop').Socket;
+// @ts-expect-error the loop core is @internal: not in the published types
+socket.core;
 `);
 fs.writeFileSync(path.join(project, 'cjs.cts'), `import twinloop = require('twinloop');
 const loop: twinloop.Loop = twinloop.open({ backend: 'epoll' });

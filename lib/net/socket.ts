@@ -16,7 +16,7 @@ import {
 } from '../errors.js';
 import { Handle } from '../handle.js';
 import { SocketStream, type SocketStreamOptions } from './duplex.js';
-import { IdleSweeper, type Sweepable } from './idle.js';
+import { IdleSweeper } from './idle.js';
 
 const { ECANCELED, ETIMEDOUT } = native.errors;
 const { maxTransfer } = native;
@@ -67,7 +67,7 @@ interface ReadWaiter {
  * @example
  * for await (const chunk of socket) await socket.write(chunk); // echo
  */
-export class Socket extends Handle implements AsyncIterable<Buffer>, Sweepable {
+export class Socket extends Handle implements AsyncIterable<Buffer> {
   readonly readableHighWaterMark: number;
   readonly writableHighWaterMark: number;
   #received: Buffer[] = [];
