@@ -49,8 +49,6 @@ export class SocketStream extends Duplex {
   /** The twinloop socket underneath. */
   readonly socket: Socket;
   #pushing = false;
-  #bytesRead = 0;
-  #bytesWritten = 0;
   #local: NativeAddress | undefined;
   #timeoutListener: (() => void) | undefined;
   #timeout: number | undefined;
@@ -95,10 +93,7 @@ export class SocketStream extends Duplex {
     if (chunk === null) {
       if (error === null) this.push(null);
       else this.destroy(error);
-    } else {
-      this.#bytesRead += chunk.length;
-      if (!this.push(chunk)) this.socket.pushReading(false);
-    }
+    } else if (!this.push(chunk)) this.socket.pushReading(false);
   };
 
   override _write(chunk: Buffer, _encoding: BufferEncoding, callback: (error?: Error | null) => void): void {
@@ -126,7 +121,6 @@ export class SocketStream extends Duplex {
   // Without `callback` (all but the last of a _writev), only errors are watched.
   // An array of chunks (`length` bytes in all, at most kCoalesceBytes) goes as one write.
   #send(chunk: Buffer | Buffer[], callback: ((error?: Error | null) => void) | undefined, length = (chunk as Buffer).length): void {
-    this.#bytesWritten += length;
     if (length === 0) return callback?.();
     if (!Array.isArray(chunk) && length > maxTransfer) {
       // Beyond one native write: socket.write() splits it, in order with the writes around it.
@@ -273,14 +267,14 @@ export class SocketStream extends Duplex {
     return version === 0 ? undefined : `IPv${version}`;
   }
 
-  /** Bytes received and handed to the stream. */
+  /** Bytes received from the peer (the socket's count). */
   get bytesRead(): number {
-    return this.#bytesRead;
+    return this.socket.bytesRead;
   }
 
-  /** Bytes handed to the socket plus those still buffered in the stream, as `net.Socket` counts. */
+  /** Bytes the kernel took plus those still queued in the socket and the stream, as `net.Socket` counts. */
   get bytesWritten(): number {
-    return this.#bytesWritten + this.writableLength;
+    return this.socket.bytesWritten + this.socket.writableLength + this.writableLength;
   }
 
   /** As `net.Socket.readyState`, for the libraries that look. */

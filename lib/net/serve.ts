@@ -33,9 +33,6 @@ interface ListeningHandle {
   getsockname?(out: Record<string, unknown>): number;
 }
 
-// ref/unref on a twinloop Server, where this build has them.
-type MaybeRefable = Server & { ref?(): unknown; unref?(): unknown };
-
 /**
  * Serves an existing node:net server — an `http.Server`, `https.Server`,
  * `http2.createServer()` / `http2.createSecureServer()`, a `tls.Server`, or a framework's
@@ -64,7 +61,7 @@ export async function serve(loop: Loop, server: net.Server, options: ServeOption
   const internals = server as unknown as NetServerInternals;
   if (internals._handle) throw codedError('ERR_SERVER_ALREADY_LISTEN', 'Listen method has been called more than once without closing.');
   const streamOptions = { allowHalfOpen: internals.allowHalfOpen === true };
-  const listener = (await loop.listen(options, (socket) => {
+  const listener = await loop.listen(options, (socket) => {
     if (server.maxConnections && internals._connections >= server.maxConnections) {
       // As node:net: closed before the server sees it, and reported with its addresses.
       if (server.listenerCount('drop') > 0) server.emit('drop', dropped(socket));
@@ -82,7 +79,7 @@ export async function serve(loop: Loop, server: net.Server, options: ServeOption
     if (internals.noDelay) stream.setNoDelay(true);
     if (internals.keepAlive) stream.setKeepAlive(true, (internals.keepAliveInitialDelay ?? 0) * 1000);
     server.emit('connection', stream);
-  })) as MaybeRefable;
+  });
   if (internals._handle) {
     // listen() or another serve() won the race while this one awaited its address.
     listener.close();
@@ -97,8 +94,8 @@ export async function serve(loop: Loop, server: net.Server, options: ServeOption
       // Node 18's http.Server.close() leaves idle keep-alive connections open; 19+ closes them first.
       (server as Partial<{ closeIdleConnections(): void }>).closeIdleConnections?.();
     },
-    ref: () => listener.ref?.(),
-    unref: () => listener.unref?.(),
+    ref: () => listener.ref(),
+    unref: () => listener.unref(),
   };
   if (address.family === 'unix') internals._pipeName = address.address;
   else {

@@ -20,13 +20,13 @@
 // environment can run it (worker termination, teardown).
 #include <napi.h>
 
-#include <vector>
 #include <algorithm>
 #include <cstdlib>
 #include <cstring>
 #include <memory>
 #include <string>
 #include <unordered_map>
+#include <vector>
 
 #include "../core/backend.h"
 #include "../core/byte_pool.h"
