@@ -1,12 +1,16 @@
 // Slot table that maps HandleIds to a backend's per-socket state.
 //
-// A HandleId packs a slot index (low 24 bits) and the slot's generation (next 7 bits), so ids stay
-// positive int32 for JavaScript and a stale id — kept after close — never reaches the state of a
-// socket that reuses the slot. Freed slots go on a free list: no allocation once the table has
-// grown to the peak number of sockets.
+// A HandleId packs a slot index (low 20 bits) and the slot's generation (next 11 bits), so ids stay
+// positive int32 for JavaScript and a stale id — kept after close — finds nothing instead of the
+// state of a socket that reuses the slot. The generation wraps, so that is a matter of distance:
+// freed slots wait in a first-in first-out queue and are reused only once kReuseDistance of them
+// are free, so a stale id could alias only after 2^11 x 1024 closes (and lib/ refuses a closed
+// handle before it reaches native code anyway). No allocation once the table has grown to the
+// peak number of sockets plus that distance.
 #pragma once
 
 #include <cstdint>
+#include <deque>
 #include <vector>
 
 #include "backend.h"
@@ -16,16 +20,17 @@ namespace twinloop {
 template <typename State>
 class HandleTable {
  public:
-  static constexpr uint32_t kSlotBits = 24;
+  static constexpr uint32_t kSlotBits = 20;
   static constexpr uint32_t kSlotMask = (1u << kSlotBits) - 1;
-  static constexpr uint32_t kGenerationMask = 0x7f;
+  static constexpr uint32_t kGenerationMask = (1u << (31 - kSlotBits)) - 1;
+  static constexpr size_t kReuseDistance = 1024;
 
-  // Returns the new handle, or -1 when all 2^24 slots are in use.
+  // Returns the new handle, or -1 when all 2^20 slots are in use.
   HandleId insert(State state) {
     uint32_t slot;
-    if (!free_.empty()) {
-      slot = free_.back();
-      free_.pop_back();
+    if (free_.size() >= kReuseDistance || (!free_.empty() && slots_.size() > kSlotMask)) {
+      slot = free_.front();
+      free_.pop_front();
     } else {
       if (slots_.size() > kSlotMask) return -1;
       slot = static_cast<uint32_t>(slots_.size());
@@ -75,7 +80,7 @@ class HandleTable {
     bool live = false;
   };
   std::vector<Slot> slots_;
-  std::vector<uint32_t> free_;
+  std::deque<uint32_t> free_;
   size_t live_count_ = 0;
 };
 

@@ -36,10 +36,14 @@ TEST(unknown_handles_find_nothing) {
   CHECK(table.find(a | (1 << Table::kSlotBits)) == nullptr);  // right slot, wrong generation
 }
 
-TEST(a_freed_slot_is_reused_under_a_new_handle) {
+TEST(a_freed_slot_is_reused_under_a_new_handle_once_enough_are_free) {
   Table table;
   HandleId first = table.insert("first");
   table.erase(first);
+  std::vector<HandleId> others;
+  for (size_t i = 0; i < Table::kReuseDistance; ++i) others.push_back(table.insert("other"));
+  for (HandleId other : others) CHECK((static_cast<uint32_t>(other) & Table::kSlotMask) != (static_cast<uint32_t>(first) & Table::kSlotMask));
+  for (HandleId other : others) table.erase(other);
   HandleId second = table.insert("second");
   CHECK_EQ(static_cast<uint32_t>(second) & Table::kSlotMask, static_cast<uint32_t>(first) & Table::kSlotMask);
   CHECK(second != first);
@@ -56,11 +60,12 @@ TEST(erase_resets_the_state) {
 }
 
 TEST(a_stale_handle_is_refused_for_every_generation_of_its_slot) {
-  // The generation has 7 bits: a handle is refused until its slot has been reused 127 times.
+  // A slot comes back only after kReuseDistance others, and with 11 bits of generation: a stale
+  // handle is refused for 2^11 x kReuseDistance closes.
   Table table;
   HandleId stale = table.insert("old");
   table.erase(stale);
-  for (int reuse = 1; reuse < 128; ++reuse) {
+  for (uint32_t reuse = 1; reuse < (Table::kGenerationMask + 1) * Table::kReuseDistance; ++reuse) {
     HandleId fresh = table.insert("new");
     CHECK(fresh >= 0);
     CHECK(fresh != stale);
