@@ -396,7 +396,8 @@ int IoUringBackend::adopt(int fd) {
   return insert(std::move(socket));
 }
 
-int IoUringBackend::set_streaming(HandleId handle, bool Socket::*flag, bool on) {
+int IoUringBackend::set_streaming(HandleId handle, Stream stream, bool on) {
+  bool Socket::*flag = stream == Stream::kRead ? &Socket::streaming_read : &Socket::streaming_accept;
   Socket* s = find(handle);
   if (!s) return kEBADF;
   if ((flag == &Socket::streaming_accept) != s->listener) return kEINVAL;

@@ -132,10 +132,7 @@ class IoUringBackend final : public Backend {
   int submit_read(HandleId handle, std::span<uint8_t> buffer, int32_t op_id) override;
   int submit_write(HandleId handle, std::span<const uint8_t> buffer, int32_t op_id) override;
   int submit_accept(HandleId handle, int32_t op_id) override;
-  int read_start(HandleId handle) override { return set_streaming(handle, &Socket::streaming_read, true); }
-  int read_stop(HandleId handle) override { return set_streaming(handle, &Socket::streaming_read, false); }
-  int accept_start(HandleId handle) override { return set_streaming(handle, &Socket::streaming_accept, true); }
-  int accept_stop(HandleId handle) override { return set_streaming(handle, &Socket::streaming_accept, false); }
+  int set_streaming(HandleId handle, Stream stream, bool on) override;
 
   int cancel(HandleId handle, int32_t op_id) override;
 
@@ -168,7 +165,6 @@ class IoUringBackend final : public Backend {
   Socket* find(HandleId handle);
   HandleId insert(Socket socket);
   int adopt(int fd);
-  int set_streaming(HandleId handle, bool Socket::*flag, bool on);
 
   // Submission (io_uring_submit.cc).
   int enter(bool get_events);

@@ -123,10 +123,7 @@ class IocpBackend final : public Backend {
   int submit_read(HandleId handle, std::span<uint8_t> buffer, int32_t op_id) override;
   int submit_write(HandleId handle, std::span<const uint8_t> buffer, int32_t op_id) override;
   int submit_accept(HandleId handle, int32_t op_id) override;
-  int read_start(HandleId handle) override { return set_streaming(handle, &Socket::streaming_read, true); }
-  int read_stop(HandleId handle) override { return set_streaming(handle, &Socket::streaming_read, false); }
-  int accept_start(HandleId handle) override { return set_streaming(handle, &Socket::streaming_accept, true); }
-  int accept_stop(HandleId handle) override { return set_streaming(handle, &Socket::streaming_accept, false); }
+  int set_streaming(HandleId handle, Stream stream, bool on) override;
 
   int cancel(HandleId handle, int32_t op_id) override;
 
@@ -169,7 +166,6 @@ class IocpBackend final : public Backend {
   // Operations, and the readiness kept from them (iocp_operations.cc).
   Operation* acquire(OpKind kind, HandleId handle, int32_t op_id);
   void release(Operation* op);
-  int set_streaming(HandleId handle, bool Socket::*flag, bool on);
   static bool writable(const Socket& s) { return s.connected && s.send == nullptr && s.writes.empty(); }
   int update(HandleId handle, Socket& s);
   int update_listener(HandleId handle);

@@ -40,7 +40,8 @@ void IocpBackend::release(Operation* op) {
   operations_.release(op);
 }
 
-int IocpBackend::set_streaming(HandleId handle, bool Socket::*flag, bool on) {
+int IocpBackend::set_streaming(HandleId handle, Stream stream, bool on) {
+  bool Socket::*flag = stream == Stream::kRead ? &Socket::streaming_read : &Socket::streaming_accept;
   Socket* s = sockets_.find(handle);
   if (!s) return kEBADF;
   if ((flag == &Socket::streaming_accept) != s->listener) return kEINVAL;

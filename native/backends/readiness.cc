@@ -149,7 +149,8 @@ int ReadinessBackend::submit_accept(HandleId handle, int32_t op_id) {
   return update_interest(handle, *s, Interest::kNone);
 }
 
-int ReadinessBackend::set_streaming(HandleId handle, bool Socket::*flag, bool on) {
+int ReadinessBackend::set_streaming(HandleId handle, Stream stream, bool on) {
+  bool Socket::*flag = stream == Stream::kRead ? &Socket::streaming_read : &Socket::streaming_accept;
   Socket* s = sockets_.find(handle);
   if (!s) return kEBADF;
   if ((flag == &Socket::streaming_accept) != s->listener) return kEINVAL;

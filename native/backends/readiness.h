@@ -56,10 +56,7 @@ class ReadinessBackend : public Backend {
   int submit_read(HandleId handle, std::span<uint8_t> buffer, int32_t op_id) override;
   int submit_write(HandleId handle, std::span<const uint8_t> buffer, int32_t op_id) override;
   int submit_accept(HandleId handle, int32_t op_id) override;
-  int read_start(HandleId handle) override { return set_streaming(handle, &Socket::streaming_read, true); }
-  int read_stop(HandleId handle) override { return set_streaming(handle, &Socket::streaming_read, false); }
-  int accept_start(HandleId handle) override { return set_streaming(handle, &Socket::streaming_accept, true); }
-  int accept_stop(HandleId handle) override { return set_streaming(handle, &Socket::streaming_accept, false); }
+  int set_streaming(HandleId handle, Stream stream, bool on) override;
 
   int cancel(HandleId handle, int32_t op_id) override;
   int start_timer(uint64_t delay_ms, int32_t op_id) override;
@@ -200,7 +197,6 @@ class ReadinessBackend : public Backend {
     HandleId handle = sockets_.insert(std::move(socket));
     return handle < 0 ? kEMFILE : handle;
   }
-  int set_streaming(HandleId handle, bool Socket::*flag, bool on);
   int accept_one(int listen_fd);
   int read_some(Socket& s, std::span<uint8_t> buffer);
   int write_some(Socket& s, std::span<const uint8_t> buffer);

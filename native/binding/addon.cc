@@ -57,10 +57,10 @@ class NativeLoop : public Napi::ObjectWrap<NativeLoop> {
                            InstanceMethod<&NativeLoop::submit_write>("write"),
                            InstanceMethod<&NativeLoop::submit_write_gathered>("writeGathered"),
                            InstanceMethod<&NativeLoop::submit_accept>("accept"),
-                           InstanceMethod<&NativeLoop::read_start>("readStart"),
-                           InstanceMethod<&NativeLoop::read_stop>("readStop"),
-                           InstanceMethod<&NativeLoop::accept_start>("acceptStart"),
-                           InstanceMethod<&NativeLoop::accept_stop>("acceptStop"),
+                           InstanceMethod<&NativeLoop::set_streaming<Stream::kRead, true>>("readStart"),
+                           InstanceMethod<&NativeLoop::set_streaming<Stream::kRead, false>>("readStop"),
+                           InstanceMethod<&NativeLoop::set_streaming<Stream::kAccept, true>>("acceptStart"),
+                           InstanceMethod<&NativeLoop::set_streaming<Stream::kAccept, false>>("acceptStop"),
                            InstanceMethod<&NativeLoop::file_open>("fileOpen"),
                            InstanceMethod<&NativeLoop::file_read>("fileRead"),
                            InstanceMethod<&NativeLoop::file_write>("fileWrite"),
@@ -592,24 +592,11 @@ class NativeLoop : public Napi::ObjectWrap<NativeLoop> {
     return track(op_id, [&] { return backend_->submit_accept(int_arg(info, 0), op_id); });
   }
 
-  Napi::Value read_start(const Napi::CallbackInfo& info) {
+  // readStart/readStop/acceptStart/acceptStop(handle).
+  template <Stream stream, bool on>
+  Napi::Value set_streaming(const Napi::CallbackInfo& info) {
     if (!args_ok(info, 1)) return Env().Undefined();
-    return result(backend_->read_start(int_arg(info, 0)));
-  }
-
-  Napi::Value read_stop(const Napi::CallbackInfo& info) {
-    if (!args_ok(info, 1)) return Env().Undefined();
-    return result(backend_->read_stop(int_arg(info, 0)));
-  }
-
-  Napi::Value accept_start(const Napi::CallbackInfo& info) {
-    if (!args_ok(info, 1)) return Env().Undefined();
-    return result(backend_->accept_start(int_arg(info, 0)));
-  }
-
-  Napi::Value accept_stop(const Napi::CallbackInfo& info) {
-    if (!args_ok(info, 1)) return Env().Undefined();
-    return result(backend_->accept_stop(int_arg(info, 0)));
+    return result(backend_->set_streaming(int_arg(info, 0), stream, on));
   }
 
   // fileOpen(path, flags, mode, opId): flags as lib/file.ts packs them (kFile* below).

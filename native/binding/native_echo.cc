@@ -62,7 +62,7 @@ class NativeEcho : public Napi::ObjectWrap<NativeEcho> {
     SocketAddress address{SocketAddress::Family::kIPv4, info[1].As<Napi::String>().Utf8Value(),
                           static_cast<uint16_t>(info[2].As<Napi::Number>().Uint32Value())};
     listener_ = backend_->listen(address, ListenOptions{});
-    int rc = listener_ < 0 ? listener_ : backend_->accept_start(listener_);
+    int rc = listener_ < 0 ? listener_ : backend_->set_streaming(listener_, Stream::kAccept, true);
     if (rc < 0) {
       backend_.reset();
       Napi::Error::New(env, std::string("listen failed: ") + std::strerror(-rc)).ThrowAsJavaScriptException();
@@ -106,7 +106,7 @@ class NativeEcho : public Napi::ObjectWrap<NativeEcho> {
       case EventKind::kAccepted:
         if (event.result >= 0) {
           ++connections_;
-          if (backend_->read_start(event.result) < 0) close_connection(event.result);
+          if (backend_->set_streaming(event.result, Stream::kRead, true) < 0) close_connection(event.result);
         }
         break;
       case EventKind::kData:

@@ -7,7 +7,7 @@
 // Both patterns are part of the contract, whatever the backend's native one is:
 //   reactor  — watch() readiness, then try_read()/try_write()/try_accept() do the syscall now;
 //   proactor — submit_read()/submit_write()/submit_accept()/connect() start an operation whose
-//              completion arrives later as a kCompleted event; read_start()/accept_start() are the
+//              completion arrives later as a kCompleted event; set_streaming() starts the
 //              streaming forms (multishot on io_uring) that deliver data/connections as they come.
 //
 // Every call returns a value >= 0 on success or a negative errno (core/errors.h: libuv's
@@ -109,6 +109,10 @@ class BatchSink {
   bool arena_exhausted_ = false;
 };
 
+// The streaming forms of reading and accepting: data (kData) or connections (kAccepted) delivered
+// as they come, from read_start/accept_start until read_stop/accept_stop.
+enum class Stream : uint8_t { kRead, kAccept };
+
 struct SocketAddress {
   enum class Family { kIPv4, kIPv6, kUnix } family = Family::kIPv4;
   std::string host;  // numeric address for IP families (JavaScript resolves names), path for Unix
@@ -190,10 +194,8 @@ class Backend {
   // Returns 1 when the whole buffer was taken at once (no event follows), 0 when an event will.
   virtual int submit_write(HandleId handle, std::span<const uint8_t> buffer, int32_t op_id) = 0;
   virtual int submit_accept(HandleId handle, int32_t op_id) = 0;
-  virtual int read_start(HandleId handle) = 0;
-  virtual int read_stop(HandleId handle) = 0;
-  virtual int accept_start(HandleId handle) = 0;
-  virtual int accept_stop(HandleId handle) = 0;
+  // read_start/read_stop (Stream::kRead) and accept_start/accept_stop (Stream::kAccept).
+  virtual int set_streaming(HandleId handle, Stream stream, bool on) = 0;
 
   // Cancels operation `op_id` of `handle` (-1 for a timer): it completes with -ECANCELED once the
   // kernel has let go of its buffer, or with its real result if it finished first. Returns

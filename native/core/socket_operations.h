@@ -65,9 +65,7 @@ struct SocketOperations {
   int check_write() const { return connect_op >= 0 ? kENOTCONN : write_torn ? kEPIPE : 0; }
   int check_accept() const { return listener ? 0 : kEINVAL; }
 
-  enum class Stream : uint8_t { kRead, kAccept };
-  // read_start/read_stop/accept_start/accept_stop; the backend then updates what it asks of the
-  // kernel.
+  // Backend::set_streaming; the backend then updates what it asks of the kernel.
   int set_streaming(Stream stream, bool on);
 
   // Backend::cancel for this socket's operations. A queued one is withdrawn (-ECANCELED); a

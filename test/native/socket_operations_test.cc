@@ -186,12 +186,12 @@ TEST(a_connection_goes_to_the_oldest_accept_still_wanted) {
 
 TEST(streaming_and_submission_rules) {
   SocketOperations s;
-  CHECK_EQ(s.set_streaming(SocketOperations::Stream::kAccept, true), twinloop::kEINVAL);
+  CHECK_EQ(s.set_streaming(twinloop::Stream::kAccept, true), twinloop::kEINVAL);
   s.reads.push_back({bytes(1), 1});
-  CHECK_EQ(s.set_streaming(SocketOperations::Stream::kRead, true), twinloop::kEBUSY);
+  CHECK_EQ(s.set_streaming(twinloop::Stream::kRead, true), twinloop::kEBUSY);
   s.reads.clear();
-  CHECK_EQ(s.set_streaming(SocketOperations::Stream::kRead, true), 0);
-  CHECK_EQ(s.set_streaming(SocketOperations::Stream::kRead, false), 0);
+  CHECK_EQ(s.set_streaming(twinloop::Stream::kRead, true), 0);
+  CHECK_EQ(s.set_streaming(twinloop::Stream::kRead, false), 0);
   CHECK_EQ(s.check_read(), twinloop::kEBUSY);  // the stream owns the reads for good
   CHECK_EQ(s.check_accept(), twinloop::kEINVAL);
   s.connect_op = 3;
