@@ -25,8 +25,7 @@ class FileTable {
 
   // A file just opened: its handle, or -EMFILE (the descriptor closes with the dropped entry).
   int insert(Descriptor descriptor, bool direct = false) {
-    HandleId handle = files_.insert({std::move(descriptor), direct});
-    return handle < 0 ? kEMFILE : handle;
+    return files_.insert({std::move(descriptor), direct});
   }
 
   // The file a new operation may start on: null (-EBADF) when the handle is unknown, stale or
