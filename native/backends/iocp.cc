@@ -29,7 +29,7 @@
 //   timers     — iocp_timers.h: a TimerHeap on the JavaScript thread, whose earliest deadline is the
 //                waiting thread's GetQueuedCompletionStatusEx timeout.
 //   files      — iocp_files.h: overlapped ReadFile/WriteFile on the same port (completion key
-//                kFileKey), open/flush/close on the system thread pool.
+//                CompletionKey::kFile), open/flush/close on the system thread pool.
 //
 // Unix domain sockets are not supported here (UV_EAFNOSUPPORT); Windows has AF_UNIX, but neither
 // AcceptEx nor ConnectEx accepts it.
@@ -70,7 +70,7 @@ IocpBackend::~IocpBackend() {
   sockets_.for_each([&](HandleId handle, Socket&) { handles.push_back(handle); });
   for (HandleId handle : handles) release_socket(handle, false);
   if (thread_.get() != nullptr) {
-    PostQueuedCompletionStatus(port_.get(), 0, kStopKey, nullptr);
+    PostQueuedCompletionStatus(port_.get(), 0, to_key(CompletionKey::kStop), nullptr);
     WaitForSingleObject(thread_.get(), INFINITE);
   }
   // Every operation must be back before its memory, or the buffers JavaScript lent it, may go:
@@ -366,7 +366,7 @@ int IocpBackend::prepare(SOCKET socket) {
   u_long on = 1;
   stats_.syscalls += 2;
   if (ioctlsocket(socket, FIONBIO, &on) != 0) return last_socket_error();
-  if (CreateIoCompletionPort(reinterpret_cast<HANDLE>(socket), port_.get(), 0, 0) == nullptr) {
+  if (CreateIoCompletionPort(reinterpret_cast<HANDLE>(socket), port_.get(), to_key(CompletionKey::kSocket), 0) == nullptr) {
     return translate_system_error(GetLastError());
   }
   return 0;
@@ -395,7 +395,7 @@ UniqueSocket IocpBackend::take_backlog(Socket& s) {
 
 void IocpBackend::reclaim(const OVERLAPPED_ENTRY& entry) {
   if (entry.lpOverlapped == nullptr) return;
-  if (entry.lpCompletionKey == IocpFiles::kFileKey) {
+  if (key_of(entry) == CompletionKey::kFile) {
     files_.discard(entry.lpOverlapped);
   } else {
     release(reinterpret_cast<Operation*>(entry.lpOverlapped));

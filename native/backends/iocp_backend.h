@@ -28,11 +28,6 @@
 
 namespace twinloop::iocp {
 
-// Completion keys: 0 for socket operations, IocpFiles::kFileKey for file ones, and two packets
-// without an OVERLAPPED: stop the waiting thread, or make it recompute its timeout (IocpTimers).
-inline constexpr ULONG_PTR kStopKey = 1;
-inline constexpr ULONG_PTR kTimerWakeKey = 2;
-static_assert(IocpFiles::kFileKey != 0 && IocpFiles::kFileKey != kStopKey && IocpFiles::kFileKey != kTimerWakeKey);
 // AcceptEx wants room for each address plus 16 bytes.
 inline constexpr DWORD kAcceptAddressLength = sizeof(sockaddr_storage) + 16;
 
@@ -210,7 +205,7 @@ class IocpBackend final : public Backend {
   IocpFiles files_{port_.get()};
 
   // Shared with the waiting thread through its own atomics.
-  IocpTimers timers_{port_.get(), kTimerWakeKey};
+  IocpTimers timers_{port_.get()};
 
   // Shared with the waiting thread.
   Lock lock_;

@@ -33,7 +33,7 @@ void IocpBackend::wait_for_completions() {
       LockGuard guard(lock_);
       for (ULONG i = 0; i < count; ++i) {
         if (entries[i].lpOverlapped == nullptr) {  // a stop or a timer wake packet
-          stop = stop || entries[i].lpCompletionKey == kStopKey;
+          stop = stop || key_of(entries[i]) == CompletionKey::kStop;
           continue;
         }
         completed_.push_back(entries[i]);
@@ -109,7 +109,7 @@ int IocpBackend::operation_error(const Socket& s, Operation* op) {
 }
 
 void IocpBackend::complete(const OVERLAPPED_ENTRY& entry) {
-  if (entry.lpCompletionKey == IocpFiles::kFileKey) {
+  if (key_of(entry) == CompletionKey::kFile) {
     emit(files_.complete(entry));
     return;
   }

@@ -214,7 +214,7 @@ void IocpFiles::start_work(Operation* op) {
 void IocpFiles::post_result(Operation* op, int result) {
   op->posted = true;
   op->result = result;
-  PostQueuedCompletionStatus(port_, 0, kFileKey, &op->overlapped);
+  PostQueuedCompletionStatus(port_, 0, to_key(CompletionKey::kFile), &op->overlapped);
 }
 
 // A thread of the system pool. It owns `op` until the packet is posted, and touches nothing else:
@@ -248,7 +248,7 @@ void IocpFiles::finish_work(Operation* op) {
   LockGuard guard(items->lock);
   if (!items->abandoned) {
     op->posted = true;
-    PostQueuedCompletionStatus(op->port, 0, kFileKey, &op->overlapped);
+    PostQueuedCompletionStatus(op->port, 0, to_key(CompletionKey::kFile), &op->overlapped);
     return;
   }
   if (op->kind == Kind::kOpen && op->result == 0) CloseHandle(op->handle);
@@ -301,7 +301,7 @@ Event IocpFiles::complete(const OVERLAPPED_ENTRY& entry) {
       // directory takes no transfer (they are EISDIR before any call): it needs no port.
       if (result == 0 && !op->directory) {
         ++syscalls_;
-        if (CreateIoCompletionPort(op->handle, port_, kFileKey, 0) == nullptr) {
+        if (CreateIoCompletionPort(op->handle, port_, to_key(CompletionKey::kFile), 0) == nullptr) {
           result = translate_system_error(GetLastError());
           CloseHandle(op->handle);
         }

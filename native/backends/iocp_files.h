@@ -1,7 +1,7 @@
 // Regular files on IOCP: overlapped ReadFile/WriteFile on handles tied to the loop's completion
 // port, so that a file operation completes exactly like a socket one. Each operation has its own
 // FileOperation (a file may have any number in flight, as on io_uring); its packets carry the
-// completion key kFileKey, which tells them from the socket operations.
+// completion key CompletionKey::kFile, which tells them from the socket operations.
 //
 // What Windows can only do blocking — CreateFileW (a network path takes seconds), FlushFileBuffers
 // (waits for the device), CloseHandle (flushes a network file) — runs on the system thread pool
@@ -35,9 +35,6 @@ namespace twinloop::iocp {
 
 class IocpFiles {
  public:
-  // The completion key of every file packet; the socket operations use 0.
-  static constexpr ULONG_PTR kFileKey = 3;
-
   explicit IocpFiles(HANDLE port) : port_(port) {}
   ~IocpFiles();
   IocpFiles(const IocpFiles&) = delete;
