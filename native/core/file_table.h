@@ -70,6 +70,12 @@ class FileTable {
 
   File* find(HandleId handle) { return files_.find(handle); }
 
+  // Every file, as fn(handle, File&): teardown's walk over what is open (cancelling transfers).
+  template <typename Fn>
+  void for_each(Fn&& fn) {
+    files_.for_each(std::forward<Fn>(fn));
+  }
+
  private:
   HandleTable<File> files_;
 };
