@@ -71,7 +71,7 @@ const sockets = await Promise.all(
 while (served < clients) await loop.sleep(5);
 const threadsConnected = threadCount();
 if (threadsConnected !== null && threadsListening !== null) {
-  console.log(`${clients} connections open: the process has ${threadsConnected} threads, ${threadsConnected - threadsListening} more than with none (${backend === 'threads' ? 'one each' : 'the loop needs no thread per connection'})`);
+  console.log(`${clients} connections open: the process has ${threadsConnected} threads, ${threadsConnected - threadsListening} more than with none (${((threadsConnected - threadsListening) / clients).toFixed(1)} per connection)`);
 }
 
 const switchesBefore = contextSwitches();
