@@ -246,7 +246,8 @@ async function writeResults(timing: Timing, suffix: string): Promise<void> {
   const stamp = new Date(started).toISOString().replace(/:/g, '-').replace(/\..*/, '');
   const command = `npm run bench${process.argv.length > 2 ? ` -- ${process.argv.slice(2).join(' ')}` : ''}`;
   await mkdir(resultsDir, { recursive: true });
-  const charts = (await renderCharts(summary, view)).map((chart) => ({ chart, file: `${stamp}${suffix}-${chart.name}.svg` }));
+  const patterns = new Map(machine.backends.map((info) => [info.backend as string, info.pattern as string]));
+  const charts = (await renderCharts(summary, view, patterns)).map((chart) => ({ chart, file: `${stamp}${suffix}-${chart.name}.svg` }));
   for (const { chart, file } of charts) await writeFile(path.join(resultsDir, file), chart.svg);
   const files = [`${stamp}${suffix}.json`, `${stamp}${suffix}.md`, ...charts.map(({ file }) => file)];
   await writeFile(path.join(resultsDir, files[0]!), `${JSON.stringify({ command, machine, timing, rounds, notes, measurements, summary }, null, 2)}\n`);
