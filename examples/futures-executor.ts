@@ -6,9 +6,10 @@
 // file, what that something is depends on the pattern. A reactor (epoll, kqueue) cannot wait for
 // a file — a file is always "ready" — so it hands each read to the loop's thread pool, the
 // executor, as libuv does for node:fs. A proactor (io_uring, IOCP) submits the read to the
-// kernel, which executes it; no thread of this process runs it. The same code runs on each
-// available backend, and this script counts, from /proc (Linux), which threads of the process
-// did the work while the reads ran, beside loop.stats().
+// kernel, which executes it: inline in the submitting syscall, or on kernel workers of its own
+// (io_uring's show up among the process's threads as iou-wrk-*) — never on a thread the library
+// started. The same code runs on each available backend, and this script counts, from /proc
+// (Linux), which threads did the work while the reads ran, beside loop.stats().
 //
 // Two phases per backend: large reads (256 KiB, past what a reactor does on its own thread) and
 // small ones (4 KiB, which on Linux a reactor reads at once from the page cache with
