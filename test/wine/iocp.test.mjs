@@ -194,7 +194,7 @@ loopTest('setNoDelay and setKeepAlive set the real options (read back from the s
   const server = await listenEcho(loop);
   const client = await loop.connect({ host: '127.0.0.1', port: server.port, localAddress: '127.0.0.1' });
   assert.equal(client.address().address, '127.0.0.1');
-  const option = (kind) => client.core.native.socketOption(client.handle, kind);
+  const option = (kind) => client.core.socketOption(client.handle, kind);
   const [noDelay, keepAlive] = [1, 2];  // SocketOption in lib/binding.ts
   assert.equal(option(noDelay), 1);
   client.setNoDelay(false);
@@ -1113,14 +1113,14 @@ loopTest('a DataView is refused with ERR_INVALID_ARG_TYPE before any I/O; given 
   throwsWith(() => loop.proactor.read(client, view), TypeError, refused);
   assert.throws(() => client.write(view), refused);
   // Nothing of the refused calls was queued: the first bytes the peer gets are the native write's.
-  assert.equal(client.core.native.tryWrite(client.handle, view), 300);
+  assert.equal(client.core.tryWrite(client.handle, view), 300);
   const expected = Buffer.from(view.buffer, view.byteOffset, view.byteLength);
   assert.equal(sha256(await readBytes(peer, 300)), sha256(expected));
   await peer.write(Buffer.from('into a data view'));
   const target = new DataView(new ArrayBuffer(64), 8, 32);
   let n;
   await poll(() => {
-    n = client.core.native.tryRead(client.handle, target);
+    n = client.core.tryRead(client.handle, target);
     return n !== native.errors.EAGAIN;
   });
   assert.equal(n, 16);
