@@ -15,7 +15,7 @@ export const InterestBits = { Readable: 1, Writable: 2 } as const;
 
 export interface NativeInfo {
   backend: string;
-  pattern: 'reactor' | 'proactor';
+  pattern: 'reactor' | 'proactor' | 'thread-per-connection';
   features: string[];
   fallbackReason?: string;
 }
