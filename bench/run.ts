@@ -196,24 +196,27 @@ async function attempt(m: Omit<Measurement, 'load' | 'idle' | 'error'>, run: () 
 }
 
 // One long-lived process per server for all load cells: an idle server costs the others nothing.
-// In each round of each cell the servers take turns.
+// In each round of each cell the servers take turns. A server that cannot start (a backend whose
+// native echo cannot run, say) fails its own turns, with the reason, and the others still run.
 async function runTurns(
   specs: ServerSpec[],
   cells: Workload[],
   measure: (server: ServerProcess, workload: Workload, clientCpu: number | null) => Promise<LoadResult>,
 ): Promise<void> {
   if (cells.length === 0) return;
-  const running = await Promise.all(specs.map((spec) => ServerProcess.start(spec, pinFor(spec)?.server ?? null)));
+  const started = await Promise.allSettled(specs.map((spec) => ServerProcess.start(spec, pinFor(spec)?.server ?? null)));
   for (const workload of cells) {
     for (let round = 1; round <= rounds; round++) {
-      for (const server of running) {
-        await attempt({ round, cell: describe(workload), workload, server: server.spec }, async () => ({
-          load: await measure(server, workload, pinFor(server.spec)?.client ?? null),
-        }));
+      for (const [i, spec] of specs.entries()) {
+        const server = started[i]!;
+        await attempt({ round, cell: describe(workload), workload, server: spec }, async () => {
+          if (server.status === 'rejected') throw server.reason;
+          return { load: await measure(server.value, workload, pinFor(spec)?.client ?? null) };
+        });
       }
     }
   }
-  await Promise.all(running.map((server) => server.stop()));
+  await Promise.all(started.map((server) => (server.status === 'fulfilled' ? server.value.stop() : undefined)));
 }
 
 await runTurns(servers, loadCells, (server, workload, clientCpu) => measureLoad(server, workload as EchoLoad, timing, clientCpu));
@@ -246,7 +249,8 @@ async function writeResults(timing: Timing, suffix: string): Promise<void> {
   const stamp = new Date(started).toISOString().replace(/:/g, '-').replace(/\..*/, '');
   const command = `npm run bench${process.argv.length > 2 ? ` -- ${process.argv.slice(2).join(' ')}` : ''}`;
   await mkdir(resultsDir, { recursive: true });
-  const charts = (await renderCharts(summary, view)).map((chart) => ({ chart, file: `${stamp}${suffix}-${chart.name}.svg` }));
+  const patterns = new Map(machine.backends.map((info) => [info.backend as string, info.pattern as string]));
+  const charts = (await renderCharts(summary, view, patterns)).map((chart) => ({ chart, file: `${stamp}${suffix}-${chart.name}.svg` }));
   for (const { chart, file } of charts) await writeFile(path.join(resultsDir, file), chart.svg);
   const files = [`${stamp}${suffix}.json`, `${stamp}${suffix}.md`, ...charts.map(({ file }) => file)];
   await writeFile(path.join(resultsDir, files[0]!), `${JSON.stringify({ command, machine, timing, rounds, notes, measurements, summary }, null, 2)}\n`);

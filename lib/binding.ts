@@ -4,15 +4,6 @@ import { createRequire } from 'node:module';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 
-/** Event kinds, as native/core/backend.h numbers them. */
-export const EventKind = { Readable: 1, Writable: 2, Completed: 3, Data: 4, Accepted: 5 } as const;
-
-/** TCP options of `setSocketOption`, as native/core/backend.h numbers them. */
-export const SocketOption = { NoDelay: 1, KeepAlive: 2, KeepAliveIdle: 3 } as const;
-
-/** Reactor interest bits, as native/core/backend.h numbers them. */
-export const InterestBits = { Readable: 1, Writable: 2 } as const;
-
 export interface NativeInfo {
   backend: string;
   pattern: 'reactor' | 'proactor' | 'thread-per-connection';
@@ -24,8 +15,12 @@ export interface NativeStats {
   syscalls: number;
   events: number;
   wakes: number;
+  /**
+   * Batches of events delivered to JavaScript. Each is one call from native code into JavaScript,
+   * and nothing else calls it (a wake that drains nothing calls nothing): so there is no separate
+   * count of JS calls.
+   */
   batches: number;
-  jsCalls: number;
 }
 
 export interface NativeAddress {
@@ -91,13 +86,26 @@ export interface NativeLoop {
   close(): void;
 }
 
+/** The numbers both sides of the boundary use, as the addon defines them (native/binding/addon.cc). */
+export interface NativeConstants {
+  /** The `kind` of an event in the batch buffer (native/core/backend.h EventKind). */
+  eventKinds: { readable: number; writable: number; completed: number; data: number; accepted: number };
+  /** Reactor interest bits of `watch` (native/core/interest.h). */
+  interest: { readable: number; writable: number };
+  /** The options of `setSocketOption` (native/core/backend.h SocketOption). */
+  socketOptions: { noDelay: number; keepAlive: number; keepAliveIdle: number };
+  /** Bits of `fileOpen`'s flags. */
+  fileFlags: { read: number; write: number; create: number; truncate: number; append: number; exclusive: number; direct: number };
+  /** Backends compiled into this binary, most preferred first. */
+  backends: string[];
+}
+
 export interface NativeModule {
   NativeLoop: new (backend: string, events: Int32Array, arena: Uint8Array, dispatch: (count: number) => void) => NativeLoop;
   allocAligned(size: number, alignment: number): ArrayBuffer;
   /** The most bytes one operation moves (1 GiB): longer socket writes are split by lib/. */
   maxTransfer: number;
-  /** Backends compiled into this binary, most preferred first. */
-  backends: string[];
+  constants: NativeConstants;
   /** Negative errno values as the backends return them. */
   errors: { EAGAIN: number; ECANCELED: number; EBADF: number; EFAULT: number; EMFILE: number; ENFILE: number; ENOSYS: number; ETIMEDOUT: number };
 }
@@ -116,3 +124,5 @@ const override = process.env.TWINLOOP_BINARY;
 export const bindingPath: string = override || loadBinding.resolve(packageRoot);
 
 export const native: NativeModule = override ? (require(override) as NativeModule) : loadBinding(packageRoot);
+
+export const { eventKinds: EventKind, interest: InterestBits, socketOptions: SocketOption, fileFlags: FileFlag } = native.constants;

@@ -1,7 +1,8 @@
-// The JavaScript half of a loop: owns the native loop, the shared event buffer and arena, and
-// routes each batch of events to the handles and operations they belong to.
-import { EventKind, native, type NativeLoop, type NativeInfo } from './binding.js';
-import { systemError } from './errors.js';
+// The JavaScript half of a loop: owns the native loop (the only code that calls it), the shared
+// event buffer and arena; submits every operation by one path and routes each batch of events to
+// the handles and operations they belong to.
+import { EventKind, native, type NativeAddress, type NativeFamily, type NativeInfo, type NativeLoop, type NativeStats } from './binding.js';
+import { abortError, codedError, loopClosed, systemError } from './errors.js';
 
 /** What a handle (socket or server) does with the events the native loop reports for it. */
 export interface EventTarget {
@@ -14,34 +15,152 @@ export interface EventTarget {
   onLoopClose(): void;
 }
 
-interface PendingOperation {
-  complete(result: number): void;
-  /** Does not keep Node's loop alive (the idle sweep, `sleep(ms, { ref: false })`). */
-  weak: boolean;
+const { ECANCELED } = native.errors;
+
+/** Settles an operation: with its error, or with null and its value (a byte count, a handle, 0). */
+export type Completion = (error: Error | null, value: number) => void;
+
+/** A submission LoopCore accepted: its completion follows (`Operation.complete`). */
+export const kInFlight = 0;
+/** A submission the kernel did at once (a write it took whole): no completion follows. */
+export const kDone = 1;
+
+/**
+ * One operation from submission to completion (libuv's request): made by its caller, kept by
+ * LoopCore while in flight, and told once how it ended. The rules every operation shares live
+ * here and in LoopCore's submissions (`#refused`, `#submitted`); a kind of operation overrides only what is its own. It never
+ * holds the operation's buffer: the native side owns that memory until the completion (a copy of
+ * a write's bytes, a reference to a read's view), and an error made on completion keeps its
+ * stack's receivers alive, which must not keep the caller's buffer with them.
+ */
+export class Operation {
+  /** Its id while in flight (set by LoopCore). */
+  id = 0;
+  /** LoopCore's abort listener while it is in flight with a signal. */
+  onAbort: (() => void) | undefined = undefined;
+
+  constructor(
+    /** What failed, in its errors: 'read', 'connect', 'open', … */
+    readonly syscall: string,
+    /**
+     * The handle it belongs to, for cancelling it: a socket's or server's, a file's (see `file`);
+     * -1 for a timer or an open; a connect's is set once its socket exists.
+     */
+    public handle: number,
+    /**
+     * Aborting it cancels the operation. One aborted before submission is not submitted; one
+     * cancelled fails with an AbortError (`cause`: the signal's reason) — unless the kernel had
+     * done it first: then it completes with that real result.
+     */
+    readonly signal: AbortSignal | undefined,
+    /** Told once how it ended, when it completes (LoopCore's submissions say when not). */
+    public done: Completion,
+    /** Does not keep Node's loop alive (the idle sweep, `sleep(ms, { ref: false })`). */
+    readonly weak = false,
+  ) {}
+
+  /** A file's operation, cancelled with fileCancel (a socket's and a timer's with cancel). */
+  get file(): boolean {
+    return false;
+  }
+
+  /** Its completion event: `result` >= 0 is what the kernel did, < 0 an errno. */
+  complete(result: number): void {
+    if (result >= 0) this.done(null, this.value(result));
+    else this.done(this.error(result), 0);
+  }
+
+  /** What a result >= 0 means to the caller (the result itself, but for a write). */
+  value(result: number): number {
+    return result;
+  }
+
+  /** The error of `errno`, at submission or completion: the one mapping every operation uses. */
+  error(errno: number): Error {
+    if (errno === ECANCELED && this.signal?.aborted) return abortError(this.signal);
+    if (errno === ECANCELED) return this.closedError();
+    return this.systemError(errno);
+  }
+
+  /** ECANCELED that no abort asked for: its handle or its loop was closed with it in flight. */
+  protected closedError(): Error {
+    return loopClosed();
+  }
+
+  /** A Node-style system error (code, errno, syscall; a subclass adds address or path). */
+  protected systemError(errno: number): Error {
+    return systemError(errno, this.syscall);
+  }
 }
 
-/** How an operation can be cancelled, and whether it keeps Node's loop alive. */
-export interface ExpectOptions {
-  /** Aborting it cancels the operation (see `LoopCore.expect`). */
-  signal?: AbortSignal | undefined;
-  /** The handle the operation belongs to, for cancelling it; -1 for a timer. */
-  handle?: number;
-  weak?: boolean;
+/** An operation of a socket or server: closing it with the operation in flight fails it with ERR_SOCKET_CLOSED. */
+export class SocketOperation extends Operation {
+  protected override closedError(): Error {
+    return codedError('ERR_SOCKET_CLOSED', `Socket was closed with this ${this.syscall} in flight`);
+  }
+}
+
+/** The AbortError of a write cancelled half-sent: `bytesWritten` says how much the peer got. */
+export interface TornWriteError extends Error {
+  code: 'ABORT_ERR';
+  /** Bytes of this write the peer received before it was cancelled. */
+  bytesWritten: number;
+}
+
+/**
+ * A socket write of `length` bytes (1 to maxTransfer). It completes with 0 once the kernel took
+ * them all, or — cancelled half-sent — with the count the peer got: the stream is torn.
+ */
+export class WriteOperation extends SocketOperation {
+  constructor(handle: number, signal: AbortSignal | undefined, readonly length: number, done: Completion) {
+    super('write', handle, signal, done);
+  }
+
+  override complete(result: number): void {
+    if (result > 0 && this.signal !== undefined) this.done(tornWrite(this.signal, result, this.length), result);
+    else super.complete(result);
+  }
+
+  override value(): number {
+    return this.length;
+  }
+}
+
+function tornWrite(signal: AbortSignal, sent: number, length: number): TornWriteError {
+  const error = abortError(signal) as TornWriteError;
+  error.message = `The operation was aborted after ${sent} of ${length} bytes were sent`;
+  error.bytesWritten = sent;
+  return error;
+}
+
+/**
+ * The promise form of an operation LoopCore was given (`rc`: what its submission returned):
+ * settled at once by a submission that was refused or done, else by its completion.
+ */
+export function promiseOf(operation: Operation, rc: number): Promise<number> {
+  if (rc === kDone) return Promise.resolve(operation.value(0));
+  if (rc < 0) return Promise.reject(operation.error(rc));
+  return new Promise((resolve, reject) => {
+    operation.done = (error, value) => (error === null ? resolve(value) : reject(error));
+  });
 }
 
 const kEventInts = 4;
-const { ECANCELED } = native.errors;
 
+/**
+ * The JavaScript half of one loop, and the only caller of its native object: every native call
+ * of lib/ is a typed method here. Operations that complete later all take one path (#submit).
+ */
 export class LoopCore {
-  readonly native: NativeLoop;
   readonly info: NativeInfo;
+  readonly #native: NativeLoop;
   #closed = false;
   #events: Int32Array;
   #arena: Buffer;
   /** Referenced only weakly by the native loop while idle (see #updateReference): kept here. */
   readonly #dispatcher: (count: number) => void;
   readonly #targets = new Map<number, EventTarget>();
-  readonly #operations = new Map<number, PendingOperation>();
+  readonly #operations = new Map<number, Operation>();
   #nextOperation = 0;
   #weakOperations = 0;
   /** Open handles that `unref()` told not to keep Node's process alive. */
@@ -51,12 +170,13 @@ export class LoopCore {
   #referenced = false;
   #held = false;
 
-  constructor(backend: string, batchSize: number, arenaSize: number) {
+  constructor(backend: string, batchSize: number, arenaSize: number, threadPoolSize: number) {
     this.#events = new Int32Array(batchSize * kEventInts);
     this.#arena = Buffer.alloc(arenaSize);
     this.#dispatcher = (count) => this.#dispatch(count);
-    this.native = new native.NativeLoop(backend, this.#events, this.#arena, this.#dispatcher);
-    this.info = this.native.info();
+    this.#native = new native.NativeLoop(backend, this.#events, this.#arena, this.#dispatcher);
+    this.info = this.#native.info();
+    this.#native.setThreadPoolSize(threadPoolSize);
   }
 
   get closed(): boolean {
@@ -89,59 +209,158 @@ export class LoopCore {
     this.#updateReference();
   }
 
-  /** An id for an operation about to be submitted; call expect() if the submission is accepted. */
-  nextOperationId(): number {
-    // Never 0, so that callers can use 0 for "no operation" (see Socket's #submitWrite).
+  // Operations that complete later. Each submits through #submit: it returns kInFlight (the
+  // operation completes later, as an event), kDone (the kernel did it at once: a write it took
+  // whole) or a negative errno (refused: nothing was submitted, nothing will complete), and the
+  // caller settles the last two — with `operation.value(0)` or `operation.error(rc)`, or by
+  // `promiseOf` — so that a write the kernel took at once costs no promise and no event.
+
+  /** Reads into `buffer` (the native side holds a reference to it until the completion). */
+  read(operation: Operation, buffer: Uint8Array): number {
+    return this.#refused(operation) || this.#submitted(operation, this.#native.read(operation.handle, buffer, operation.id));
+  }
+
+  /** Writes `bytes`, or the buffers of an array back to back in one send (the native side sends a copy). */
+  write(operation: WriteOperation, bytes: Uint8Array | readonly Uint8Array[]): number {
+    const refused = this.#refused(operation);
+    if (refused < 0) return refused;
+    const rc = Array.isArray(bytes)
+      ? this.#native.writeGathered(operation.handle, bytes, operation.id)
+      : this.#native.write(operation.handle, bytes as Uint8Array, operation.id);
+    return rc === kDone ? kDone : this.#submitted(operation, rc);
+  }
+
+  accept(operation: SocketOperation): number {
+    return this.#refused(operation) || this.#submitted(operation, this.#native.accept(operation.handle, operation.id));
+  }
+
+  /** Connects a new socket: its handle (>= 0; `operation.handle` is set to it), or a negative errno. */
+  connect(operation: Operation, family: NativeFamily, host: string, port: number, localAddress: string | undefined): number {
+    const refused = this.#refused(operation);
+    if (refused < 0) return refused;
+    const handle = this.#native.connect(family, host, port, operation.id, localAddress);
+    if (handle < 0) return handle;
+    operation.handle = handle;
+    this.#submitted(operation, kInFlight);
+    return handle;
+  }
+
+  /** A one-shot timer on the backend's own wait (timerfd, IORING_OP_TIMEOUT, EVFILT_TIMER): completes with 0 after `delayMs`. */
+  timer(operation: Operation, delayMs: number): number {
+    return this.#refused(operation) || this.#submitted(operation, this.#native.startTimer(delayMs, operation.id));
+  }
+
+  fileOpen(operation: Operation, path: string, flags: number, mode: number): number {
+    return this.#refused(operation) || this.#submitted(operation, this.#native.fileOpen(path, flags, mode, operation.id));
+  }
+
+  /** Reads (`write` false) into, or writes from, `buffer` at `position` (-1: the current one). */
+  fileTransfer(operation: Operation, write: boolean, buffer: Uint8Array, position: number): number {
+    const refused = this.#refused(operation);
+    if (refused < 0) return refused;
+    const rc = write
+      ? this.#native.fileWrite(operation.handle, buffer, position, operation.id)
+      : this.#native.fileRead(operation.handle, buffer, position, operation.id);
+    return this.#submitted(operation, rc);
+  }
+
+  fileSync(operation: Operation, dataOnly: boolean): number {
+    return this.#refused(operation) || this.#submitted(operation, this.#native.fileSync(operation.handle, dataOnly, operation.id));
+  }
+
+  fileClose(operation: Operation): number {
+    return this.#refused(operation) || this.#submitted(operation, this.#native.fileClose(operation.handle, operation.id));
+  }
+
+  /**
+   * Asks the backend to cancel `operation` (an abort of its signal does this itself). It still
+   * completes: with ECANCELED, or with its real result if the kernel had done it first.
+   */
+  cancel(operation: Operation): void {
+    if (this.#closed || this.#operations.get(operation.id) !== operation) return;
+    if (operation.file) this.#native.fileCancel(operation.handle, operation.id);
+    else this.#native.cancel(operation.handle, operation.id);
+  }
+
+  /** A timer for lib/'s own use (the idle sweep, connect timeouts): `fired(true)` after `delayMs`, `fired(false)` once cancelled. */
+  startTimer(delayMs: number, fired: (due: boolean) => void, weak = false): Operation {
+    const timer = new Operation('timer', -1, undefined, (error) => fired(error === null), weak);
+    const rc = this.timer(timer, delayMs);
+    if (rc < 0) throw timer.error(rc);
+    return timer;
+  }
+
+  // The first half of every submission: an operation whose signal has aborted, or of a closed
+  // loop, is refused with ECANCELED (which `operation.error` makes the AbortError or the closed
+  // error) and never reaches the native side; any other gets its id. 0 when it may go ahead.
+  #refused(operation: Operation): number {
+    if (operation.signal?.aborted || this.#closed) return ECANCELED;
     this.#nextOperation = this.#nextOperation === 0x7fffffff ? 1 : this.#nextOperation + 1;
-    return this.#nextOperation;
+    operation.id = this.#nextOperation;
+    return 0;
   }
 
-  /**
-   * Waits for the completion of operation `id`. With `options.signal`, aborting asks the backend
-   * to cancel it; it then completes with ECANCELED — or with its real result if the kernel had
-   * finished first, so that nothing it did (bytes read, a connection accepted) is lost. The
-   * caller turns ECANCELED into an AbortError when `signal.aborted`.
-   */
-  expect(id: number, complete: (result: number) => void, options: ExpectOptions = {}): void {
-    const { signal, handle = -1, weak = false } = options;
-    let settle = complete;
+  // The second half: `rc` is what the native call returned. An operation in flight is kept until
+  // its completion event, listening to its signal meanwhile: aborting it cancels it natively.
+  #submitted(operation: Operation, rc: number): number {
+    if (rc < 0) return rc;
+    const { signal } = operation;
     if (signal !== undefined) {
-      const onAbort = (): void => this.cancel(handle, id);
-      signal.addEventListener('abort', onAbort, { once: true });
-      settle = (result) => {
-        signal.removeEventListener('abort', onAbort);
-        complete(result);
-      };
+      operation.onAbort = () => this.cancel(operation);
+      signal.addEventListener('abort', operation.onAbort, { once: true });
     }
-    this.#operations.set(id, { complete: settle, weak });
-    if (weak) this.#weakOperations += 1;
+    this.#operations.set(operation.id, operation);
+    if (operation.weak) this.#weakOperations += 1;
     this.#updateReference();
+    return kInFlight;
   }
 
-  /**
-   * A one-shot timer on the backend's own wait (timerfd, IORING_OP_TIMEOUT, EVFILT_TIMER):
-   * `complete(0)` after `delayMs`, or ECANCELED once cancelled. Returns its operation id.
-   */
-  startTimer(delayMs: number, complete: (result: number) => void, options: ExpectOptions = {}): number {
-    const id = this.nextOperationId();
-    const rc = this.native.startTimer(delayMs, id);
-    if (rc < 0) throw systemError(rc, 'timer');
-    this.expect(id, complete, { ...options, handle: -1 });
-    return id;
+  // Synchronous calls: each returns what the native side does (>= 0, or a negative errno).
+  listen(family: NativeFamily, host: string, port: number, backlog: number, reusePort: boolean, ipv6Only: boolean): number {
+    return this.#native.listen(family, host, port, backlog, reusePort, ipv6Only);
   }
-
-  /** Cancels timer `id`: it completes with ECANCELED unless it already fired. */
-  cancelTimer(id: number): void {
-    this.cancel(-1, id);
+  shutdown(handle: number): number {
+    return this.#native.shutdown(handle);
   }
-
-  /**
-   * Asks the backend to cancel operation `id` of `handle` (-1: a timer); it completes later, as
-   * `expect()` says (every backend cancels: it is part of the native contract).
-   */
-  cancel(handle: number, id: number): void {
-    if (this.#closed || !this.#operations.has(id)) return;
-    this.native.cancel(handle, id);
+  /** Closes `handle` now (`reset`: with an RST); its operations in flight complete with ECANCELED. */
+  closeHandle(handle: number, reset: boolean): number {
+    return this.#native.closeHandle(handle, reset);
+  }
+  address(handle: number, peer: boolean): NativeAddress | number {
+    return this.#native.address(handle, peer);
+  }
+  setSocketOption(handle: number, option: number, value: number): number {
+    return this.#native.setSocketOption(handle, option, value);
+  }
+  /** A socket option as the OS has it (for tests). */
+  socketOption(handle: number, option: number): number {
+    return this.#native.socketOption(handle, option);
+  }
+  watch(handle: number, interest: number): number {
+    return this.#native.watch(handle, interest);
+  }
+  tryRead(handle: number, buffer: Uint8Array): number {
+    return this.#native.tryRead(handle, buffer);
+  }
+  tryWrite(handle: number, buffer: Uint8Array): number {
+    return this.#native.tryWrite(handle, buffer);
+  }
+  tryAccept(handle: number): number {
+    return this.#native.tryAccept(handle);
+  }
+  /** Streams reads of `handle` into the loop's arena (Data events) until readStop. */
+  readStart(handle: number): number {
+    return this.#native.readStart(handle);
+  }
+  readStop(handle: number): number {
+    return this.#native.readStop(handle);
+  }
+  /** Accepts connections of `handle` as they come (Accepted events) until acceptStop. */
+  acceptStart(handle: number): number {
+    return this.#native.acceptStart(handle);
+  }
+  stats(): NativeStats {
+    return this.#native.stats();
   }
 
   /** Closes every handle, fails every operation still waiting, and closes the native loop. */
@@ -151,7 +370,7 @@ export class LoopCore {
     for (const target of [...this.#targets.values()]) target.onLoopClose();
     this.#targets.clear();
     this.#unreferencedTargets.clear();
-    this.native.close();  // after this, no kernel operation uses any buffer we hold
+    this.#native.close();  // after this, no kernel operation uses any buffer we hold
     this.#events = new Int32Array(0);
     this.#arena = Buffer.alloc(0);
     const pending = [...this.#operations.values()];
@@ -159,8 +378,8 @@ export class LoopCore {
     this.#weakOperations = 0;
     for (const operation of pending) {
       try {
-        const { complete } = operation;  // not as a method: see #complete
-        complete(ECANCELED);
+        if (operation.onAbort !== undefined) operation.signal!.removeEventListener('abort', operation.onAbort);
+        operation.complete(ECANCELED);
       } catch (error) {
         reportLater(error);
       }
@@ -181,7 +400,7 @@ export class LoopCore {
     if (referenced === this.#referenced && held === this.#held) return;
     this.#referenced = referenced;
     this.#held = held;
-    this.native.setLiveness(referenced, held);
+    this.#native.setLiveness(referenced, held);
   }
 
   #dispatch(count: number): void {
@@ -201,19 +420,22 @@ export class LoopCore {
     if (operation === undefined) return;  // cancelled and already reported
     this.#operations.delete(id);
     if (operation.weak) this.#weakOperations -= 1;
-    const { complete } = operation;
-    complete(result);
+    if (operation.onAbort !== undefined) {
+      operation.signal!.removeEventListener('abort', operation.onAbort);
+      operation.onAbort = undefined;
+    }
+    operation.complete(result);
   }
 
   #deliver(handle: number, kind: number, result: number, aux: number): void {
-    if (kind === EventKind.Completed) {
+    if (kind === EventKind.completed) {
       this.#complete(aux, result);
       return;
     }
     const target = this.#targets.get(handle);
     if (target === undefined) return;  // closed earlier in this batch
     switch (kind) {
-      case EventKind.Data: {
+      case EventKind.data: {
         let chunk: Buffer | null = null;
         if (result > 0) {
           // The arena is reused by the next batch, so the bytes are copied out now.
@@ -223,13 +445,13 @@ export class LoopCore {
         target.onData(chunk, result > 0 ? 0 : result);
         break;
       }
-      case EventKind.Readable:
+      case EventKind.readable:
         target.onReadable();
         break;
-      case EventKind.Writable:
+      case EventKind.writable:
         target.onWritable();
         break;
-      case EventKind.Accepted:
+      case EventKind.accepted:
         target.onAccepted(result);
         break;
     }

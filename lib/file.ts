@@ -1,12 +1,10 @@
 import { getSystemErrorMap } from 'node:util';
 
-import { native } from './binding.js';
-import type { LoopCore } from './core.js';
+import { FileFlag, native } from './binding.js';
+import { Operation, promiseOf, type LoopCore } from './core.js';
 import {
-  abortError,
   codedError,
   invalidArgValue,
-  loopClosed,
   readBufferGone,
   systemError,
   type SystemError,
@@ -38,14 +36,7 @@ export interface FileOperationOptions {
   signal?: AbortSignal;
 }
 
-// Bits of the native fileOpen() flags (native/binding/addon.cc).
-const kRead = 1;
-const kWrite = 2;
-const kCreate = 4;
-const kTruncate = 8;
-const kAppend = 16;
-const kExclusive = 32;
-const kDirect = 64;
+const { read: kRead, write: kWrite, create: kCreate, truncate: kTruncate, append: kAppend, exclusive: kExclusive, direct: kDirect } = FileFlag;
 
 const flagBits: Record<OpenFlags, number> = {
   r: kRead,
@@ -60,50 +51,38 @@ const flagBits: Record<OpenFlags, number> = {
   'ax+': kRead | kWrite | kCreate | kAppend | kExclusive,
 };
 
-const { ECANCELED, EFAULT } = native.errors;
+const { EFAULT } = native.errors;
 
 /**
- * Submits one file operation of `file` (-1: an open) and settles when it completes. Aborting
- * `signal` cancels it where it waits (the kernel, or the thread pool's syscall); it rejects with
- * an AbortError only if it really was cancelled — one the kernel had done resolves with its
- * result — and only once it is over. Pending when the
- * loop closes, it rejects with ERR_LOOP_CLOSED.
+ * A file's operation (`file`: its file handle, -1 for an open). Aborting its signal cancels it
+ * where it waits (the kernel, or the thread pool's syscall); it fails with an AbortError only if
+ * it really was cancelled — one the kernel had done resolves with its result — and only once it
+ * is over. Pending when the loop closes, it fails with ERR_LOOP_CLOSED. Errors are shaped like
+ * node:fs's.
  */
-function submitFileOperation(
-  core: LoopCore,
-  syscall: string,
-  path: string | undefined,
-  file: number,
-  signal: AbortSignal | undefined,
-  start: (id: number) => number,
-): Promise<number> {
-  if (signal?.aborted) return Promise.reject(abortError(signal));
-  if (core.closed) return Promise.reject(loopClosed());
-  const id = core.nextOperationId();
-  const rc = start(id);
-  if (rc < 0) return Promise.reject(fileError(rc, syscall, path));
-  return new Promise((resolve, reject) => {
-    // Not LoopCore.cancel: a file handle is not a socket handle, files have a cancel of their own.
-    const onAbort = (): void => cancelFileOperation(core, file, id);
-    signal?.addEventListener('abort', onAbort, { once: true });
-    core.expect(
-      id,
-      (result) => {
-        signal?.removeEventListener('abort', onAbort);
-        if (result >= 0) resolve(result);
-        else if (result === ECANCELED && signal?.aborted) reject(abortError(signal));
-        else if (result === ECANCELED && core.closed) reject(loopClosed());
-        else if (result === EFAULT && syscall === 'read') reject(readBufferGone());
-        else reject(fileError(result, syscall, path));
-      },
-    );
-  });
+class FileOperation extends Operation {
+  readonly #path: string | undefined;
+
+  constructor(syscall: string, file: number, signal: AbortSignal | undefined, path?: string) {
+    super(syscall, file, signal, ignore);
+    this.#path = path;
+  }
+
+  override get file(): boolean {
+    return true;
+  }
+
+  override error(errno: number): Error {
+    if (errno === EFAULT && this.syscall === 'read') return readBufferGone();
+    return super.error(errno);
+  }
+
+  protected override systemError(errno: number): Error {
+    return fileError(errno, this.syscall, this.#path);
+  }
 }
 
-/** Asks the backend to cancel file operation `id`; its completion follows as an event. */
-function cancelFileOperation(core: LoopCore, file: number, id: number): void {
-  if (!core.closed) core.native.fileCancel(file, id);
-}
+const ignore = (): void => {};
 
 // Shaped like `node:fs` errors: "ENOENT: no such file or directory, open '/path'". A closed File is
 // refused before anything is submitted (ERR_FILE_CLOSED), so an EBADF here is the system's: a
@@ -137,9 +116,8 @@ export async function openFile(core: LoopCore, path: string, options: OpenFileOp
   validateInteger('options.mode', mode, 0, 0o7777);
   validateAbortSignal('options.signal', options.signal);
   const bits = flagBits[flags as OpenFlags] | (options.direct === true ? kDirect : 0);
-  const handle = await submitFileOperation(core, 'open', path, -1, options.signal, (id) =>
-    core.native.fileOpen(path, bits, mode, id),
-  );
+  const open = new FileOperation('open', -1, options.signal, path);
+  const handle = await promiseOf(open, core.fileOpen(open, path, bits, mode));
   return new File(core, handle, path);
 }
 
@@ -182,9 +160,7 @@ export class File {
     options: FileOperationOptions = {},
   ): Promise<{ bytesRead: number; buffer: T }> {
     const target = this.#slice('buffer', buffer, offset, length, position);
-    const bytesRead = await this.#submit('read', options, (id) =>
-      this.#core.native.fileRead(this.#handle, target, position ?? -1, id),
-    );
+    const bytesRead = await this.#submit('read', options, (read) => this.#core.fileTransfer(read, false, target, position ?? -1));
     return { bytesRead, buffer };
   }
 
@@ -197,20 +173,18 @@ export class File {
     options: FileOperationOptions = {},
   ): Promise<{ bytesWritten: number; buffer: T }> {
     const source = this.#slice('buffer', buffer, offset, length, position);
-    const bytesWritten = await this.#submit('write', options, (id) =>
-      this.#core.native.fileWrite(this.#handle, source, position ?? -1, id),
-    );
+    const bytesWritten = await this.#submit('write', options, (write) => this.#core.fileTransfer(write, true, source, position ?? -1));
     return { bytesWritten, buffer };
   }
 
   /** Flushes data and metadata to the device (fsync). */
   async sync(options: FileOperationOptions = {}): Promise<void> {
-    await this.#submit('fsync', options, (id) => this.#core.native.fileSync(this.#handle, false, id));
+    await this.#submit('fsync', options, (sync) => this.#core.fileSync(sync, false));
   }
 
   /** Flushes data to the device (fdatasync). */
   async datasync(options: FileOperationOptions = {}): Promise<void> {
-    await this.#submit('fdatasync', options, (id) => this.#core.native.fileSync(this.#handle, true, id));
+    await this.#submit('fdatasync', options, (sync) => this.#core.fileSync(sync, true));
   }
 
   /** Closes the file once the operations in flight on it are done. Closing twice is harmless. */
@@ -218,18 +192,22 @@ export class File {
     if (this.#closing === null) {
       this.#closing = this.#core.closed
         ? Promise.resolve()
-        : submitFileOperation(this.#core, 'close', this.path, this.#handle, undefined, (id) =>
-            this.#core.native.fileClose(this.#handle, id),
-          ).then(() => undefined);
+        : this.#closeNow();
     }
     return this.#closing;
   }
 
-  #submit(syscall: string, options: FileOperationOptions, start: (id: number) => number): Promise<number> {
+  #closeNow(): Promise<void> {
+    const close = new FileOperation('close', this.#handle, undefined, this.path);
+    return promiseOf(close, this.#core.fileClose(close)).then(() => undefined);
+  }
+
+  #submit(syscall: string, options: FileOperationOptions, start: (operation: Operation) => number): Promise<number> {
     validateObject('options', options);
     validateAbortSignal('options.signal', options.signal);
     if (this.#closing !== null) return Promise.reject(codedError('ERR_FILE_CLOSED', 'File is closed'));
-    return submitFileOperation(this.#core, syscall, undefined, this.#handle, options.signal, start);
+    const operation = new FileOperation(syscall, this.#handle, options.signal);
+    return promiseOf(operation, start(operation));
   }
 
   #slice(name: string, buffer: Uint8Array, offset: number, length: number, position: number | null): Uint8Array {

@@ -85,7 +85,7 @@ export abstract class Handle extends EventEmitter {
   #release(reset: boolean): void {
     if (this.#closed) return;
     this.#closed = true;
-    this.core.native.closeHandle(this.handle, reset);
+    this.core.closeHandle(this.handle, reset);
     this.core.release(this.handle);
     this.onClosed();
     this.emit('close');

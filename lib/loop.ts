@@ -1,7 +1,7 @@
 import { isIP } from 'node:net';
 
 import { native, type NativeStats } from './binding.js';
-import { LoopCore } from './core.js';
+import { LoopCore, Operation, promiseOf, type Completion } from './core.js';
 import {
   abortError,
   invalidArgType,
@@ -128,7 +128,7 @@ export class Loop {
   constructor(options: OpenOptions = {}) {
     validateObject('options', options);
     const backend = options.backend ?? 'auto';
-    if (typeof backend !== 'string' || (backend !== 'auto' && !allBackends.includes(backend as BackendName))) {
+    if (typeof backend !== 'string' || (backend !== 'auto' && !allBackends.includes(backend))) {
       throw invalidArgValue('options.backend', `one of 'auto', ${allBackends.map((name) => `'${name}'`).join(', ')}`, backend);
     }
     const batchSize = options.batchSize ?? 1024;
@@ -138,7 +138,7 @@ export class Loop {
     const threadPoolSize = options.threadPoolSize ?? 4;
     validateInteger('options.threadPoolSize', threadPoolSize, 1, 1024);
     try {
-      this.#core = new LoopCore(backend, batchSize, arenaSize);
+      this.#core = new LoopCore(backend, batchSize, arenaSize, threadPoolSize);
     } catch (error) {
       const cause = error as Error & { errno?: number };
       if (cause.errno === undefined) throw error;
@@ -146,7 +146,6 @@ export class Loop {
       wrapped.message = `cannot open backend '${backend}': ${cause.message}`;
       throw wrapped;
     }
-    this.#core.native.setThreadPoolSize(threadPoolSize);
     const { backend: name, pattern, features, fallbackReason } = this.#core.info;
     this.info = {
       backend: name as BackendName,
@@ -179,7 +178,7 @@ export class Loop {
     if (signal?.aborted) throw abortError(signal);
     this.#assertOpen();
     const listen = (family: typeof endpoint.family, host: string): number =>
-      this.#core.native.listen(family, host, endpoint.port, backlog, options.reusePort === true, options.ipv6Only === true);
+      this.#core.listen(family, host, endpoint.port, backlog, options.reusePort === true, options.ipv6Only === true);
     let handle = listen(endpoint.family, endpoint.host);
     if (handle < 0 && options.host === undefined && options.path === undefined) {
       handle = listen(4, '0.0.0.0');  // like Node: all IPv4 interfaces where IPv6 is unavailable
@@ -256,42 +255,37 @@ export class Loop {
     this.#assertOpen();
     const core = this.#core;
     const { idleTimeout, ...perSocket } = options;
-    const id = core.nextOperationId();
-    const handle = core.native.connect(endpoint.family, endpoint.host, endpoint.port, id, localAddress);
-    if (handle < 0) return Promise.reject(systemError(handle, 'connect', endpoint.host, endpoint.port));
-    const socket = new Socket(core, handle, perSocket);
-    return new Promise((resolve, reject) => {
-      let timedOut = false;
-      const timer =
-        timeout === 0
-          ? -1
-          : core.startTimer(timeout, (result) => {
-              if (result < 0) return;
-              timedOut = true;
-              core.cancel(handle, id);
-            });
-      core.expect(
-        id,
-        (result) => {
-          if (timer !== -1) core.cancelTimer(timer);
-          if (result >= 0) {
-            // Connected, even if the timeout or an abort came too late to stop it.
-            if (idleTimeout) socket.setIdleTimeout(idleTimeout);
-            return resolve(socket);
-          }
-          const error = timedOut
-            ? systemError(ETIMEDOUT, 'connect', endpoint.host, endpoint.port)
-            : result === ECANCELED && signal?.aborted
-              ? abortError(signal)
-              : socket.closed
-                ? socket.closedError()
-                : systemError(result, 'connect', endpoint.host, endpoint.port);
-          socket.close();
-          reject(error);
-        },
-        { signal, handle },
-      );
+    let socket: Socket | undefined;
+    let timedOut = false;
+    let timer: Operation | undefined;
+    const connect = new ConnectOperation(endpoint, signal, () => socket, (error) => {
+      if (timer !== undefined) core.cancel(timer);
+      if (error === null) {
+        // Connected, even if the timeout or an abort came too late to stop it.
+        if (idleTimeout) socket!.setIdleTimeout(idleTimeout);
+        return resolveConnect(socket!);
+      }
+      const failure = timedOut ? systemError(ETIMEDOUT, 'connect', endpoint.host, endpoint.port) : error;
+      socket!.close();
+      rejectConnect(failure);
     });
+    let resolveConnect!: (socket: Socket) => void;
+    let rejectConnect!: (error: Error) => void;
+    const connected = new Promise<Socket>((resolve, reject) => {
+      resolveConnect = resolve;
+      rejectConnect = reject;
+    });
+    const handle = core.connect(connect, endpoint.family, endpoint.host, endpoint.port, localAddress);
+    if (handle < 0) return Promise.reject(connect.error(handle));
+    socket = new Socket(core, handle, perSocket);
+    if (timeout !== 0) {
+      timer = core.startTimer(timeout, (due) => {
+        if (!due) return;
+        timedOut = true;
+        core.cancel(connect);
+      });
+    }
+    return connected;
   }
 
   /**
@@ -309,19 +303,8 @@ export class Loop {
     validateObject('options', options);
     const { signal } = options;
     validateAbortSignal('options.signal', signal);
-    if (signal?.aborted) return Promise.reject(abortError(signal));
-    if (this.#core.closed) return Promise.reject(loopClosed());
-    return new Promise((resolve, reject) => {
-      this.#core.startTimer(
-        Math.ceil(delay),
-        (result) => {
-          if (result >= 0) resolve();
-          else if (result === ECANCELED && signal?.aborted) reject(abortError(signal));
-          else reject(result === ECANCELED ? loopClosed() : systemError(result, 'timer'));
-        },
-        { signal, weak: options.ref === false },
-      );
-    });
+    const timer = new Operation('timer', -1, signal, ignore, options.ref === false);
+    return promiseOf(timer, this.#core.timer(timer, Math.ceil(delay))).then(ignore);
   }
 
   /**
@@ -337,9 +320,12 @@ export class Loop {
     return openFile(this.#core, path, options);
   }
 
-  /** Counters since open: syscalls made, events handled, wakes, batches and JS calls. */
+  /**
+   * Counters since open: syscalls made, events handled, wakes, and batches (each one call into
+   * JavaScript, the only kind there is).
+   */
   stats(): LoopStats {
-    return this.#core.native.stats();
+    return this.#core.stats();
   }
 
   /** Closes every server and socket of the loop, then the loop itself. */
@@ -373,6 +359,26 @@ export class Loop {
   }
 }
 
+/** A connect: its errors say where to, and closing its socket (or the loop) under it fails it as a closed socket. */
+class ConnectOperation extends Operation {
+  readonly #endpoint: ResolvedEndpoint;
+  readonly #socket: () => Socket | undefined;
+
+  constructor(endpoint: ResolvedEndpoint, signal: AbortSignal | undefined, socket: () => Socket | undefined, done: Completion) {
+    super('connect', -1, signal, done);
+    this.#endpoint = endpoint;
+    this.#socket = socket;
+  }
+
+  protected override closedError(): Error {
+    return this.#socket()?.closedError() ?? super.closedError();
+  }
+
+  protected override systemError(errno: number): Error {
+    return systemError(errno, 'connect', this.#endpoint.host, this.#endpoint.port);
+  }
+}
+
 function socketOptions(options: SocketOptions): SocketOptions {
   const result: SocketOptions = {};
   for (const key of ['readableHighWaterMark', 'writableHighWaterMark'] as const) {
@@ -388,8 +394,11 @@ function socketOptions(options: SocketOptions): SocketOptions {
   return result;
 }
 
-const allBackends: readonly BackendName[] = ['epoll', 'kqueue', 'io_uring', 'iocp', 'threads'];
-const { ECANCELED, ETIMEDOUT } = native.errors;
+// Every backend twinloop knows, and whatever else this addon has compiled in (a backend added on
+// the native side is accepted at once); one known but not compiled in fails on open, naming it.
+const allBackends: readonly string[] = [...new Set<string>(['epoll', 'kqueue', 'io_uring', 'iocp', ...native.constants.backends])];
+const ignore = (): void => {};
+const { ETIMEDOUT } = native.errors;
 
 /** Opens a loop. Throws an Error with `code` when the requested backend cannot run here. */
 export function open(options?: OpenOptions): Loop {
@@ -398,7 +407,7 @@ export function open(options?: OpenOptions): Loop {
 
 /** The backends that really work on this host (compiled in and openable), best first. */
 export function availableBackends(): BackendName[] {
-  return native.backends.filter((name) => {
+  return native.constants.backends.filter((name) => {
     try {
       new Loop({ backend: name as BackendName, batchSize: 1, arenaSize: 64 * 1024 }).close();
       return true;

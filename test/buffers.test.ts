@@ -8,7 +8,7 @@ import path from 'node:path';
 import { afterAll, afterEach, beforeEach, describe, expect, it } from 'vitest';
 
 import { open, type Loop, type Server, type Socket } from '../lib/index.js';
-import { backends, outcome, randomBytes, readBytes, sha256 } from './helpers.js';
+import { backends, outcome, randomBytes, rawNativeLoop, readBytes, sha256 } from './helpers.js';
 
 const directory = mkdtempSync(path.join(tmpdir(), 'twinloop-buffers-'));
 afterAll(() => rmSync(directory, { recursive: true, force: true }));
@@ -229,10 +229,13 @@ describe.each(backends)('buffers on %s', (backend) => {
   });
 
   it('the native gathered write refuses what is not an array of views, and a detached piece moves nothing', async () => {
-    const native = client.core.native;
-    const id = client.core.nextOperationId();
-    expect(() => native.writeGathered(client.handle, 'abc' as never, id)).toThrow(TypeError);
-    expect(() => native.writeGathered(client.handle, [Buffer.from('a'), {} as never], id)).toThrow(TypeError);
+    const raw = rawNativeLoop(backend);
+    try {
+      expect(() => raw.writeGathered(0, 'abc' as never, 1)).toThrow(TypeError);
+      expect(() => raw.writeGathered(0, [Buffer.from('a'), {} as never], 1)).toThrow(TypeError);
+    } finally {
+      raw.close();
+    }
     const gone = new Uint8Array(16);
     transfer(gone);
     await new Promise<Error | null>((resolve) => {

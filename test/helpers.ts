@@ -2,6 +2,7 @@ import { createHash, randomBytes } from 'node:crypto';
 import { existsSync, readdirSync } from 'node:fs';
 
 import { availableBackends, type Loop, type Server, type Socket } from '../lib/index.js';
+import { native, type NativeLoop } from '../lib/binding.js';
 
 /** Every backend this host really has: each suite runs once per backend. */
 export const backends = availableBackends();
@@ -68,4 +69,12 @@ export async function closedPort(loop: Loop): Promise<number> {
   const { port } = server;
   server.close();
   return port;
+}
+
+/**
+ * A native loop object of its own, for the tests of the native boundary itself (what lib/ never
+ * sends it): LoopCore alone calls the loop's own one. Close it after use.
+ */
+export function rawNativeLoop(backend: string): NativeLoop {
+  return new native.NativeLoop(backend, new Int32Array(64), Buffer.alloc(64 * 1024), () => {});
 }

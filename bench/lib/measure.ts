@@ -34,6 +34,8 @@ export interface LoadResult {
   /** The backend's own syscall count (loop.stats(); not libuv's epoll_wait); null for Node net. */
   syscallsPerRoundTrip: number | null;
   wakesPerRoundTrip: number | null;
+  /** The server process's context switches (voluntary + involuntary, all its threads) per round trip. */
+  contextSwitchesPerRoundTrip: number | null;
   latencyUs: LoadgenReport['latency_us'];
   starvedConnections: number;
   errors: number;
@@ -104,6 +106,7 @@ export async function measureLoad(
     serverCpuShare: (end.cpuUs - start.cpuUs) / 1e6 / seconds,
     syscallsPerRoundTrip: perRoundTrip((s) => s.loop?.syscalls),
     wakesPerRoundTrip: perRoundTrip((s) => s.loop?.wakes),
+    contextSwitchesPerRoundTrip: perRoundTrip((s) => s.contextSwitches),
     latencyUs: report.latency_us,
     starvedConnections: report.starved.distinct,
     errors: report.errors,
@@ -159,6 +162,7 @@ export async function measureHttp(
     serverCpuShare: (end.cpuUs - start.cpuUs) / 1e6 / seconds,
     syscallsPerRoundTrip: perRequest((s) => s.loop?.syscalls),
     wakesPerRoundTrip: perRequest((s) => s.loop?.wakes),
+    contextSwitchesPerRoundTrip: perRequest((s) => s.contextSwitches),
     latencyUs: { p50: report.latency_us.p50, p90: report.latency_us.p90, p99: report.latency_us.p99, p999: report.latency_us.p999, max: report.latency_us.max, mean: report.latency_us.mean },
     starvedConnections: 0,
     errors: wrkErrors,

@@ -47,7 +47,9 @@ function echoMethod(rounds: number, durationS: number): string[] {
     'The primary figure is the **server process\'s CPU time (user + system) per round trip**, measured by the server',
     'itself over the load generator\'s measured window. ×net = net\'s CPU ÷ this server\'s (higher is better);',
     '×native = the native echo\'s CPU ÷ this server\'s (1 is the ceiling). Syscalls are the backend\'s own count',
-    '(`loop.stats().syscalls`: not libuv\'s wake-up, not available for Node `net`).',
+    '(`loop.stats().syscalls`: not libuv\'s wake-up, not available for Node `net`). ctx sw = the server process\'s',
+    'context switches per round trip, voluntary + involuntary, of all its threads (getrusage over the same window):',
+    'what a thread that blocks (thread per connection, a pool) pays and a loop that stays busy does not.',
   ];
 }
 
@@ -62,6 +64,7 @@ function httpMethod(rounds: number, { durationS, warmupS }: Timing): string[] {
     'server\'s (higher is better). node:http on twinloop is Node\'s own http.Server fed each connection\'s',
     '`socket.stream()`; the minimal HTTP responder is keep-alive HTTP/1.1 written on twinloop\'s `Socket`',
     '(bench/servers/http-server.ts): the transport\'s ceiling with a JavaScript handler. Latency is wrk\'s, over its',
-    'whole measured run; errors are wrk\'s (connect, read, write, timeout, non-2xx).',
+    'whole measured run; errors are wrk\'s (connect, read, write, timeout, non-2xx). ctx sw = the server process\'s',
+    'context switches per request, voluntary + involuntary, of all its threads (getrusage over the same window).',
   ];
 }

@@ -32,6 +32,8 @@ export interface SummaryRow {
   vsNative: Range | null;
   roundTripsPerS: number | null;
   syscallsPerRoundTrip: number | null;
+  /** The server process's context switches per round trip (voluntary + involuntary, all threads). */
+  contextSwitchesPerRoundTrip: number | null;
   /** Cores the server and the load generator kept busy (median over rounds). */
   serverCpuShare: number | null;
   clientCpuShare: number | null;
@@ -89,6 +91,7 @@ export function summarize(all: Measurement[]): SummaryRow[] {
       vsNative: server.backend === 'node' || workload.kind === 'idle' ? null : range(ratios(ok, all, (m) => `${m.server.backend}/native`)),
       roundTripsPerS: median(ok.map((m) => m.load?.roundTripsPerS)),
       syscallsPerRoundTrip: median(ok.map((m) => m.load?.syscallsPerRoundTrip)),
+      contextSwitchesPerRoundTrip: median(ok.map((m) => m.load?.contextSwitchesPerRoundTrip)),
       serverCpuShare: median(ok.map((m) => m.load?.serverCpuShare)),
       clientCpuShare: median(ok.map((m) => m.load?.clientCpuShare)),
       loadErrors: Math.max(0, ...ok.map((m) => m.load?.errors ?? 0)),

@@ -39,7 +39,7 @@ function liveColumns(view: View): [string, number][] {
     ['round', 5], ['cell', 22], ['server', view.unit === 'req' ? 30 : 22], [`${unit}/s`, 9], [`server CPU µs/${unit}`, 16], ['×net', 6],
     ...(view.native ? [['×native', 7] as [string, number]] : []),
     ...(view.shares ? [['server CPU', 10], [`${view.loadgen} CPU`, 11]] as [string, number][] : []),
-    [`syscalls/${unit}`, 11], ['p50 µs', 8], ['p99 µs', 8], ['p99.9 µs', 8], view.native ? ['starved', 7] : ['errors', 6],
+    [`syscalls/${unit}`, 11], [`ctx sw/${unit}`, 10], ['p50 µs', 8], ['p99 µs', 8], ['p99.9 µs', 8], view.native ? ['starved', 7] : ['errors', 6],
   ];
 }
 
@@ -71,7 +71,7 @@ export function liveRow(view: View, m: Measurement, vsNet: number | null, vsNati
       ...head, num(load.roundTripsPerS), num(load.serverCpuUsPerRoundTrip, 2), x(vsNet),
       ...(view.native ? [x(vsNative)] : []),
       ...(view.shares ? [cores(load.serverCpuShare), cores(load.clientCpuShare)] : []),
-      num(load.syscallsPerRoundTrip, 2), num(load.latencyUs.p50), num(load.latencyUs.p99), num(load.latencyUs.p999),
+      num(load.syscallsPerRoundTrip, 2), num(load.contextSwitchesPerRoundTrip, 2), num(load.latencyUs.p50), num(load.latencyUs.p99), num(load.latencyUs.p999),
       String(view.native ? load.starvedConnections : load.errors),
     ],
     widths,
@@ -88,7 +88,7 @@ export function loadSummary(rows: SummaryRow[], spread: boolean, view: View): Ta
   const header = [
     'cell', 'server', `server CPU µs/${unit}`, '×net', ...(view.native ? ['×native'] : []), `${unit}/s`,
     ...(view.shares ? ['server CPU', `${view.loadgen} CPU`] : []),
-    `syscalls/${unit}`, 'p50 µs', 'p99 µs', 'p99.9 µs', view.native ? 'starved' : 'errors',
+    `syscalls/${unit}`, `ctx sw/${unit}`, 'p50 µs', 'p99 µs', 'p99.9 µs', view.native ? 'starved' : 'errors',
   ];
   return {
     header,
@@ -102,7 +102,7 @@ export function loadSummary(rows: SummaryRow[], spread: boolean, view: View): Ta
               spread && row.rounds > 1 ? `${num(row.cost.median, 2)} (${num(row.cost.min, 2)}–${num(row.cost.max, 2)})` : num(row.cost.median, 2),
               ratio(row.vsNet, spread), ...(view.native ? [ratio(row.vsNative, spread)] : []), num(row.roundTripsPerS),
               ...(view.shares ? [cores(row.serverCpuShare), cores(row.clientCpuShare)] : []),
-              num(row.syscallsPerRoundTrip, 2), num(row.latencyUs.p50), num(row.latencyUs.p99), num(row.latencyUs.p999),
+              num(row.syscallsPerRoundTrip, 2), num(row.contextSwitchesPerRoundTrip, 2), num(row.latencyUs.p50), num(row.latencyUs.p99), num(row.latencyUs.p999),
               String(view.native ? row.starvedConnections : row.loadErrors),
             ],
       ),

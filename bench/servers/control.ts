@@ -18,6 +18,11 @@ export interface Snapshot extends Counters {
   timeUs: number;
   /** User + system CPU time of the whole process, µs (getrusage). */
   cpuUs: number;
+  /**
+   * Context switches of the whole process so far, voluntary + involuntary (getrusage: every
+   * thread's, exited ones included): a thread per connection pays one each time it blocks.
+   */
+  contextSwitches: number;
   rssBytes: number;
   heapUsedBytes: number;
 }
@@ -39,10 +44,16 @@ export function serveControl(ready: Ready, counters: () => Counters | Promise<Co
   let previous: Promise<void> = Promise.resolve();
   lines.on('line', (line) => {
     if (line === 'snapshot gc') gc?.();
-    const { user, system } = process.cpuUsage();
+    const { userCPUTime, systemCPUTime, voluntaryContextSwitches, involuntaryContextSwitches } = process.resourceUsage();
     const timeUs = Number(process.hrtime.bigint() / 1000n);
     const { rss, heapUsed } = process.memoryUsage();
-    const figures = { timeUs, cpuUs: user + system, rssBytes: rss, heapUsedBytes: heapUsed };
+    const figures = {
+      timeUs,
+      cpuUs: userCPUTime + systemCPUTime,
+      contextSwitches: voluntaryContextSwitches + involuntaryContextSwitches,
+      rssBytes: rss,
+      heapUsedBytes: heapUsed,
+    };
     const counted = counters();
     previous = previous
       .then(() => counted)

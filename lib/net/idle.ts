@@ -8,7 +8,7 @@
 // connections swept once a second at most. The price is precision: a socket is dropped between
 // `timeout` and `timeout + 2 * period` after its last activity — never before — and `period`
 // is an eighth of the smallest timeout (5 ms to 1 s), so that is at most 25 % late.
-import type { LoopCore } from '../core.js';
+import type { LoopCore, Operation } from '../core.js';
 
 /** What the sweep asks of a socket. */
 export interface Sweepable {
@@ -26,7 +26,7 @@ const sweepers = new WeakMap<LoopCore, IdleSweeper>();
 export class IdleSweeper {
   readonly #core: LoopCore;
   readonly #sockets = new Set<Sweepable>();
-  #timer = -1;  // operation id of the armed sweep; -1 when none is
+  #timer: Operation | null = null;  // the armed sweep
   #period = kMaxPeriodMs;
 
   static of(core: LoopCore): IdleSweeper {
@@ -48,10 +48,10 @@ export class IdleSweeper {
     const period = periodFor(timeoutMs);
     if (period < this.#period) {
       this.#period = period;
-      if (this.#timer !== -1) {
+      if (this.#timer !== null) {
         // A sweep armed for a coarser period would come too late for this socket.
-        this.#core.cancelTimer(this.#timer);
-        this.#timer = -1;
+        this.#core.cancel(this.#timer);
+        this.#timer = null;
       }
     }
     this.#arm();
@@ -62,15 +62,15 @@ export class IdleSweeper {
   }
 
   #arm(): void {
-    if (this.#timer !== -1 || this.#sockets.size === 0 || this.#core.closed) return;
+    if (this.#timer !== null || this.#sockets.size === 0 || this.#core.closed) return;
     // Weak: the sockets keep Node's loop alive, the sweep alone must not.
-    const id = this.#core.startTimer(this.#period, (result) => this.#swept(id, result), { weak: true });
-    this.#timer = id;
+    const timer = this.#core.startTimer(this.#period, (due) => this.#swept(timer, due), true);
+    this.#timer = timer;
   }
 
-  #swept(id: number, result: number): void {
-    if (id === this.#timer) this.#timer = -1;
-    if (result < 0) {
+  #swept(timer: Operation, due: boolean): void {
+    if (timer === this.#timer) this.#timer = null;
+    if (!due) {
       this.#arm();  // cancelled to re-arm sooner, or the loop closed (then #arm does nothing)
       return;
     }

@@ -35,13 +35,13 @@ export class Server extends Handle {
     this.#handler = handler;
     this.#socketOptions = socketOptions;
     this.#socketFile = boundSocketFile(core, handle);
-    if (handler !== undefined) this.check(core.native.acceptStart(handle), 'accept');
+    if (handler !== undefined) this.check(core.acceptStart(handle), 'accept');
   }
 
   /** The address it listens on. */
   address(): NativeAddress {
     this.assertOpen();
-    const address = this.core.native.address(this.handle, false);
+    const address = this.core.address(this.handle, false);
     if (typeof address === 'number') throw systemError(address, 'getsockname');
     return address;
   }
@@ -98,7 +98,7 @@ export class Server extends Handle {
     // Unref'd: the listener itself keeps the process alive, unless it was unref'd.
     this.#retryTimer = setTimeout(() => {
       this.#retryTimer = null;
-      if (!this.closed) this.core.native.acceptStart(this.handle);
+      if (!this.closed) this.core.acceptStart(this.handle);
     }, kAcceptRetryMs).unref();
   }
 }
@@ -121,7 +121,7 @@ interface SocketFile {
 // each backend's close, because this one place sees both `server.close()` and `loop.close()`.
 // Only the file this server bound (abstract names have none), and only if it is still that one.
 function boundSocketFile(core: LoopCore, handle: number): SocketFile | undefined {
-  const address = core.native.address(handle, false);
+  const address = core.address(handle, false);
   if (typeof address === 'number' || address.family !== 'unix' || address.address === '' || address.address[0] === '\0') return undefined;
   const path = resolve(address.address);
   try {

@@ -2,7 +2,7 @@ import type { EventEmitter } from 'node:events';
 
 import type { NativeAddress } from '../binding.js';
 import { native, SocketOption } from '../binding.js';
-import type { LoopCore } from '../core.js';
+import { kDone, kInFlight, WriteOperation, type LoopCore } from '../core.js';
 import {
   abortError,
   codedError,
@@ -18,7 +18,7 @@ import { Handle } from '../handle.js';
 import { SocketStream, type SocketStreamOptions } from './duplex.js';
 import { IdleSweeper } from './idle.js';
 
-const { ECANCELED, ETIMEDOUT } = native.errors;
+const { ETIMEDOUT } = native.errors;
 const { maxTransfer } = native;
 const resolved: Promise<void> = Promise.resolve();
 /** @internal Where SocketStream takes received bytes: each chunk, then null at EOF or with the read's error. */
@@ -136,7 +136,7 @@ export class Socket extends Handle implements AsyncIterable<Buffer> {
    * libuv start with Nagle on). A no-op on a Unix socket and on a closed one, as on Node.
    */
   setNoDelay(noDelay = true): this {
-    this.#setTcpOption(SocketOption.NoDelay, noDelay ? 1 : 0);
+    this.#setTcpOption(SocketOption.noDelay, noDelay ? 1 : 0);
     return this;
   }
 
@@ -151,8 +151,8 @@ export class Socket extends Handle implements AsyncIterable<Buffer> {
   setKeepAlive(enable = false, initialDelay = 0): this {
     if (typeof initialDelay !== 'number') throw invalidArgType('initialDelay', 'of type number', initialDelay);
     if (!(initialDelay >= 0 && initialDelay <= 2 ** 31 - 1)) throw outOfRange('initialDelay', '>= 0 and <= 2147483647', initialDelay);
-    this.#setTcpOption(SocketOption.KeepAlive, enable ? 1 : 0);
-    if (enable && initialDelay > 0) this.#setTcpOption(SocketOption.KeepAliveIdle, Math.ceil(initialDelay / 1000));
+    this.#setTcpOption(SocketOption.keepAlive, enable ? 1 : 0);
+    if (enable && initialDelay > 0) this.#setTcpOption(SocketOption.keepAliveIdle, Math.ceil(initialDelay / 1000));
     return this;
   }
 
@@ -160,13 +160,13 @@ export class Socket extends Handle implements AsyncIterable<Buffer> {
     if (this.closed) return;
     this.#unix ??= this.address().family === 'unix';
     if (this.#unix) return;
-    this.check(this.core.native.setSocketOption(this.handle, option, value), 'setsockopt');
+    this.check(this.core.setSocketOption(this.handle, option, value), 'setsockopt');
   }
 
   /** The local address. */
   address(): NativeAddress {
     this.assertOpen();
-    const address = this.core.native.address(this.handle, false);
+    const address = this.core.address(this.handle, false);
     if (typeof address === 'number') throw systemError(address, 'getsockname');
     return address;
   }
@@ -217,7 +217,7 @@ export class Socket extends Handle implements AsyncIterable<Buffer> {
   /** @internal The peer's address, cached from the first call on an open socket. */
   peerAddress(): NativeAddress | null {
     if (this.#remote === null && !this.closed) {
-      const address = this.core.native.address(this.handle, true);
+      const address = this.core.address(this.handle, true);
       if (typeof address !== 'number') this.#remote = address;
     }
     return this.#remote;
@@ -240,7 +240,7 @@ export class Socket extends Handle implements AsyncIterable<Buffer> {
     if (this.#readError !== null) return Promise.reject(this.#readError);
     if (this.#eof || this.closed) return Promise.resolve(null);
     if (!this.#streaming) {
-      const rc = this.core.native.readStart(this.handle);
+      const rc = this.core.readStart(this.handle);
       if (rc < 0) return Promise.reject(systemError(rc, 'read'));
       this.#streaming = true;
     }
@@ -294,14 +294,12 @@ export class Socket extends Handle implements AsyncIterable<Buffer> {
     if (this.#ending !== null) return Promise.reject(codedError('ERR_STREAM_WRITE_AFTER_END', 'write after end'));
     if (bytes.length === 0) return resolved;
     if (bytes.length > maxTransfer) return this.#writeInPieces(bytes, options);
-    const id = this.#submitWrite(bytes, bytes.length);
-    if (id === 0) return resolved;
-    if (id < 0) return Promise.reject(systemError(id, 'write'));
-    const length = bytes.length;
-    // No closure here may capture `bytes`: the completion's stack frames live on in the errors it
-    // makes, and through them the buffer would stay alive as long as the caller keeps the error.
+    const write = new SocketWrite(this, bytes.length, signal, ignore);
+    const rc = this.#submitWrite(write, bytes);
+    if (rc === kDone) return resolved;
+    if (rc !== kInFlight) return Promise.reject(write.error(rc));
     return new Promise((resolve, reject) => {
-      this.#expectWrite(id, length, signal, (error) => (error === null ? resolve() : reject(error)));
+      write.done = (error) => (error === null ? resolve() : reject(error));
     });
   }
 
@@ -315,58 +313,40 @@ export class Socket extends Handle implements AsyncIterable<Buffer> {
     if (this.closed) throw this.closedError();
     if (this.#ending !== null) throw codedError('ERR_STREAM_WRITE_AFTER_END', 'write after end');
     const length = Array.isArray(bytes) ? bytes.reduce((sum: number, piece: Uint8Array) => sum + piece.length, 0) : (bytes as Uint8Array).length;
-    const id = this.#submitWrite(bytes, length);
-    if (id === 0) return true;
-    if (id < 0) throw systemError(id, 'write');
-    this.#expectWrite(id, length, undefined, done);
+    const write = new SocketWrite(this, length, undefined, done);
+    const rc = this.#submitWrite(write, bytes);
+    if (rc === kDone) return true;
+    if (rc !== kInFlight) throw write.error(rc);
     return false;
   }
 
-  // Hands `bytes` (an array: its pieces back to back, in one send) to the native write: 0 when the
-  // kernel took every byte at once, the operation's id while it is in flight (then #expectWrite
-  // must follow), or a negative errno.
-  #submitWrite(bytes: Uint8Array | readonly Uint8Array[], length: number): number {
-    const id = this.core.nextOperationId();
-    const rc = Array.isArray(bytes)
-      ? this.core.native.writeGathered(this.handle, bytes, id)
-      : this.core.native.write(this.handle, bytes as Uint8Array, id);
-    if (rc === 1) {
+  // Both forms of a write, on LoopCore's one submission path; counts what is queued meanwhile.
+  #submitWrite(write: SocketWrite, bytes: Uint8Array | readonly Uint8Array[]): number {
+    const rc = this.core.write(write, bytes);
+    if (rc === kDone) {
       this.#active = true;
-      this.#bytesWritten += length;
-      return 0;
+      this.#bytesWritten += write.length;
+    } else if (rc === kInFlight) {
+      this.#writesInFlight += 1;
+      this.#writableLength += write.length;
     }
-    if (rc < 0) return rc;
-    this.#writesInFlight += 1;
-    this.#writableLength += length;
-    return id;
+    return rc;
   }
 
-  #expectWrite(id: number, length: number, signal: AbortSignal | undefined, done: (error: Error | null) => void): void {
-    this.core.expect(
-      id,
-      (result) => {
-        this.#writesInFlight -= 1;
-        this.#writableLength -= length;
-        if (this.#writesInFlight === 0) this.#writesDone?.();
-        if (result === 0) {
-          this.#active = true;
-          this.#bytesWritten += length;
-          done(null);
-        } else if (result > 0 || (result === ECANCELED && signal?.aborted)) {
-          // result > 0: cancelled after that many bytes went out (see ProactorApi.write).
-          if (result > 0) this.#bytesWritten += result;
-          const error = abortError(signal!) as Error & { bytesWritten?: number };
-          if (result > 0) {
-            error.bytesWritten = result;
-            this.close();
-          }
-          done(error);
-        } else if (result === ECANCELED) {
-          done(this.#timedOut !== null ? systemError(ETIMEDOUT, 'write') : codedError('ERR_SOCKET_CLOSED', 'Socket was closed with this write in flight'));
-        } else done(systemError(result, 'write'));
-      },
-      { signal, handle: this.handle },
-    );
+  /** @internal A write in flight completed with `result` (see WriteOperation), before its caller is told. */
+  writeCompleted(length: number, result: number): void {
+    this.#writesInFlight -= 1;
+    this.#writableLength -= length;
+    if (this.#writesInFlight === 0) this.#writesDone?.();
+    if (result >= 0) {
+      this.#active = true;
+      this.#bytesWritten += result === 0 ? length : result;
+    }
+  }
+
+  /** @internal Whether the socket was closed by its idle timeout or deadline. */
+  get timedOut(): boolean {
+    return this.#timedOut !== null;
   }
 
   // One native write moves at most `maxTransfer` bytes; the pieces of a longer one are queued
@@ -390,7 +370,7 @@ export class Socket extends Handle implements AsyncIterable<Buffer> {
     this.#ending = written.then(async () => {
       if (this.#writesInFlight > 0) await new Promise<void>((resolve) => (this.#writesDone = resolve));
       if (this.closed) return;
-      const rc = this.core.native.shutdown(this.handle);
+      const rc = this.core.shutdown(this.handle);
       if (rc < 0) throw systemError(rc, 'shutdown');
     });
     return this.#ending;
@@ -537,7 +517,7 @@ export class Socket extends Handle implements AsyncIterable<Buffer> {
       if (this.#streaming && !this.#paused) this.#pause();
     } else if (this.#paused) this.#resume();
     else if (!this.#streaming && !this.#eof && this.#readError === null && !this.closed) {
-      const rc = this.core.native.readStart(this.handle);
+      const rc = this.core.readStart(this.handle);
       if (rc >= 0) this.#streaming = true;
       else this.#sink?.(null, (this.#readError = systemError(rc, 'read')));
     }
@@ -586,11 +566,37 @@ export class Socket extends Handle implements AsyncIterable<Buffer> {
   // A reader that falls behind stops the socket being read, so the kernel's window fills and the
   // peer slows down, instead of chunks piling up in memory.
   #pause(): void {
-    if (this.core.native.readStop(this.handle) >= 0) this.#paused = true;
+    if (this.core.readStop(this.handle) >= 0) this.#paused = true;
   }
 
   #resume(): void {
-    if (this.closed || this.core.native.readStart(this.handle) >= 0) this.#paused = false;
+    if (this.closed || this.core.readStart(this.handle) >= 0) this.#paused = false;
+  }
+}
+
+const ignore = (): void => {};
+
+/**
+ * A write of a Socket: its completion updates the socket's counts first. Cancelled half-sent
+ * (torn, see WriteOperation), it closes the socket: later bytes would follow a torn message.
+ */
+class SocketWrite extends WriteOperation {
+  readonly #socket: Socket;
+
+  constructor(socket: Socket, length: number, signal: AbortSignal | undefined, done: (error: Error | null) => void) {
+    super(socket.handle, signal, length, done);
+    this.#socket = socket;
+  }
+
+  override complete(result: number): void {
+    this.#socket.writeCompleted(this.length, result);
+    if (result > 0) this.#socket.close();
+    super.complete(result);
+  }
+
+  // A socket closed by its timeout fails its writes ETIMEDOUT, as its reads.
+  protected override closedError(): Error {
+    return this.#socket.timedOut ? systemError(ETIMEDOUT, 'write') : super.closedError();
   }
 }
 

@@ -1,13 +1,10 @@
 import { native } from '../binding.js';
-import type { LoopCore } from '../core.js';
+import { kDone, kInFlight, SocketOperation, WriteOperation, type Completion as NativeCompletion, type LoopCore } from '../core.js';
 import {
-  abortError,
-  codedError,
   errnoOf,
   outOfRange,
   readBufferGone,
   socketReadBusy,
-  systemError,
   validateAbortSignal,
   validateBuffer,
   validateFunction,
@@ -18,7 +15,7 @@ import { validateHandle } from '../handle.js';
 import { Server } from '../net/server.js';
 import { Socket } from '../net/socket.js';
 
-const { ECANCELED, EFAULT } = native.errors;
+const { EFAULT } = native.errors;
 const EBUSY = errnoOf('EBUSY');
 
 /** Node-style completion callback. */
@@ -36,12 +33,7 @@ export interface ProactorOptions {
   signal?: AbortSignal;
 }
 
-/** The AbortError of a write cancelled half-sent. */
-export interface TornWriteError extends Error {
-  code: 'ABORT_ERR';
-  /** Bytes of this write the peer received before it was cancelled. */
-  bytesWritten: number;
-}
+export type { TornWriteError } from '../core.js';
 
 /**
  * The proactor pattern: you submit the operation with its buffer, and are called back when the
@@ -81,7 +73,7 @@ export class ProactorApi {
     validateHandle(this.#core, 'socket', socket, Socket, 'a twinloop Socket');
     validateReadBuffer('buffer', buffer);
     const [options, done] = splitArguments(optionsOrCallback, callback);
-    return this.#submit(done, options, socket, 'read', buffer, (id, bytes) => this.#core.native.read(socket.handle, bytes!, id), (n) => n);
+    return this.#submit(done, socket, new ProactorRead(socket, options.signal), (operation) => this.#core.read(operation, buffer), (n) => n);
   }
 
   /**
@@ -104,8 +96,8 @@ export class ProactorApi {
       throw outOfRange('buffer.length', `<= ${native.maxTransfer} (one write moves at most 1 GiB; socket.write splits longer data)`, buffer.length);
     }
     const [options, done] = splitArguments(optionsOrCallback, callback);
-    const length = buffer.length;
-    return this.#submit(done, options, socket, 'write', buffer, (id, bytes) => this.#core.native.write(socket.handle, bytes!, id), () => length);
+    const operation = new WriteOperation(socket.handle, options.signal, buffer.length, ignore);
+    return this.#submit(done, socket, operation, (write) => this.#core.write(write, buffer), (n) => n);
   }
 
   /** Accepts one connection. */
@@ -115,25 +107,22 @@ export class ProactorApi {
   accept(server: Server, optionsOrCallback?: ProactorOptions | Completion<Socket>, callback?: Completion<Socket>): Promise<Socket> | void {
     validateHandle(this.#core, 'server', server, Server, 'a twinloop Server');
     const [options, done] = splitArguments(optionsOrCallback, callback);
-    return this.#submit(done, options, server, 'accept', undefined, (id) => this.#core.native.accept(server.handle, id), (handle) =>
-      server.adoptConnection(handle),
-    );
+    const operation = new SocketOperation('accept', server.handle, options.signal, ignore);
+    return this.#submit(done, server, operation, (accept) => this.#core.accept(accept), (handle) => server.adoptConnection(handle));
   }
 
-  #submit<T>(
+  // The callback and promise forms of one operation, on LoopCore's one submission path; a
+  // callback is never called synchronously, whatever the outcome.
+  #submit<T, O extends SocketOperation>(
     callback: Completion<T> | undefined,
-    options: ProactorOptions,
     target: Socket | Server,
-    syscall: string,
-    buffer: Uint8Array | undefined,
-    // Closures here take the buffer as an argument rather than capture it: an error made on
-    // completion keeps its frames' closures alive, and must not keep the buffer with them.
-    start: (id: number, buffer: Uint8Array | undefined) => number,
+    operation: O,
+    // Takes the operation as an argument, and the buffer is the caller's: none of these closures
+    // is kept after the submission, so an error made on completion cannot keep the buffer alive.
+    start: (operation: O) => number,
     toResult: (value: number) => T,
   ): Promise<T> | void {
     if (callback !== undefined) validateFunction('callback', callback);
-    const { signal } = options;
-    const length = buffer?.length ?? 0;
     let settle: Completion<T> = callback!;
     const promise =
       callback === undefined
@@ -141,42 +130,40 @@ export class ProactorApi {
             settle = (error, result) => (error ? reject(error) : resolve(result as T));
           })
         : undefined;
-    const complete = (value: number): void => {
-      if (value > 0 && syscall === 'write' && signal !== undefined) {
-        // Only a cancelled write completes with a count (a whole one completes with 0).
-        const error = abortError(signal!) as TornWriteError;
-        error.message = `The operation was aborted after ${value} of ${length} bytes were sent`;
-        error.bytesWritten = value;
-        settle(error);
-      } else if (value >= 0) settle(null, toResult(value));
-      else if (value === ECANCELED && signal?.aborted) settle(abortError(signal));
-      else if (value === ECANCELED) settle(codedError('ERR_SOCKET_CLOSED', `Socket was closed with this ${syscall} in flight`));
-      else if (value === EFAULT && syscall === 'read') {
-        // Bytes taken from the stream and lost: the socket cannot go on as if it had them.
-        target.close();
-        settle(readBufferGone());
-      } else settle(systemError(value, syscall));
-    };
-    // Callbacks are never called synchronously, whatever the outcome.
-    if (signal?.aborted) {
-      process.nextTick(settle, abortError(signal));
-      return promise;
-    }
-    if (target.closed) {
+    operation.done = (error, value) => (error === null ? settle(null, toResult(value)) : settle(error));
+    if (target.closed && !operation.signal?.aborted) {
       process.nextTick(settle, target.closedError());
       return promise;
     }
-    const id = this.#core.nextOperationId();
-    const rc = start(id, buffer);
-    if (rc < 0) {
-      // EBUSY on a read: the net layer reads this socket (the backends refuse it once read_start ran).
-      process.nextTick(settle, rc === EBUSY && syscall === 'read' ? socketReadBusy('loop.proactor.read') : systemError(rc, syscall));
-    } else if (rc === 1 && syscall === 'write') {
-      process.nextTick(complete, 0);
-    } else {
-      this.#core.expect(id, complete, { signal, handle: target.handle });
-    }
+    const rc = start(operation);
+    if (rc === kDone) process.nextTick(operation.done, null, operation.value(0));
+    else if (rc !== kInFlight) process.nextTick(operation.done, operation.error(rc), 0);
     return promise;
+  }
+}
+
+const ignore: NativeCompletion = () => {};
+
+/**
+ * A proactor read: EBUSY at submission means the net layer reads this socket (the backends
+ * refuse a read once read_start ran), and EFAULT at completion that its buffer could no longer
+ * hold the bytes taken from the stream — the socket cannot go on as if it had them.
+ */
+class ProactorRead extends SocketOperation {
+  readonly #socket: Socket;
+
+  constructor(socket: Socket, signal: AbortSignal | undefined) {
+    super('read', socket.handle, signal, ignore);
+    this.#socket = socket;
+  }
+
+  override error(errno: number): Error {
+    if (errno === EBUSY) return socketReadBusy('loop.proactor.read');
+    if (errno === EFAULT) {
+      this.#socket.close();
+      return readBufferGone();
+    }
+    return super.error(errno);
   }
 }
 

@@ -38,7 +38,7 @@ export class ReactorApi {
     target.assertOpen();
     const previous = target.watchers[readiness];
     target.watchers[readiness] = callback;
-    const rc = this.#core.native.watch(target.handle, interestOf(target));
+    const rc = this.#core.watch(target.handle, interestOf(target));
     if (rc < 0) {
       target.watchers[readiness] = previous;
       throw systemError(rc, 'watch');
@@ -52,7 +52,7 @@ export class ReactorApi {
     if (target.closed) return;
     if (readiness === undefined || readiness === 'readable') target.watchers.readable = undefined;
     if (readiness === undefined || readiness === 'writable') target.watchers.writable = undefined;
-    target.check(this.#core.native.watch(target.handle, interestOf(target)), 'watch');
+    target.check(this.#core.watch(target.handle, interestOf(target)), 'watch');
   }
 
   /**
@@ -64,7 +64,7 @@ export class ReactorApi {
     validateHandle(this.#core, 'socket', socket, Socket, 'a twinloop Socket');
     validateReadBuffer('buffer', buffer);
     socket.assertOpen();
-    const n = this.#core.native.tryRead(socket.handle, buffer);
+    const n = this.#core.tryRead(socket.handle, buffer);
     if (n === EAGAIN) return null;
     if (n === EBUSY) throw socketReadBusy('loop.reactor.tryRead');
     return socket.check(n, 'read');
@@ -75,7 +75,7 @@ export class ReactorApi {
     validateHandle(this.#core, 'socket', socket, Socket, 'a twinloop Socket');
     validateBuffer('buffer', buffer);
     socket.assertOpen();
-    const n = this.#core.native.tryWrite(socket.handle, buffer);
+    const n = this.#core.tryWrite(socket.handle, buffer);
     if (n === EAGAIN) return null;
     return socket.check(n, 'write');
   }
@@ -84,14 +84,14 @@ export class ReactorApi {
   tryAccept(server: Server): Socket | null {
     validateHandle(this.#core, 'server', server, Server, 'a twinloop Server');
     server.assertOpen();
-    const handle = this.#core.native.tryAccept(server.handle);
+    const handle = this.#core.tryAccept(server.handle);
     if (handle === EAGAIN) return null;
     return server.adoptConnection(server.check(handle, 'accept'));
   }
 }
 
 function interestOf(target: Handle): number {
-  return (target.watchers.readable ? InterestBits.Readable : 0) | (target.watchers.writable ? InterestBits.Writable : 0);
+  return (target.watchers.readable ? InterestBits.readable : 0) | (target.watchers.writable ? InterestBits.writable : 0);
 }
 
 function validateReadiness(readiness: unknown): asserts readiness is Readiness {

@@ -111,14 +111,14 @@ class EpollBackend final : private EpollDescriptors, public ReadinessBackend {
       uint64_t expirations;
       ++stats_.syscalls;
       [[maybe_unused]] ssize_t n = ::read(timer_fd_.get(), &expirations, sizeof(expirations));
-      on_timer(sink);
+      on_timer();
       return;
     }
     if (ready.data.u64 == kWakeToken) {
       uint64_t count;
       ++stats_.syscalls;
       if (::read(wake_fd.get(), &count, sizeof(count)) == sizeof(count)) wake_pending_ = false;
-      deliver_deferred(sink);
+      deliver_deferred();
       return;
     }
     auto handle = static_cast<HandleId>(ready.data.u64);
@@ -134,7 +134,7 @@ class EpollBackend final : private EpollDescriptors, public ReadinessBackend {
     bool unwanted = has(arrived, ~wanted) || (failed && wanted == Interest::kNone);
     if (has(arrived, Interest::kReadable) || failed) on_readable(handle, *s, sink);
     s = sockets_.find(handle);  // accepting may have moved it
-    if (has(arrived, Interest::kWritable) || failed) on_writable(handle, *s, sink);
+    if (has(arrived, Interest::kWritable) || failed) on_writable(handle, *s);
     // Unlike a read, a write that had to wait is rarely followed by another: drop EPOLLOUT now.
     bool writes_done = has(arrived, Interest::kWritable) && !has(wanted_interest(*s), Interest::kWritable);
     update_interest(handle, *s, unwanted || writes_done ? Interest::kBoth : Interest::kNone);

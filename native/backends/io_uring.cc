@@ -107,8 +107,8 @@ IoUringBackend::~IoUringBackend() {
   sockets_.for_each([&](HandleId handle, Socket& s) {
     if (!s.closing) close(handle, false);
   });
-  timers_.disarm([this] { return sqe(); }, kIgnoreKind << 32);
-  files_.cancel_all([this] { return sqe(); }, kIgnoreKind << 32);
+  timers_.disarm([this] { return sqe(); });
+  files_.cancel_all([this] { return sqe(); });
   // Bounded, whatever the kernel is blocked on: cancelled operations land within microseconds,
   // a file read from a disk within milliseconds.
   uint64_t deadline = deadline_after_ms(kTeardownBoundMs);
@@ -171,21 +171,11 @@ int IoUringBackend::close(HandleId handle, bool reset) {
   s->closing = true;
   // Queued operations the kernel never saw are cancelled here; those in flight when their CQE
   // arrives, since until then the kernel may still use their buffers.
-  auto withdraw_queued = [&](auto& queue, size_t held) {
-    for (size_t i = held; i < queue.size(); ++i) defer({handle, EventKind::kCompleted, kECANCELED, queue[i].op_id});
-    queue.resize(held);
-  };
-  withdraw_queued(s->reads, (s->in_flight & kRecv) ? 1 : 0);
-  withdraw_queued(s->writes, s->send_count);
-  withdraw_queued(s->accepts, s->accepts_in_flight);
-  if (s->connect_op >= 0 && !(s->in_flight & kConnect)) {
-    defer({handle, EventKind::kCompleted, kECANCELED, s->connect_op});
-    s->connect_op = -1;
-  }
+  s->withdraw_unheld(handle, outbox_);
   ++stats_.syscalls;
   s->fd.reset();
   for (uint8_t bit = 1; bit != 0; bit <<= 1) {
-    if ((s->in_flight & bit) && !(s->cancelling & bit)) cancel(handle, *s, static_cast<Op>(bit));
+    if (s->in_flight & bit) recall(handle, *s, static_cast<Tag>(bit));
   }
   if (s->in_flight == 0) sockets_.erase(handle);
   return 0;
@@ -227,7 +217,7 @@ int IoUringBackend::watch(HandleId handle, Interest interest) {
 int IoUringBackend::try_read(HandleId handle, std::span<uint8_t> buffer) {
   Socket* s = find(handle);
   if (!s) return kEBADF;
-  if (s->streamed) return kEBUSY;
+  if (int rc = s->check_read(); rc < 0) return rc;
   ++stats_.syscalls;
   int n = recv_some(s->fd.get(), buffer);
   if (n == kEAGAIN || (n > 0 && static_cast<size_t>(n) < buffer.size())) s->recheck &= ~Interest::kReadable;
@@ -246,7 +236,7 @@ int IoUringBackend::try_write(HandleId handle, std::span<const uint8_t> buffer) 
 int IoUringBackend::try_accept(HandleId handle) {
   Socket* s = find(handle);
   if (!s) return kEBADF;
-  if (!s->listener) return kEINVAL;
+  if (int rc = s->check_accept(); rc < 0) return rc;
   ++stats_.syscalls;
   int fd = accept_connection(s->fd.get());
   if (fd == kEAGAIN) s->recheck &= ~Interest::kReadable;
@@ -258,8 +248,8 @@ int IoUringBackend::submit_read(HandleId handle, std::span<uint8_t> buffer, int3
   Socket* s = find(handle);
   if (!s) return kEBADF;
   if (s->listener) return kEINVAL;
-  if (s->streamed) return kEBUSY;
-  s->reads.push_back({buffer.data(), clamp(buffer.size()), op_id});
+  if (int rc = s->check_read(); rc < 0) return rc;
+  s->reads.push_back({buffer, op_id});
   mark_dirty(handle, *s);
   return 0;
 }
@@ -268,11 +258,10 @@ int IoUringBackend::submit_write(HandleId handle, std::span<const uint8_t> buffe
   Socket* s = find(handle);
   if (!s) return kEBADF;
   if (s->listener) return kEINVAL;
-  if (s->connect_op >= 0) return kENOTCONN;
-  if (s->write_torn) return kEPIPE;
+  if (int rc = s->check_write(); rc < 0) return rc;
   // No inline fast path: the send goes out with the batch's one io_uring_enter, and completes
   // there when the socket has room (its CQE is reaped by the next drain).
-  s->writes.push_back({buffer.data(), static_cast<uint32_t>(buffer.size()), 0, op_id});
+  s->writes.push_back({buffer, op_id});
   mark_dirty(handle, *s);
   return 0;
 }
@@ -280,69 +269,35 @@ int IoUringBackend::submit_write(HandleId handle, std::span<const uint8_t> buffe
 int IoUringBackend::submit_accept(HandleId handle, int32_t op_id) {
   Socket* s = find(handle);
   if (!s) return kEBADF;
-  if (!s->listener) return kEINVAL;
+  if (int rc = s->check_accept(); rc < 0) return rc;
   s->accepts.push_back({op_id});
   mark_dirty(handle, *s);
   return 0;
 }
 
 // What the kernel has not seen yet is taken off the socket's queue and completes with
-// -ECANCELED at once (deferred); what it holds gets an IORING_OP_ASYNC_CANCEL by user_data, and
-// completes only with its final CQE — -ECANCELED, or the real result if it won the race — so
-// that no buffer is released while the kernel may still write into it.
+// -ECANCELED at once (SocketOperations::cancel); what it holds gets an IORING_OP_ASYNC_CANCEL by
+// user_data, and completes only with its final CQE — -ECANCELED, or the real result if it won the
+// race — so that no buffer is released while the kernel may still write into it. A listener's
+// accepts are recalled all at once (one alone cannot be: they share a user_data, and a cancel finds
+// the first again until it is gone); pump() posts those still wanted once all are back.
 int IoUringBackend::cancel(HandleId handle, int32_t op_id) {
   if (handle == -1) {
     if (!timers_.cancel(op_id)) return kENOENT;
-    defer({-1, EventKind::kCompleted, kECANCELED, op_id});
+    outbox_.post({-1, EventKind::kCompleted, kECANCELED, op_id});
     return 0;
   }
   Socket* s = find(handle);
   if (!s) return kEBADF;
-  if (s->connect_op == op_id) {
-    if (s->in_flight & kConnect) return cancel_in_flight(handle, *s, kConnect);
-    s->connect_op = -1;
-    s->connect_address.reset();
-    defer({handle, EventKind::kCompleted, kECANCELED, op_id});
-    return 0;
-  }
-  for (size_t i = 0; i < s->reads.size(); ++i) {
-    if (s->reads[i].op_id != op_id) continue;
-    if (i == 0 && (s->in_flight & kRecv)) return cancel_in_flight(handle, *s, kRecv);
-    s->reads.erase(s->reads.begin() + static_cast<std::ptrdiff_t>(i));
-    defer({handle, EventKind::kCompleted, kECANCELED, op_id});
-    return 0;
-  }
-  for (size_t i = 0; i < s->accepts.size(); ++i) {
-    if (s->accepts[i].op_id != op_id) continue;
-    // The kernel's accepts belong to no accept() in particular. If the others queued can take
-    // all of them, this one just leaves. Else the kernel's accepts are recalled (one alone cannot
-    // be: they share a user_data, and a cancel finds the first again until it is gone), this one
-    // ends with what comes back, so that a connection taken meanwhile is not lost, and pump()
-    // posts those still wanted once all are back.
-    if (s->accepts.size() > s->accepts_in_flight) {
-      s->accepts.erase(s->accepts.begin() + static_cast<std::ptrdiff_t>(i));
-      defer({handle, EventKind::kCompleted, kECANCELED, op_id});
+  switch (s->cancel(handle, op_id, outbox_)) {
+    case CancelOutcome::kNotFound: return kENOENT;
+    case CancelOutcome::kSettled:
+      if (s->connect_op < 0) s->connect_address.reset();
       return 0;
-    }
-    s->accepts[i].cancelled = true;
-    if (!(s->cancelling & kAccept)) cancel(handle, *s, kAccept);
-    return 0;
-  }
-  for (size_t i = 0; i < s->writes.size(); ++i) {
-    if (s->writes[i].op_id != op_id) continue;
-    if (i < s->send_count && (s->in_flight & kSend)) {
-      // The send carries it, perhaps with others: withdrawn, kept or torn at its CQE, once the
-      // kernel says how much went out.
-      s->writes[i].cancelled = true;
-      return cancel_in_flight(handle, *s, kSend);
-    }
-    if (s->writes[i].sent > 0) {
-      tear_writes(handle, *s, i, nullptr);  // the head, between two sends of it
-    } else {
-      s->writes.erase(s->writes.begin() + static_cast<std::ptrdiff_t>(i));
-      defer({handle, EventKind::kCompleted, kECANCELED, op_id});
-    }
-    return 0;
+    case CancelOutcome::kRecallRead: recall(handle, *s, kRecv); return 0;
+    case CancelOutcome::kRecallWrite: recall(handle, *s, kSend); return 0;
+    case CancelOutcome::kRecallAccept: recall(handle, *s, kAccept); return 0;
+    case CancelOutcome::kRecallConnect: recall(handle, *s, kConnect); return 0;
   }
   return kENOENT;
 }
@@ -352,13 +307,11 @@ int IoUringBackend::file_open(const std::string& path, const FileOpenOptions& op
 }
 
 int IoUringBackend::file_read(HandleId file, std::span<uint8_t> buffer, int64_t position, int32_t op_id) {
-  return files_.transfer([this] { return sqe(); }, false, file, buffer.data(), buffer.size(), position, op_id);
+  return files_.read([this] { return sqe(); }, file, buffer, position, op_id);
 }
 
 int IoUringBackend::file_write(HandleId file, std::span<const uint8_t> buffer, int64_t position, int32_t op_id) {
-  // The kernel only reads from it; one submission path serves both directions.
-  return files_.transfer([this] { return sqe(); }, true, file, const_cast<uint8_t*>(buffer.data()), buffer.size(),
-                         position, op_id);
+  return files_.write([this] { return sqe(); }, file, buffer, position, op_id);
 }
 
 int IoUringBackend::file_sync(HandleId file, bool data_only, int32_t op_id) {
@@ -368,7 +321,7 @@ int IoUringBackend::file_sync(HandleId file, bool data_only, int32_t op_id) {
 int IoUringBackend::file_close(HandleId file, int32_t op_id) { return files_.close([this] { return sqe(); }, file, op_id); }
 
 int IoUringBackend::file_cancel(HandleId file, int32_t op_id) {
-  return files_.cancel([this] { return sqe(); }, file, op_id, kIgnoreKind << 32);
+  return files_.cancel([this] { return sqe(); }, file, op_id);
 }
 
 int IoUringBackend::start_timer(uint64_t delay_ms, int32_t op_id) {
@@ -397,15 +350,9 @@ int IoUringBackend::adopt(int fd) {
 }
 
 int IoUringBackend::set_streaming(HandleId handle, Stream stream, bool on) {
-  bool Socket::*flag = stream == Stream::kRead ? &Socket::streaming_read : &Socket::streaming_accept;
   Socket* s = find(handle);
   if (!s) return kEBADF;
-  if ((flag == &Socket::streaming_accept) != s->listener) return kEINVAL;
-  if (on && flag == &Socket::streaming_read) {
-    if (!s->reads.empty()) return kEBUSY;  // the stream would take bytes the queued reads wait for
-    s->streamed = true;
-  }
-  s->*flag = on;
+  if (int rc = s->set_streaming(stream, on); rc < 0) return rc;
   mark_dirty(handle, *s);
   return 0;
 }

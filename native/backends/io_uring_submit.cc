@@ -18,16 +18,10 @@ namespace {
 // AcceptEx) so that a burst is taken in one pass; held one at a time, each accept's CQE queued
 // behind a busy loop's whole backlog, and the last ~200 of 10 000 clients waited seconds.
 constexpr uint8_t kMaxAcceptsInFlight = 64;
+constexpr uint32_t kAcceptFlags = SOCK_NONBLOCK | SOCK_CLOEXEC;
 
 uint32_t poll_events(Interest interest) {
   return (has(interest, Interest::kReadable) ? POLLIN | POLLRDHUP : 0) | (has(interest, Interest::kWritable) ? POLLOUT : 0);
-}
-
-void prepare_accept(io_uring_sqe* entry, int fd, bool multishot) {
-  entry->opcode = IORING_OP_ACCEPT;
-  entry->fd = fd;
-  entry->accept_flags = SOCK_NONBLOCK | SOCK_CLOEXEC;
-  if (multishot) entry->ioprio = IORING_ACCEPT_MULTISHOT;
 }
 
 }  // namespace
@@ -54,31 +48,31 @@ io_uring_sqe* IoUringBackend::sqe() {
   return entry;  // null only if the kernel took nothing (then pump() retries at the next enter)
 }
 
-void IoUringBackend::start(HandleId handle, Socket& s, Op kind, io_uring_sqe* entry) {
-  entry->user_data = user_data(kind, handle);
+// The kernel holds the operation from here until its final CQE (let_go).
+void IoUringBackend::start(HandleId handle, Socket& s, Tag kind, io_uring_sqe* entry) {
+  set_tag(entry, user_data(kind, handle));
   s.in_flight |= kind;
   ++in_flight_ops_;
+  if (kind == kRecv) s.reads_held = 1;
+  if (kind == kAccept) ++s.accepts_held;
+  if (kind == kConnect) s.connect_held = true;
 }
 
-int IoUringBackend::cancel_in_flight(HandleId handle, Socket& s, Op kind) {
+void IoUringBackend::recall(HandleId handle, Socket& s, Tag kind) {
   if (!(s.cancelling & kind)) cancel(handle, s, kind);
-  return 0;
 }
 
 // Every operation of `kind` the socket has in flight (several only for kAccept).
-void IoUringBackend::cancel(HandleId handle, Socket& s, Op kind) {
+void IoUringBackend::cancel(HandleId handle, Socket& s, Tag kind) {
   io_uring_sqe* entry = sqe();
   if (entry == nullptr) return;
-  entry->opcode = IORING_OP_ASYNC_CANCEL;
-  entry->fd = -1;
-  entry->addr = user_data(kind, handle);
-  entry->cancel_flags = IORING_ASYNC_CANCEL_ALL;
-  entry->user_data = kIgnoreKind << 32;
+  prep_cancel(entry, user_data(kind, handle), IORING_ASYNC_CANCEL_ALL);
+  set_tag(entry, tag(kIgnore));
   s.cancelling |= kind;
 }
 
 void IoUringBackend::arm_timer() {
-  if (timers_.arm([this] { return sqe(); }, kIgnoreKind << 32)) ++in_flight_ops_;
+  if (timers_.arm([this] { return sqe(); })) ++in_flight_ops_;
 }
 
 void IoUringBackend::pump_dirty() {
@@ -100,10 +94,7 @@ void IoUringBackend::pump(HandleId handle, Socket& s) {
     if (!(s.in_flight & kConnect)) {
       io_uring_sqe* entry = sqe();
       if (entry == nullptr) return requeue(handle, s);
-      entry->opcode = IORING_OP_CONNECT;
-      entry->fd = fd;
-      entry->addr = reinterpret_cast<uint64_t>(s.connect_address->get());
-      entry->off = s.connect_address->length;
+      prep_connect(entry, fd, s.connect_address->get(), s.connect_address->length);
       start(handle, s, kConnect, entry);
     }
     return;
@@ -137,20 +128,14 @@ void IoUringBackend::pump_reads(HandleId handle, Socket& s) {
   if (!s.reads.empty() && !reading) {
     io_uring_sqe* entry = sqe();
     if (entry == nullptr) return requeue(handle, s);
-    entry->opcode = IORING_OP_RECV;
-    entry->fd = s.fd.get();
-    entry->addr = reinterpret_cast<uint64_t>(s.reads.front().data);
-    entry->len = s.reads.front().size;
-    entry->ioprio = recv_flags();
+    std::span<uint8_t> buffer = s.reads.front().buffer;
+    prep_recv(entry, s.fd.get(), buffer.first(clamp(buffer.size())), recv_flags());
     start(handle, s, kRecv, entry);
   } else if (s.streaming_read && !reading) {
     io_uring_sqe* entry = sqe();
     if (entry == nullptr) return requeue(handle, s);
-    entry->opcode = IORING_OP_RECV;
-    entry->fd = s.fd.get();
-    entry->flags = IOSQE_BUFFER_SELECT;
-    entry->buf_group = BufferRing::kGroup;
-    entry->ioprio = recv_flags() | (ring_.features().multishot_recv ? IORING_RECV_MULTISHOT : 0);
+    prep_recv_select(entry, s.fd.get(), BufferRing::kGroup,
+                     recv_flags() | (ring_.features().multishot_recv ? IORING_RECV_MULTISHOT : 0));
     start(handle, s, kRecvStream, entry);
   } else if (!s.streaming_read && (s.in_flight & kRecvStream) && !(s.cancelling & kRecvStream)) {
     cancel(handle, s, kRecvStream);
@@ -158,17 +143,16 @@ void IoUringBackend::pump_reads(HandleId handle, Socket& s) {
 }
 
 void IoUringBackend::pump_accepts(HandleId handle, Socket& s) {
-  while (!(s.cancelling & kAccept) && s.accepts_in_flight < std::min<size_t>(s.accepts.size(), kMaxAcceptsInFlight)) {
+  while (!(s.cancelling & kAccept) && s.accepts_held < std::min<size_t>(s.accepts.size(), kMaxAcceptsInFlight)) {
     io_uring_sqe* entry = sqe();
     if (entry == nullptr) return requeue(handle, s);
-    prepare_accept(entry, s.fd.get(), false);
+    prep_accept(entry, s.fd.get(), kAcceptFlags, false);
     start(handle, s, kAccept, entry);
-    ++s.accepts_in_flight;
   }
   if (s.streaming_accept && !(s.in_flight & kAcceptStream)) {
     io_uring_sqe* entry = sqe();
     if (entry == nullptr) return requeue(handle, s);
-    prepare_accept(entry, s.fd.get(), ring_.features().multishot_accept);
+    prep_accept(entry, s.fd.get(), kAcceptFlags, ring_.features().multishot_accept);
     start(handle, s, kAcceptStream, entry);
   } else if (!s.streaming_accept && (s.in_flight & kAcceptStream) && !(s.cancelling & kAcceptStream)) {
     cancel(handle, s, kAcceptStream);
@@ -193,10 +177,7 @@ void IoUringBackend::pump_poll(HandleId handle, Socket& s) {
   if (s.watched != Interest::kNone && !(s.in_flight & kPoll)) {
     io_uring_sqe* entry = sqe();
     if (entry == nullptr) return requeue(handle, s);
-    entry->opcode = IORING_OP_POLL_ADD;
-    entry->fd = s.fd.get();
-    entry->poll32_events = poll_events(Interest::kBoth);
-    entry->len = IORING_POLL_ADD_MULTI;
+    prep_poll_add(entry, s.fd.get(), poll_events(Interest::kBoth), true);
     start(handle, s, kPoll, entry);
   } else if (s.watched == Interest::kNone && (s.in_flight & kPoll) && !(s.cancelling & kPoll)) {
     cancel(handle, s, kPoll);  // re-armed, if watched again, once its last CQE is in
@@ -205,9 +186,7 @@ void IoUringBackend::pump_poll(HandleId handle, Socket& s) {
   if (check != Interest::kNone && !(s.in_flight & kPollCheck)) {
     io_uring_sqe* entry = sqe();
     if (entry == nullptr) return requeue(handle, s);
-    entry->opcode = IORING_OP_POLL_ADD;
-    entry->fd = s.fd.get();
-    entry->poll32_events = poll_events(check);
+    prep_poll_add(entry, s.fd.get(), poll_events(check), false);
     start(handle, s, kPollCheck, entry);
     s.recheck = Interest::kNone;
   }
@@ -217,31 +196,26 @@ void IoUringBackend::start_send(HandleId handle, Socket& s) {
   io_uring_sqe* entry = sqe();
   if (entry == nullptr) return requeue(handle, s);
   size_t count = std::min(s.writes.size(), kMaxIov);
-  entry->fd = s.fd.get();
   // MSG_WAITALL: the kernel itself continues a short send on a stream socket (5.19+), so a big
   // write usually completes in one CQE; a short result is still continued here.
   // MSG_NOSIGNAL: a vanished peer is EPIPE, not a SIGPIPE that kills Node.
-  entry->msg_flags = MSG_NOSIGNAL | MSG_WAITALL;
+  constexpr uint32_t kSendFlags = MSG_NOSIGNAL | MSG_WAITALL;
   if (count == 1) {
-    const PendingWrite& write = s.writes.front();
-    entry->opcode = IORING_OP_SEND;
-    entry->addr = reinterpret_cast<uint64_t>(write.data + write.sent);
-    entry->len = clamp(write.size - write.sent);
+    std::span<const uint8_t> rest = s.writes.front().rest;
+    prep_send(entry, s.fd.get(), rest.first(clamp(rest.size())), kSendFlags);
   } else {
     if (!s.send_batch) s.send_batch = take_batch();
     SendBatch& batch = *s.send_batch;
     for (size_t i = 0; i < count; ++i) {
-      const PendingWrite& write = s.writes[i];
-      batch.iov[i] = {const_cast<uint8_t*>(write.data + write.sent), write.size - write.sent};
+      std::span<const uint8_t> rest = s.writes[i].rest;
+      batch.iov[i] = {const_cast<uint8_t*>(rest.data()), rest.size()};
     }
     batch.header = {};
     batch.header.msg_iov = batch.iov;
     batch.header.msg_iovlen = count;
-    entry->opcode = IORING_OP_SENDMSG;
-    entry->addr = reinterpret_cast<uint64_t>(&batch.header);
-    entry->len = 1;
+    prep_sendmsg(entry, s.fd.get(), &batch.header, kSendFlags);
   }
-  s.send_count = static_cast<uint8_t>(count);
+  s.writes_held = static_cast<uint8_t>(count);
   start(handle, s, kSend, entry);
 }
 
@@ -253,7 +227,6 @@ std::unique_ptr<SendBatch> IoUringBackend::take_batch() {
 }
 
 void IoUringBackend::release_batch(Socket& s) {
-  s.send_count = 0;
   if (s.send_batch) spare_batches_.push_back(std::move(s.send_batch));
 }
 

@@ -17,46 +17,37 @@
 #include <cstdint>
 
 #include "../core/timer_heap.h"
+#include "io_uring_sqe.h"
 
-namespace twinloop {
+namespace twinloop::iouring {
 
 class RingTimers {
  public:
-  // user_data of the TIMEOUT: a kind no socket operation uses, and no handle.
-  static constexpr uint64_t kUserData = uint64_t{0xfe} << 32;
+  static constexpr uint64_t kUserData = tag(kTimer);
 
   bool armed() const { return armed_; }
   bool cancel(int32_t op_id) { return heap_.cancel(op_id); }
   bool push(uint64_t deadline, int32_t op_id) { return heap_.push(deadline, op_id); }
 
   // Arms or moves the TIMEOUT if the earliest deadline is earlier than what is armed. `get_sqe`
-  // returns a zeroed SQE or null (SQ full); `ignore` is the user_data whose CQE the backend drops.
-  // Returns true when a new TIMEOUT went in flight (the backend counts it until its CQE).
+  // returns a zeroed SQE or null (SQ full). Returns true when a new TIMEOUT went in flight (the
+  // backend counts it until its CQE).
   template <typename GetSqe>
-  bool arm(GetSqe&& get_sqe, uint64_t ignore) {
+  bool arm(GetSqe&& get_sqe) {
     if (heap_.empty() || (armed_ && armed_deadline_ <= heap_.earliest())) return false;
     io_uring_sqe* entry = get_sqe();
     if (entry == nullptr) return false;  // retried by the next start or fire
     uint64_t deadline = heap_.earliest();
     if (armed_) {
       set(update_spec_, deadline);
-      entry->opcode = IORING_OP_TIMEOUT_REMOVE;
-      entry->fd = -1;
-      entry->addr = kUserData;
-      entry->addr2 = reinterpret_cast<uint64_t>(&update_spec_);
-      entry->timeout_flags = IORING_TIMEOUT_UPDATE | IORING_TIMEOUT_ABS;
-      entry->user_data = ignore;
+      prep_timeout_update(entry, kUserData, &update_spec_, IORING_TIMEOUT_ABS);
+      set_tag(entry, tag(kIgnore));
       armed_deadline_ = deadline;
       return false;
     }
     set(timeout_spec_, deadline);
-    entry->opcode = IORING_OP_TIMEOUT;
-    entry->fd = -1;
-    entry->addr = reinterpret_cast<uint64_t>(&timeout_spec_);
-    entry->len = 1;
-    entry->off = 0;  // a pure timeout, not "after n completions"
-    entry->timeout_flags = IORING_TIMEOUT_ABS;
-    entry->user_data = kUserData;
+    prep_timeout(entry, &timeout_spec_, IORING_TIMEOUT_ABS);
+    set_tag(entry, kUserData);
     armed_ = true;
     armed_deadline_ = deadline;
     return true;
@@ -72,14 +63,12 @@ class RingTimers {
 
   // Teardown: removes the armed TIMEOUT so that its CQE comes now, not at its deadline.
   template <typename GetSqe>
-  void disarm(GetSqe&& get_sqe, uint64_t ignore) {
+  void disarm(GetSqe&& get_sqe) {
     if (!armed_) return;
     io_uring_sqe* entry = get_sqe();
     if (entry == nullptr) return;
-    entry->opcode = IORING_OP_TIMEOUT_REMOVE;
-    entry->fd = -1;
-    entry->addr = kUserData;
-    entry->user_data = ignore;
+    prep_timeout_remove(entry, kUserData);
+    set_tag(entry, tag(kIgnore));
   }
 
  private:
@@ -95,4 +84,4 @@ class RingTimers {
   bool armed_ = false;  // a TIMEOUT is in the kernel (until its CQE is reaped)
 };
 
-}  // namespace twinloop
+}  // namespace twinloop::iouring

@@ -29,7 +29,7 @@
 //   timers     — iocp_timers.h: a TimerHeap on the JavaScript thread, whose earliest deadline is the
 //                waiting thread's GetQueuedCompletionStatusEx timeout.
 //   files      — iocp_files.h: overlapped ReadFile/WriteFile on the same port (completion key
-//                kFileKey), open/flush/close on the system thread pool.
+//                CompletionKey::kFile), open/flush/close on the system thread pool.
 //
 // Unix domain sockets are not supported here (UV_EAFNOSUPPORT); Windows has AF_UNIX, but neither
 // AcceptEx nor ConnectEx accepts it.
@@ -70,7 +70,7 @@ IocpBackend::~IocpBackend() {
   sockets_.for_each([&](HandleId handle, Socket&) { handles.push_back(handle); });
   for (HandleId handle : handles) release_socket(handle, false);
   if (thread_.get() != nullptr) {
-    PostQueuedCompletionStatus(port_.get(), 0, kStopKey, nullptr);
+    PostQueuedCompletionStatus(port_.get(), 0, to_key(CompletionKey::kStop), nullptr);
     WaitForSingleObject(thread_.get(), INFINITE);
   }
   // Every operation must be back before its memory, or the buffers JavaScript lent it, may go:
@@ -161,6 +161,8 @@ int IocpBackend::connect(const SocketAddress& address, const SocketAddress* loca
     return rc;
   }
   s->connect = op;
+  s->connect_op = op_id;
+  s->connect_held = true;
   return handle;
 }
 
@@ -207,7 +209,7 @@ int IocpBackend::try_read(HandleId handle, std::span<uint8_t> buffer) {
   Socket* s = sockets_.find(handle);
   if (!s) return kEBADF;
   if (s->listener) return kENOTCONN;
-  if (s->streamed) return kEBUSY;
+  if (int rc = s->check_read(); rc < 0) return rc;
   if (s->read_error != 0) return std::exchange(s->read_error, 0);
   int n = recv_some(*s, buffer);
   if (n == kEAGAIN) s->readable = false;
@@ -229,7 +231,7 @@ int IocpBackend::try_write(HandleId handle, std::span<const uint8_t> buffer) {
   op->staging = std::make_unique<uint8_t[]>(length);
   std::memcpy(op->staging.get(), buffer.data(), length);
   op->rest = {op->staging.get(), length};
-  if (int rc = post_send(*s, op); rc < 0) {
+  if (int rc = post_send(*s, op, op->rest); rc < 0) {
     release(op);
     return rc;
   }
@@ -239,7 +241,7 @@ int IocpBackend::try_write(HandleId handle, std::span<const uint8_t> buffer) {
 int IocpBackend::try_accept(HandleId handle) {
   Socket* s = sockets_.find(handle);
   if (!s) return kEBADF;
-  if (!s->listener) return kEINVAL;
+  if (int rc = s->check_accept(); rc < 0) return rc;
   if (!s->backlog.empty()) return adopt_connection(take_backlog(*s));
   ++stats_.syscalls;
   SOCKET accepted = ::accept(s->socket.get(), nullptr, nullptr);
@@ -251,18 +253,18 @@ int IocpBackend::submit_read(HandleId handle, std::span<uint8_t> buffer, int32_t
   Socket* s = sockets_.find(handle);
   if (!s) return kEBADF;
   if (s->listener) return kENOTCONN;
-  if (s->streamed) return kEBUSY;
-  if (s->recv != nullptr || !s->reads.empty()) {
-    s->reads.push_back({buffer, op_id});
-    return 0;
-  }
-  return post_recv(handle, *s, buffer, op_id);
+  if (int rc = s->check_read(); rc < 0) return rc;
+  s->reads.push_back({buffer, op_id});
+  if (s->reads.size() > 1) return 0;  // behind the read the kernel holds
+  int rc = post_recv(handle, *s, buffer, op_id);
+  if (rc < 0) s->reads.pop_back();
+  return rc;
 }
 
 int IocpBackend::submit_write(HandleId handle, std::span<const uint8_t> buffer, int32_t op_id) {
   Socket* s = sockets_.find(handle);
   if (!s) return kEBADF;
-  if (s->write_torn) return kEPIPE;
+  if (int rc = s->check_write(); rc < 0) return rc;
   if (!s->connected) return kENOTCONN;
   if (s->send != nullptr || !s->writes.empty()) {
     s->writes.push_back({buffer, op_id});
@@ -277,11 +279,12 @@ int IocpBackend::submit_write(HandleId handle, std::span<const uint8_t> buffer, 
     buffer = buffer.subspan(static_cast<size_t>(n));
   }
   if (buffer.empty()) return 1;
+  // What went out already counts if it is cancelled: the peer may have those bytes.
+  s->writes.push_back({buffer, op_id, size - buffer.size()});
   Operation* op = acquire(OpKind::kSend, handle, op_id);
-  op->sent = size - buffer.size();  // the peer may already have these: a cancel must count them
-  op->rest = buffer;
-  if (int rc = post_send(*s, op); rc < 0) {
+  if (int rc = post_send(*s, op, buffer); rc < 0) {
     release(op);
+    s->writes.pop_back();
     return rc;
   }
   return 0;
@@ -290,8 +293,8 @@ int IocpBackend::submit_write(HandleId handle, std::span<const uint8_t> buffer, 
 int IocpBackend::submit_accept(HandleId handle, int32_t op_id) {
   Socket* s = sockets_.find(handle);
   if (!s) return kEBADF;
-  if (!s->listener) return kEINVAL;
-  s->accepts.push_back(op_id);
+  if (int rc = s->check_accept(); rc < 0) return rc;
+  s->accepts.push_back({op_id});
   if (int rc = update(handle, *s); rc < 0) {
     s = sockets_.find(handle);
     s->accepts.pop_back();
@@ -301,53 +304,42 @@ int IocpBackend::submit_accept(HandleId handle, int32_t op_id) {
 }
 
 // What the kernel has not seen yet is taken off the socket's queue and completes with ECANCELED
-// at once (deferred); what it holds gets CancelIoEx on its own OVERLAPPED and completes only
-// when the kernel hands that back — ECANCELED (ERROR_OPERATION_ABORTED), or its real result if
-// it finished first — so that no buffer is released while the kernel may still use it.
+// at once; what it holds gets CancelIoEx on its own OVERLAPPED and completes only when the kernel
+// hands that back — ECANCELED (ERROR_OPERATION_ABORTED), or its real result if it finished first
+// — so that no buffer is released while the kernel may still use it.
 int IocpBackend::cancel(HandleId handle, int32_t op_id) {
   if (handle == -1) {
     if (!timers_.cancel(op_id)) return kENOENT;
-    defer({-1, EventKind::kCompleted, kECANCELED, op_id});
+    outbox_.post({-1, EventKind::kCompleted, kECANCELED, op_id});
     return 0;
   }
   Socket* s = sockets_.find(handle);
   if (!s) return kEBADF;
-  for (Operation* op : {s->recv, s->send, s->connect}) {
-    if (op == nullptr || op->op_id != op_id) continue;
-    if (!op->cancelled) {
-      op->cancelled = true;
-      ++stats_.syscalls;
-      // ERROR_NOT_FOUND: the operation is already over and its packet on the way.
-      CancelIoEx(reinterpret_cast<HANDLE>(s->socket.get()), &op->overlapped);
-    }
-    return 0;
+  switch (s->cancel(handle, op_id, outbox_)) {
+    case CancelOutcome::kNotFound:
+      return kENOENT;
+    case CancelOutcome::kSettled:
+      if (s->listener) withdraw_surplus_accepts(*s);  // an accept left: the AcceptEx calls it wanted may go
+      return 0;
+    case CancelOutcome::kRecallRead:
+      recall(*s, s->recv);
+      return 0;
+    case CancelOutcome::kRecallWrite:
+      recall(*s, s->send);
+      return 0;
+    case CancelOutcome::kRecallConnect:
+      recall(*s, s->connect);
+      return 0;
+    case CancelOutcome::kRecallAccept:  // never: the AcceptEx calls belong to no accept (accepts_held is 0)
+      return 0;
   }
-  auto read = std::find_if(s->reads.begin(), s->reads.end(), [op_id](const PendingRead& r) { return r.op_id == op_id; });
-  if (read != s->reads.end()) {
-    s->reads.erase(read);
-    defer({handle, EventKind::kCompleted, kECANCELED, op_id});
-    return 0;
-  }
-  // Only the write in flight can be half-sent; a queued one is withdrawn whole.
-  auto write = std::find_if(s->writes.begin(), s->writes.end(), [op_id](const PendingWrite& w) { return w.op_id == op_id; });
-  if (write != s->writes.end()) {
-    s->writes.erase(write);
-    defer({handle, EventKind::kCompleted, kECANCELED, op_id});
-    return 0;
-  }
-  auto accept = std::find(s->accepts.begin(), s->accepts.end(), op_id);
-  if (accept != s->accepts.end()) {
-    s->accepts.erase(accept);
-    defer({handle, EventKind::kCompleted, kECANCELED, op_id});
-    withdraw_surplus_accepts(*s);
-    return 0;
-  }
-  return kENOENT;
+  return 0;
 }
 
 Stats IocpBackend::stats() const {
   Stats stats = stats_;
   stats.syscalls += files_.syscalls();
+  stats.events = outbox_.events();
   return stats;
 }
 
@@ -366,7 +358,7 @@ int IocpBackend::prepare(SOCKET socket) {
   u_long on = 1;
   stats_.syscalls += 2;
   if (ioctlsocket(socket, FIONBIO, &on) != 0) return last_socket_error();
-  if (CreateIoCompletionPort(reinterpret_cast<HANDLE>(socket), port_.get(), 0, 0) == nullptr) {
+  if (CreateIoCompletionPort(reinterpret_cast<HANDLE>(socket), port_.get(), to_key(CompletionKey::kSocket), 0) == nullptr) {
     return translate_system_error(GetLastError());
   }
   return 0;
@@ -395,7 +387,7 @@ UniqueSocket IocpBackend::take_backlog(Socket& s) {
 
 void IocpBackend::reclaim(const OVERLAPPED_ENTRY& entry) {
   if (entry.lpOverlapped == nullptr) return;
-  if (entry.lpCompletionKey == IocpFiles::kFileKey) {
+  if (key_of(entry) == CompletionKey::kFile) {
     files_.discard(entry.lpOverlapped);
   } else {
     release(reinterpret_cast<Operation*>(entry.lpOverlapped));
@@ -410,9 +402,7 @@ void IocpBackend::release_socket(HandleId handle, bool reset) {
     if (op != nullptr) op->orphaned = true;
   }
   for (Operation* op : s->accepting) op->orphaned = true;
-  for (const auto& read : s->reads) defer({handle, EventKind::kCompleted, kECANCELED, read.op_id});
-  for (const auto& write : s->writes) defer({handle, EventKind::kCompleted, kECANCELED, write.op_id});
-  for (int32_t op : s->accepts) defer({handle, EventKind::kCompleted, kECANCELED, op});
+  s->withdraw_unheld(handle, outbox_);
   if (reset) {
     linger option{1, 0};  // an RST instead of a FIN, as a peer reset would
     setsockopt(s->socket.get(), SOL_SOCKET, SO_LINGER, reinterpret_cast<const char*>(&option), sizeof(option));

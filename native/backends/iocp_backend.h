@@ -20,25 +20,21 @@
 #include <vector>
 
 #include "../core/backend.h"
-#include "../core/event_queue.h"
+#include "../core/event_outbox.h"
 #include "../core/handle_table.h"
+#include "../core/socket_operations.h"
 #include "iocp_files.h"
 #include "iocp_socket.h"
 #include "iocp_timers.h"
 
 namespace twinloop::iocp {
 
-// Completion keys: 0 for socket operations, IocpFiles::kFileKey for file ones, and two packets
-// without an OVERLAPPED: stop the waiting thread, or make it recompute its timeout (IocpTimers).
-inline constexpr ULONG_PTR kStopKey = 1;
-inline constexpr ULONG_PTR kTimerWakeKey = 2;
-static_assert(IocpFiles::kFileKey != 0 && IocpFiles::kFileKey != kStopKey && IocpFiles::kFileKey != kTimerWakeKey);
 // AcceptEx wants room for each address plus 16 bytes.
 inline constexpr DWORD kAcceptAddressLength = sizeof(sockaddr_storage) + 16;
 
 enum class OpKind : uint8_t { kPoll, kRecv, kSend, kAccept, kConnect };
 
-// 376 bytes (x64), most of it AcceptEx's address area; pooled, so a busy loop allocates none.
+// 368 bytes (x64), most of it AcceptEx's address area; pooled, so a busy loop allocates none.
 struct Operation {
   OVERLAPPED overlapped;  // first: a completion's OVERLAPPED* is the Operation*
   OpKind kind = OpKind::kPoll;
@@ -46,54 +42,35 @@ struct Operation {
   bool cancelled = false;  // cancel() asked the kernel to give it back (CancelIoEx)
   HandleId handle = -1;
   int32_t op_id = -1;     // >= 0: a proactor operation JavaScript waits for
-  std::span<const uint8_t> rest;          // kSend: bytes not sent yet
-  size_t sent = 0;                        // kSend: bytes the peer has (> 0: cancelling tears the stream)
   std::unique_ptr<uint8_t[]> staging;     // kSend for try_write: our copy of the caller's bytes
+  std::span<const uint8_t> rest;          // kSend for try_write: what of `staging` is not sent yet
   UniqueSocket accepted;                  // kAccept: the socket AcceptEx connects
   char addresses[2 * kAcceptAddressLength];
 };
 static_assert(offsetof(Operation, overlapped) == 0, "completions are mapped back by address");
 
-struct PendingRead {
-  std::span<uint8_t> buffer;
-  int32_t op_id;
-};
-
-struct PendingWrite {
-  std::span<const uint8_t> buffer;
-  int32_t op_id;
-};
-
-// Per-socket state: 184 bytes (x64, measured) plus queues that allocate only once an operation
-// has to wait. No per-connection read buffer: readiness comes from zero-byte reads, so an idle
-// connection pins no memory in the kernel either.
-struct Socket {
+// Per-socket state, 192 bytes (x64, measured) plus queues that allocate at the first proactor
+// operation and keep their capacity: the operations JavaScript asked for (SocketOperations; the
+// kernel holds the head read while `recv` is in flight, the head write while `send` is a proactor
+// one, the connect while `connect` is) and the overlapped calls in flight for them. No
+// per-connection read buffer: readiness comes from zero-byte reads, so an idle connection pins no
+// memory in the kernel either.
+struct Socket : SocketOperations {
   UniqueSocket socket;
   int family = AF_INET;
-  bool listener = false;
   bool connected = false;       // accepted sockets at once, clients once ConnectEx completed
   bool readable = false;        // a zero-byte read completed and nobody has found the socket empty since
   bool in_attention = false;    // listed in IocpBackend::attention_
   bool in_rearm = false;        // listed in IocpBackend::rearm_
-  bool streaming_read = false;  // read_start
-  // read_start was called once: the stream owns the reads for good, because the bytes it has
-  // delivered but JS has not consumed yet come before anything a try_read or submit_read gets.
-  bool streamed = false;
-  bool streaming_accept = false;
-  bool write_torn = false;      // a write was cancelled half-sent: no later byte may follow it
-  Interest watched = Interest::kNone;  // reactor interest (watch())
   // An error a zero-byte read or a background send found: reported by the next read or write,
   // because the socket may not report it a second time.
   int read_error = 0;
   int write_error = 0;
   Operation* poll = nullptr;     // zero-byte WSARecv in flight
-  Operation* recv = nullptr;     // proactor WSARecv in flight
-  Operation* send = nullptr;     // WSASend in flight
+  Operation* recv = nullptr;     // WSARecv of the head read in flight
+  Operation* send = nullptr;     // WSASend in flight: the head write's, or a try_write's own
   Operation* connect = nullptr;  // ConnectEx in flight
-  std::vector<PendingRead> reads;    // proactor reads queued behind `recv`
-  std::vector<PendingWrite> writes;  // proactor writes queued behind `send`
-  std::vector<int32_t> accepts;      // listener: proactor accepts waiting for a connection
-  std::vector<Operation*> accepting;  // listener: AcceptEx in flight
+  std::vector<Operation*> accepting;  // listener: AcceptEx in flight, for whichever accept comes
   std::vector<UniqueSocket> backlog;  // listener: accepted connections nobody has taken yet
 };
 
@@ -175,17 +152,19 @@ class IocpBackend final : public Backend {
   void rearm();
   void post_poll(HandleId handle, Socket& s);
   int post_recv(HandleId handle, Socket& s, std::span<uint8_t> buffer, int32_t op_id);
-  int post_send(Socket& s, Operation* op);
+  void post_reads(HandleId handle, Socket& s);
+  int post_send(Socket& s, Operation* op, std::span<const uint8_t> bytes);
+  void post_writes(HandleId handle, Socket& s);
+  void recall(const Socket& s, Operation* op);
   int post_accept(HandleId handle, Socket& listener);
   int recv_some(Socket& s, std::span<uint8_t> buffer);
   int send_some(Socket& s, std::span<const uint8_t> buffer);
 
   // Completions turned into events (iocp_dispatch.cc).
-  void emit(const Event& event);
-  void defer(const Event& event);
   int operation_error(const Socket& s, Operation* op);
   void complete(const OVERLAPPED_ENTRY& entry);
   void complete_send(HandleId handle, Socket& s, Operation* op, int error, size_t bytes);
+  void complete_staged_send(Socket& s, Operation* op, int error, size_t bytes);
   void complete_accept(HandleId handle, Socket& listener, Operation* op, int error);
   void serve(HandleId handle);
   void stream_read(HandleId handle, Socket& s);
@@ -197,10 +176,8 @@ class IocpBackend final : public Backend {
   UniqueHandle thread_;
   BackendInfo info_;
   HandleTable<Socket> sockets_;
-  EventQueue deferred_;
+  EventOutbox outbox_{[](void* self) { static_cast<IocpBackend*>(self)->request_wake(); }, this};
   Stats stats_;
-  BatchSink* sink_ = nullptr;  // during drain()
-  bool in_drain_ = false;
   std::vector<HandleId> attention_;
   std::vector<HandleId> serving_;
   std::vector<HandleId> rearm_;
@@ -210,7 +187,7 @@ class IocpBackend final : public Backend {
   IocpFiles files_{port_.get()};
 
   // Shared with the waiting thread through its own atomics.
-  IocpTimers timers_{port_.get(), kTimerWakeKey};
+  IocpTimers timers_{port_.get()};
 
   // Shared with the waiting thread.
   Lock lock_;

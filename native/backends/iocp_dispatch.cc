@@ -33,7 +33,7 @@ void IocpBackend::wait_for_completions() {
       LockGuard guard(lock_);
       for (ULONG i = 0; i < count; ++i) {
         if (entries[i].lpOverlapped == nullptr) {  // a stop or a timer wake packet
-          stop = stop || entries[i].lpCompletionKey == kStopKey;
+          stop = stop || key_of(entries[i]) == CompletionKey::kStop;
           continue;
         }
         completed_.push_back(entries[i]);
@@ -54,17 +54,15 @@ void IocpBackend::request_wake() {
 void IocpBackend::drain(BatchSink& sink) {
   // Cleared before the completions are taken: one that arrives after the swap wakes us again.
   wake_pending_.store(false);
-  in_drain_ = true;
-  sink_ = &sink;
+  outbox_.begin_drain(sink);
   rearm();
-  deferred_.drain_into(sink);
   {
     LockGuard guard(lock_);
     std::swap(ready_, completed_);
   }
   for (const OVERLAPPED_ENTRY& entry : ready_) complete(entry);
   ready_.clear();
-  timers_.pop_expired([&](int32_t op_id) { emit({-1, EventKind::kCompleted, 0, op_id}); });
+  timers_.pop_expired([&](int32_t op_id) { outbox_.post({-1, EventKind::kCompleted, 0, op_id}); });
   // Sockets served now that still have something to report go to the back of the list, for the
   // next drain: one busy socket cannot fill every batch.
   serving_.swap(attention_);
@@ -73,9 +71,8 @@ void IocpBackend::drain(BatchSink& sink) {
   }
   for (HandleId handle : serving_) serve(handle);
   serving_.clear();
-  sink_ = nullptr;
-  in_drain_ = false;
-  if (!deferred_.empty() || !attention_.empty()) request_wake();
+  outbox_.end_drain();
+  if (!attention_.empty()) request_wake();
 }
 
 // Called after JavaScript has handled a batch: readiness it reported is checked again now, so a
@@ -83,20 +80,6 @@ void IocpBackend::drain(BatchSink& sink) {
 void IocpBackend::flush() {
   rearm();
   if (!attention_.empty()) request_wake();
-}
-
-void IocpBackend::emit(const Event& event) {
-  ++stats_.events;
-  if (sink_ != nullptr && !sink_->full()) {
-    sink_->push(event);
-  } else {
-    defer(event);
-  }
-}
-
-void IocpBackend::defer(const Event& event) {
-  deferred_.push(event);
-  if (!in_drain_) request_wake();
 }
 
 // The error of a completed operation: the completion carries an NTSTATUS, WSAGetOverlappedResult
@@ -109,13 +92,13 @@ int IocpBackend::operation_error(const Socket& s, Operation* op) {
 }
 
 void IocpBackend::complete(const OVERLAPPED_ENTRY& entry) {
-  if (entry.lpCompletionKey == IocpFiles::kFileKey) {
-    emit(files_.complete(entry));
+  if (key_of(entry) == CompletionKey::kFile) {
+    outbox_.post(files_.complete(entry));
     return;
   }
   auto* op = reinterpret_cast<Operation*>(entry.lpOverlapped);
   if (op->orphaned) {
-    if (op->op_id >= 0) emit({op->handle, EventKind::kCompleted, kECANCELED, op->op_id});
+    if (op->op_id >= 0) outbox_.post({op->handle, EventKind::kCompleted, kECANCELED, op->op_id});
     release(op);
     return;
   }
@@ -135,13 +118,10 @@ void IocpBackend::complete(const OVERLAPPED_ENTRY& entry) {
       break;
     case OpKind::kRecv:
       s->recv = nullptr;
-      emit({handle, EventKind::kCompleted, ok ? static_cast<int>(bytes) : error, op->op_id});
+      s->reads_held = 0;
+      s->complete_read(handle, ok ? static_cast<int>(bytes) : error, outbox_);
       release(op);
-      while (s->recv == nullptr && !s->reads.empty()) {
-        PendingRead next = s->reads.front();
-        s->reads.erase(s->reads.begin());
-        if (int rc = post_recv(handle, *s, next.buffer, next.op_id); rc < 0) emit({handle, EventKind::kCompleted, rc, next.op_id});
-      }
+      post_reads(handle, *s);
       update(handle, *s);
       break;
     case OpKind::kSend:
@@ -149,12 +129,14 @@ void IocpBackend::complete(const OVERLAPPED_ENTRY& entry) {
       break;
     case OpKind::kConnect:
       s->connect = nullptr;
+      s->connect_op = -1;
+      s->connect_held = false;
       if (ok) {
         // Without it the socket does not know it is connected: getpeername and shutdown fail.
         setsockopt(s->socket.get(), SOL_SOCKET, SO_UPDATE_CONNECT_CONTEXT, nullptr, 0);
         s->connected = true;
       }
-      emit({handle, EventKind::kCompleted, error, op->op_id});
+      outbox_.post({handle, EventKind::kCompleted, error, op->op_id});
       release(op);
       update(handle, *s);
       break;
@@ -166,50 +148,51 @@ void IocpBackend::complete(const OVERLAPPED_ENTRY& entry) {
 
 void IocpBackend::complete_send(HandleId handle, Socket& s, Operation* op, int error, size_t bytes) {
   s.send = nullptr;
-  if (error == 0 || error == kECANCELED) {
-    // A send the kernel gave back cancelled still reports the bytes that went out before. Under
-    // wine that count is 0 and nothing went out after the send buffer filled (the speculative
-    // prefix in `sent` is what the peer gets, as the torn-write test checks); on Windows, whose
-    // AFD may send straight from the caller's pages, it is the kernel's word, untested here.
-    bytes = std::min(bytes, op->rest.size());
-    op->sent += bytes;
-    op->rest = op->rest.subspan(bytes);
-    if (op->rest.empty()) error = 0;  // every byte went out before the cancel took hold
+  s.writes_held = 0;
+  if (op->op_id < 0) {
+    complete_staged_send(s, op, error, bytes);
+    post_writes(handle, s);
+    update(handle, s);
+    return;
   }
-  if (error == 0 && !op->rest.empty() && !op->cancelled) {
-    // A short send (or a buffer over 1 GiB): continue with the rest.
-    error = post_send(s, op);
-    if (error == 0) return;
-  }
-  if (op->cancelled && !op->rest.empty() && (error == 0 || error == kECANCELED)) {
-    int32_t op_id = op->op_id;
-    size_t sent = op->sent;
-    if (sent == 0) {
-      emit({handle, EventKind::kCompleted, kECANCELED, op_id});  // withdrawn whole: the queue carries on
-    } else {
-      // Torn (see Backend::cancel): the count the peer got, and nothing queued may follow it.
-      emit({handle, EventKind::kCompleted, static_cast<int32_t>(std::min<size_t>(sent, INT32_MAX)), op_id});
-      for (const PendingWrite& write : s.writes) emit({handle, EventKind::kCompleted, kECANCELED, write.op_id});
-      s.writes.clear();
-      s.write_torn = true;
+  QueuedWrite& head = s.writes.front();
+  bool counted = error == 0 || error == kECANCELED;
+  // A send the kernel gave back cancelled still reports the bytes that went out before. Under
+  // wine that count is 0 and nothing went out after the send buffer filled (the speculative
+  // prefix in `sent` is what the peer gets, as the torn-write test checks); on Windows, whose
+  // AFD may send straight from the caller's pages, it is the kernel's word, untested here.
+  bool whole = counted && bytes >= head.rest.size();  // every byte went out, cancelled or not
+  if (counted) s.account_sent(handle, 1, bytes, outbox_);
+  if (!whole) {
+    if (error == 0 && !head.cancelled) {
+      // A short send (or a buffer over 1 GiB): continue with the rest.
+      error = post_send(s, op, head.rest);
+      if (error == 0) return;
     }
-  } else if (op->op_id >= 0) {
-    emit({handle, EventKind::kCompleted, error, op->op_id});
-  } else if (error != 0) {
-    s.write_error = error;
+    if (head.cancelled && (error == 0 || error == kECANCELED)) {
+      s.settle_cancelled_writes(handle, outbox_);  // withdrawn whole, or torn (see Backend::cancel)
+    } else {
+      outbox_.post({handle, EventKind::kCompleted, error, head.op_id});
+      s.writes.erase(s.writes.begin());
+    }
   }
   release(op);
-  while (s.send == nullptr && !s.writes.empty()) {
-    PendingWrite next = s.writes.front();
-    s.writes.erase(s.writes.begin());
-    Operation* write = acquire(OpKind::kSend, handle, next.op_id);
-    write->rest = next.buffer;
-    if (int rc = post_send(s, write); rc < 0) {
-      release(write);
-      emit({handle, EventKind::kCompleted, rc, next.op_id});
-    }
-  }
+  post_writes(handle, s);
   update(handle, s);
+}
+
+// try_write's own send: nobody waits for it, so an error waits for the next write.
+void IocpBackend::complete_staged_send(Socket& s, Operation* op, int error, size_t bytes) {
+  if (error == 0 || error == kECANCELED) {
+    op->rest = op->rest.subspan(std::min(bytes, op->rest.size()));
+    if (op->rest.empty()) error = 0;
+  }
+  if (error == 0 && !op->rest.empty()) {
+    error = post_send(s, op, op->rest);
+    if (error == 0) return;
+  }
+  if (error != 0) s.write_error = error;
+  release(op);
 }
 
 void IocpBackend::complete_accept(HandleId handle, Socket& listener, Operation* op, int error) {
@@ -225,11 +208,10 @@ void IocpBackend::complete_accept(HandleId handle, Socket& listener, Operation* 
   } else if (error != kECONNRESET && error != kECONNABORTED) {
     // A peer that gave up before we accepted is skipped, as accept(2) does; anything else goes to
     // whoever waits for a connection.
-    if (!listener.accepts.empty()) {
-      emit({handle, EventKind::kCompleted, error, listener.accepts.front()});
-      listener.accepts.erase(listener.accepts.begin());
+    if (int32_t op_id = listener.take_accept(false); op_id >= 0) {
+      outbox_.post({handle, EventKind::kCompleted, error, op_id});
     } else if (listener.streaming_accept) {
-      emit({handle, EventKind::kAccepted, error, 0});
+      outbox_.post({handle, EventKind::kAccepted, error, 0});
       listener.streaming_accept = false;
     }
   }
@@ -248,18 +230,18 @@ void IocpBackend::serve(HandleId handle) {
   }
   if (s->streaming_read && (s->readable || s->read_error != 0)) stream_read(handle, *s);
   if (has(s->watched, Interest::kReadable) && (s->readable || s->read_error != 0)) {
-    emit({handle, EventKind::kReadable, 0, 0});
+    outbox_.post({handle, EventKind::kReadable, 0, 0});
     s->readable = false;
     schedule_rearm(handle, *s);
   }
   if (has(s->watched, Interest::kWritable) && (writable(*s) || s->write_error != 0)) {
-    emit({handle, EventKind::kWritable, 0, 0});
+    outbox_.post({handle, EventKind::kWritable, 0, 0});
     schedule_rearm(handle, *s);
   }
 }
 
 void IocpBackend::stream_read(HandleId handle, Socket& s) {
-  std::span<uint8_t> space = sink_->arena_space(kMaxStreamRead);
+  std::span<uint8_t> space = outbox_.sink()->arena_space(kMaxStreamRead);
   if (space.empty()) {  // the batch is full of data: the next drain continues
     need_attention(handle, s);
     return;
@@ -270,8 +252,8 @@ void IocpBackend::stream_read(HandleId handle, Socket& s) {
     update(handle, s);
     return;
   }
-  int32_t offset = n > 0 ? sink_->commit_arena(static_cast<size_t>(n)) : 0;
-  emit({handle, EventKind::kData, n, offset});
+  int32_t offset = n > 0 ? outbox_.sink()->commit_arena(static_cast<size_t>(n)) : 0;
+  outbox_.post({handle, EventKind::kData, n, offset});
   if (n <= 0) {
     s.streaming_read = false;  // after EOF or an error the socket stays readable for ever
   } else if (static_cast<size_t>(n) == space.size()) {
@@ -287,21 +269,20 @@ void IocpBackend::stream_read(HandleId handle, Socket& s) {
 void IocpBackend::serve_listener(HandleId handle) {
   Socket* s = sockets_.find(handle);
   while (!s->backlog.empty() && (!s->accepts.empty() || s->streaming_accept)) {
-    if (sink_->full()) {
+    if (outbox_.full()) {
       need_attention(handle, *s);
       return;
     }
     int result = adopt_connection(take_backlog(*s));
     s = sockets_.find(handle);  // inserting may have moved it
-    if (!s->accepts.empty()) {
-      emit({handle, EventKind::kCompleted, result, s->accepts.front()});
-      s->accepts.erase(s->accepts.begin());
+    if (int32_t op_id = s->take_accept(false); op_id >= 0) {
+      outbox_.post({handle, EventKind::kCompleted, result, op_id});
     } else {
-      emit({handle, EventKind::kAccepted, result, 0});
+      outbox_.post({handle, EventKind::kAccepted, result, 0});
     }
   }
   if (has(s->watched, Interest::kReadable) && !s->backlog.empty()) {
-    emit({handle, EventKind::kReadable, 0, 0});
+    outbox_.post({handle, EventKind::kReadable, 0, 0});
     schedule_rearm(handle, *s);
   }
   update_listener(handle);

@@ -109,22 +109,23 @@ int IocpFiles::write(HandleId file, std::span<const uint8_t> buffer, int64_t pos
 }
 
 int IocpFiles::transfer(HandleId id, bool write, std::span<uint8_t> buffer, int64_t position, int32_t op_id) {
-  File* file = files_.find(id);
-  if (!file || file->close_op >= 0) return kEBADF;
+  File* file = files_.usable(id);
+  if (!file) return kEBADF;
   Transfer next{write, buffer.first(std::min(buffer.size(), kMaxTransfer)), op_id};
-  ++file->in_flight;  // queued or posted: close waits for it either way
+  files_.started(*file);  // queued or posted: close waits for it either way
+  OpenFile& open_file = file->descriptor;
   if (position >= 0) {
-    start_transfer(id, *file, next, position, false);
-  } else if (file->sequential_busy) {
-    file->sequential.push_back(next);
+    start_transfer(id, open_file, next, position, false);
+  } else if (open_file.sequential_busy) {
+    open_file.sequential.push_back(next);
   } else {
-    file->sequential_busy = true;
-    start_transfer(id, *file, next, file->position, true);
+    open_file.sequential_busy = true;
+    start_transfer(id, open_file, next, open_file.position, true);
   }
   return 0;
 }
 
-void IocpFiles::start_transfer(HandleId id, File& file, const Transfer& transfer, int64_t position, bool sequential) {
+void IocpFiles::start_transfer(HandleId id, OpenFile& file, const Transfer& transfer, int64_t position, bool sequential) {
   Operation* op = acquire(transfer.write ? Kind::kWrite : Kind::kRead, id, transfer.op_id);
   op->sequential = sequential;
   if (file.directory) {
@@ -150,16 +151,16 @@ void IocpFiles::start_transfer(HandleId id, File& file, const Transfer& transfer
 }
 
 int IocpFiles::sync(HandleId id, int32_t op_id) {
-  File* file = files_.find(id);
-  if (!file || file->close_op >= 0) return kEBADF;
+  File* file = files_.usable(id);
+  if (!file) return kEBADF;
   // FlushFileBuffers may wait without end (a pipe waits for its reader): on a handle of its own,
   // a flush that outlives the loop flushes and closes only that, never a handle value reused since.
   HANDLE duplicate = nullptr;
   ++syscalls_;
-  if (!DuplicateHandle(GetCurrentProcess(), file->handle.get(), GetCurrentProcess(), &duplicate, 0, FALSE, DUPLICATE_SAME_ACCESS)) {
+  if (!DuplicateHandle(GetCurrentProcess(), file->descriptor.handle.get(), GetCurrentProcess(), &duplicate, 0, FALSE, DUPLICATE_SAME_ACCESS)) {
     return translate_system_error(GetLastError());
   }
-  ++file->in_flight;
+  files_.started(*file);
   Operation* op = acquire(Kind::kSync, id, op_id);
   op->handle = duplicate;
   start_work(op);
@@ -167,11 +168,10 @@ int IocpFiles::sync(HandleId id, int32_t op_id) {
 }
 
 int IocpFiles::close(HandleId id, int32_t op_id) {
-  File* file = files_.find(id);
-  if (!file || file->close_op >= 0) return kEBADF;
-  file->close_op = op_id;
   // Closing under a transfer in flight would cancel it; the contract (and io_uring) lets it finish.
-  if (file->in_flight == 0) start_close(id, *file);
+  bool close_now = false;
+  if (int rc = files_.request_close(id, op_id, close_now); rc < 0) return rc;
+  if (close_now) start_close(id, *files_.find(id));
   return 0;
 }
 
@@ -180,14 +180,15 @@ int IocpFiles::cancel(HandleId id, int32_t op_id) {
     if (op->op_id != op_id || op->file != id) continue;
     ++syscalls_;
     // ERROR_NOT_FOUND: the kernel finished it; its packet, with the result, is on its way.
-    if (File* file = files_.find(id)) CancelIoEx(file->handle.get(), &op->overlapped);
+    if (File* file = files_.find(id)) CancelIoEx(file->descriptor.handle.get(), &op->overlapped);
     return 0;
   }
   if (File* file = files_.find(id)) {
-    for (auto it = file->sequential.begin(); it != file->sequential.end(); ++it) {
+    std::vector<Transfer>& waiting = file->descriptor.sequential;
+    for (auto it = waiting.begin(); it != waiting.end(); ++it) {
       if (it->op_id != op_id) continue;
       Operation* op = acquire(it->write ? Kind::kWrite : Kind::kRead, id, op_id);
-      file->sequential.erase(it);
+      waiting.erase(it);
       post_result(op, kECANCELED);  // still counted in in_flight: complete() settles it
       return 0;
     }
@@ -200,7 +201,8 @@ int IocpFiles::cancel(HandleId id, int32_t op_id) {
 
 void IocpFiles::start_close(HandleId id, File& file) {
   Operation* op = acquire(Kind::kClose, id, file.close_op);
-  op->handle = file.handle.release();  // the work item closes it, whatever becomes of the loop
+  op->handle = file.descriptor.release();  // the work item closes it, whatever becomes of the loop
+  files_.started(file);
   start_work(op);
 }
 
@@ -214,7 +216,7 @@ void IocpFiles::start_work(Operation* op) {
 void IocpFiles::post_result(Operation* op, int result) {
   op->posted = true;
   op->result = result;
-  PostQueuedCompletionStatus(port_, 0, kFileKey, &op->overlapped);
+  PostQueuedCompletionStatus(port_, 0, to_key(CompletionKey::kFile), &op->overlapped);
 }
 
 // A thread of the system pool. It owns `op` until the packet is posted, and touches nothing else:
@@ -248,7 +250,7 @@ void IocpFiles::finish_work(Operation* op) {
   LockGuard guard(items->lock);
   if (!items->abandoned) {
     op->posted = true;
-    PostQueuedCompletionStatus(op->port, 0, kFileKey, &op->overlapped);
+    PostQueuedCompletionStatus(op->port, 0, to_key(CompletionKey::kFile), &op->overlapped);
     return;
   }
   if (op->kind == Kind::kOpen && op->result == 0) CloseHandle(op->handle);
@@ -293,7 +295,7 @@ Event IocpFiles::complete(const OVERLAPPED_ENTRY& entry) {
   if (op->posted) {
     result = op->result;
   } else {
-    result = transfer_result(file->handle.get(), &op->overlapped, entry.dwNumberOfBytesTransferred);
+    result = transfer_result(file->descriptor.handle.get(), &op->overlapped, entry.dwNumberOfBytesTransferred);
   }
   switch (op->kind) {
     case Kind::kOpen: {
@@ -301,24 +303,23 @@ Event IocpFiles::complete(const OVERLAPPED_ENTRY& entry) {
       // directory takes no transfer (they are EISDIR before any call): it needs no port.
       if (result == 0 && !op->directory) {
         ++syscalls_;
-        if (CreateIoCompletionPort(op->handle, port_, kFileKey, 0) == nullptr) {
+        if (CreateIoCompletionPort(op->handle, port_, to_key(CompletionKey::kFile), 0) == nullptr) {
           result = translate_system_error(GetLastError());
           CloseHandle(op->handle);
         }
       }
       if (result == 0) {
-        File opened;
+        OpenFile opened;
         opened.handle = UniqueHandle(op->handle);
         opened.directory = op->directory;
         opened.append = op->append;
-        result = files_.insert(std::move(opened));
-        if (result < 0) result = kEMFILE;  // the handle closed with the File that was dropped
+        result = files_.insert(std::move(opened));  // EMFILE closes the handle
       }
       release(op);
       return {-1, EventKind::kCompleted, result, op_id};
     }
     case Kind::kClose:
-      files_.erase(id);  // its handle went to the work item, which closed it
+      files_.finished(id, true);  // its handle went to the work item, which closed it
       release(op);
       return {id, EventKind::kCompleted, result, op_id};
     case Kind::kSync:
@@ -326,26 +327,27 @@ Event IocpFiles::complete(const OVERLAPPED_ENTRY& entry) {
     case Kind::kRead:
     case Kind::kWrite:
       if (op->sequential) {
-        if (result > 0 && !(op->kind == Kind::kWrite && file->append)) file->position += result;
-        file->sequential_busy = false;
-        if (!file->sequential.empty()) {
-          Transfer next = file->sequential.front();
-          file->sequential.erase(file->sequential.begin());
-          file->sequential_busy = true;
-          start_transfer(id, *file, next, file->position, true);
-          file = files_.find(id);
+        OpenFile& open_file = file->descriptor;
+        if (result > 0 && !(op->kind == Kind::kWrite && open_file.append)) open_file.position += result;
+        open_file.sequential_busy = false;
+        if (!open_file.sequential.empty()) {
+          Transfer next = open_file.sequential.front();
+          open_file.sequential.erase(open_file.sequential.begin());
+          open_file.sequential_busy = true;
+          start_transfer(id, open_file, next, open_file.position, true);
         }
       }
       break;
   }
   release(op);
-  if (--file->in_flight == 0 && file->close_op >= 0) start_close(id, *file);
+  if (File* to_close = files_.finished(id, false)) start_close(id, *to_close);
   return {id, EventKind::kCompleted, result, op_id};
 }
 
 void IocpFiles::cancel_all() {
   files_.for_each([](HandleId, File& file) {
-    if (!file.directory && file.handle.get() != nullptr) CancelIoEx(file.handle.get(), nullptr);
+    const OpenFile& open_file = file.descriptor;
+    if (!open_file.directory && open_file.handle.get() != nullptr) CancelIoEx(open_file.handle.get(), nullptr);
   });
 }
 

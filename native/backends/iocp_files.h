@@ -1,7 +1,7 @@
 // Regular files on IOCP: overlapped ReadFile/WriteFile on handles tied to the loop's completion
 // port, so that a file operation completes exactly like a socket one. Each operation has its own
 // FileOperation (a file may have any number in flight, as on io_uring); its packets carry the
-// completion key kFileKey, which tells them from the socket operations.
+// completion key CompletionKey::kFile, which tells them from the socket operations.
 //
 // What Windows can only do blocking — CreateFileW (a network path takes seconds), FlushFileBuffers
 // (waits for the device), CloseHandle (flushes a network file) — runs on the system thread pool
@@ -28,16 +28,13 @@
 #include <vector>
 
 #include "../core/backend.h"
-#include "../core/handle_table.h"
+#include "../core/file_table.h"
 #include "iocp_socket.h"
 
 namespace twinloop::iocp {
 
 class IocpFiles {
  public:
-  // The completion key of every file packet; the socket operations use 0.
-  static constexpr ULONG_PTR kFileKey = 3;
-
   explicit IocpFiles(HANDLE port) : port_(port) {}
   ~IocpFiles();
   IocpFiles(const IocpFiles&) = delete;
@@ -108,19 +105,21 @@ class IocpFiles {
     int32_t op_id;
   };
 
-  struct File {
+  // What FileTable keeps for a file beside its lifecycle: the handle, and the file position an
+  // overlapped handle does not keep.
+  struct OpenFile {
     UniqueHandle handle{nullptr};
     bool directory = false;
     bool append = false;
-    int in_flight = 0;
-    int32_t close_op = -1;  // >= 0: close once in_flight drops to 0
     int64_t position = 0;   // for position -1
     bool sequential_busy = false;     // a position -1 transfer is in flight
     std::vector<Transfer> sequential;  // position -1 transfers waiting for it, in order
+    HANDLE release() { return handle.release(); }
   };
+  using File = FileTable<OpenFile>::File;
 
   int transfer(HandleId file, bool write, std::span<uint8_t> buffer, int64_t position, int32_t op_id);
-  void start_transfer(HandleId id, File& file, const Transfer& transfer, int64_t position, bool sequential);
+  void start_transfer(HandleId id, OpenFile& file, const Transfer& transfer, int64_t position, bool sequential);
   void start_close(HandleId id, File& file);
   void start_work(Operation* op);
   void post_result(Operation* op, int result);
@@ -133,7 +132,7 @@ class IocpFiles {
   void release(Operation* op);
 
   HANDLE port_;
-  HandleTable<File> files_;
+  FileTable<OpenFile> files_;
   std::vector<Operation*> transfers_;  // handed to ReadFile/WriteFile, packet not dequeued yet
   std::vector<Operation*> working_ops_;  // open, sync and close on the system thread pool
   std::shared_ptr<WorkItems> work_items_ = std::make_shared<WorkItems>();

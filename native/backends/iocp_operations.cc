@@ -30,7 +30,6 @@ Operation* IocpBackend::acquire(OpKind kind, HandleId handle, int32_t op_id) {
   op->op_id = op_id;
   op->cancelled = false;
   op->rest = {};
-  op->sent = 0;
   return op;
 }
 
@@ -41,15 +40,9 @@ void IocpBackend::release(Operation* op) {
 }
 
 int IocpBackend::set_streaming(HandleId handle, Stream stream, bool on) {
-  bool Socket::*flag = stream == Stream::kRead ? &Socket::streaming_read : &Socket::streaming_accept;
   Socket* s = sockets_.find(handle);
   if (!s) return kEBADF;
-  if ((flag == &Socket::streaming_accept) != s->listener) return kEINVAL;
-  if (on && flag == &Socket::streaming_read) {
-    if (!s->reads.empty()) return kEBUSY;  // the stream would take bytes the queued reads wait for
-    s->streamed = true;
-  }
-  s->*flag = on;
+  if (int rc = s->set_streaming(stream, on); rc < 0) return rc;
   return update(handle, *s);
 }
 
@@ -81,7 +74,7 @@ int IocpBackend::update_listener(HandleId handle) {
       // JavaScript decides when to try again.
       if (s->streaming_accept) {
         s->streaming_accept = false;
-        emit({handle, EventKind::kAccepted, rc, 0});
+        outbox_.post({handle, EventKind::kAccepted, rc, 0});
         return 0;
       }
       return rc;
@@ -99,11 +92,18 @@ void IocpBackend::withdraw_surplus_accepts(Socket& listener) {
   size_t live = live_accepts(listener);
   for (auto op = listener.accepting.rbegin(); op != listener.accepting.rend() && live + listener.backlog.size() > wanted; ++op) {
     if ((*op)->cancelled) continue;
-    (*op)->cancelled = true;
+    recall(listener, *op);
     --live;
-    ++stats_.syscalls;
-    CancelIoEx(reinterpret_cast<HANDLE>(listener.socket.get()), &(*op)->overlapped);
   }
+}
+
+// Asks the kernel to give back an operation it holds, once: its completion settles it.
+void IocpBackend::recall(const Socket& s, Operation* op) {
+  if (op->cancelled) return;
+  op->cancelled = true;
+  ++stats_.syscalls;
+  // ERROR_NOT_FOUND: the operation is already over and its packet on the way.
+  CancelIoEx(reinterpret_cast<HANDLE>(s.socket.get()), &op->overlapped);
 }
 
 void IocpBackend::need_attention(HandleId handle, Socket& s) {
@@ -111,7 +111,7 @@ void IocpBackend::need_attention(HandleId handle, Socket& s) {
     s.in_attention = true;
     attention_.push_back(handle);
   }
-  if (!in_drain_) request_wake();
+  if (outbox_.sink() == nullptr) request_wake();
 }
 
 void IocpBackend::schedule_rearm(HandleId handle, Socket& s) {
@@ -158,18 +158,41 @@ int IocpBackend::post_recv(HandleId handle, Socket& s, std::span<uint8_t> buffer
     return rc;
   }
   s.recv = op;
+  s.reads_held = 1;
   return 0;
 }
 
-int IocpBackend::post_send(Socket& s, Operation* op) {
-  WSABUF buf{static_cast<ULONG>(std::min(op->rest.size(), kMaxTransfer)),
-             const_cast<char*>(reinterpret_cast<const char*>(op->rest.data()))};
+// Hands the head read to the kernel once it holds none; one that cannot be posted fails.
+void IocpBackend::post_reads(HandleId handle, Socket& s) {
+  while (s.reads_held == 0 && !s.reads.empty()) {
+    const QueuedRead& head = s.reads.front();
+    if (int rc = post_recv(handle, s, head.buffer, head.op_id); rc < 0) s.complete_read(handle, rc, outbox_);
+  }
+}
+
+// The head write's bytes, or a try_write's staged ones (op_id -1, no queued write).
+int IocpBackend::post_send(Socket& s, Operation* op, std::span<const uint8_t> bytes) {
+  WSABUF buf{static_cast<ULONG>(std::min(bytes.size(), kMaxTransfer)), const_cast<char*>(reinterpret_cast<const char*>(bytes.data()))};
   ++stats_.syscalls;
   if (WSASend(s.socket.get(), &buf, 1, nullptr, 0, &op->overlapped, nullptr) != 0 && WSAGetLastError() != WSA_IO_PENDING) {
     return last_socket_error();
   }
   s.send = op;
+  s.writes_held = op->op_id >= 0 ? 1 : 0;
   return 0;
+}
+
+// Hands the head write to the kernel once no send is in flight; one that cannot be posted fails.
+void IocpBackend::post_writes(HandleId handle, Socket& s) {
+  while (s.send == nullptr && !s.writes.empty()) {
+    const QueuedWrite& head = s.writes.front();
+    Operation* op = acquire(OpKind::kSend, handle, head.op_id);
+    if (int rc = post_send(s, op, head.rest); rc < 0) {
+      release(op);
+      outbox_.post({handle, EventKind::kCompleted, rc, head.op_id});
+      s.writes.erase(s.writes.begin());
+    }
+  }
 }
 
 int IocpBackend::post_accept(HandleId handle, Socket& listener) {

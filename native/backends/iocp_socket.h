@@ -1,5 +1,5 @@
-// Winsock helpers of the IOCP backend: RAII owners for sockets and handles, a lock, the pool of
-// operations, addresses, socket setup (overlapped sockets, AcceptEx/ConnectEx), and the
+// Winsock helpers of the IOCP backend: the completion keys, RAII owners for sockets and handles, a
+// lock, the pool of operations, addresses, socket setup (overlapped sockets, AcceptEx/ConnectEx), and the
 // translation of Winsock/Win32 errors into the libuv numbering of core/errors.h. Every function
 // returns >= 0 or a negative libuv error and never throws.
 #pragma once
@@ -24,6 +24,18 @@ int translate_system_error(unsigned long error);
 namespace iocp {
 
 inline int last_socket_error() { return translate_system_error(static_cast<unsigned long>(WSAGetLastError())); }
+
+// What a packet on a loop's completion port is, told by the key its handle was tied to the port
+// with (CreateIoCompletionPort) or it was posted with (PostQueuedCompletionStatus). Every key is
+// here, so that no two can mean the same.
+enum class CompletionKey : ULONG_PTR {
+  kSocket,     // a socket operation: the OVERLAPPED is an IocpBackend Operation
+  kStop,       // no OVERLAPPED: the waiting thread ends
+  kTimerWake,  // no OVERLAPPED: the waiting thread recomputes its timeout (IocpTimers)
+  kFile,       // a file operation: the OVERLAPPED is an IocpFiles Operation
+};
+inline ULONG_PTR to_key(CompletionKey key) { return static_cast<ULONG_PTR>(key); }
+inline CompletionKey key_of(const OVERLAPPED_ENTRY& entry) { return static_cast<CompletionKey>(entry.lpCompletionKey); }
 
 // Operations the kernel knows by their OVERLAPPED's address: recycled rather than allocated per
 // operation, and handed out zeroed where the kernel reads them. An Op begins with its OVERLAPPED.

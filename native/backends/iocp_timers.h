@@ -13,13 +13,12 @@
 // performance.now()); the waiter checks the clock and waits again for what is left.
 #pragma once
 
-#include <windows.h>
-
 #include <atomic>
 #include <cstdint>
 
 #include "../core/limits.h"
 #include "../core/timer_heap.h"
+#include "iocp_socket.h"
 
 namespace twinloop::iocp {
 
@@ -39,8 +38,7 @@ class IocpTimers {
  public:
   static constexpr uint64_t kNever = UINT64_MAX;
 
-  // The completion key of the wake packet; it carries no OVERLAPPED.
-  explicit IocpTimers(HANDLE port, ULONG_PTR wake_key) : port_(port), wake_key_(wake_key) {}
+  explicit IocpTimers(HANDLE port) : port_(port) {}
 
   // JavaScript thread. False when a timer with this id is already pending.
   bool start(uint64_t delay_ms, int32_t op_id) {
@@ -91,11 +89,10 @@ class IocpTimers {
   void publish() {
     uint64_t deadline = heap_.empty() ? kNever : heap_.earliest();
     if (earliest_.exchange(deadline) == deadline) return;
-    if (deadline < waiting_for_.load()) PostQueuedCompletionStatus(port_, 0, wake_key_, nullptr);
+    if (deadline < waiting_for_.load()) PostQueuedCompletionStatus(port_, 0, to_key(CompletionKey::kTimerWake), nullptr);
   }
 
   HANDLE port_;
-  ULONG_PTR wake_key_;
   TimerHeap heap_;                           // JavaScript thread only
   std::atomic<uint64_t> earliest_{kNever};   // written by JavaScript, read by the waiter
   std::atomic<uint64_t> waiting_for_{kNever};  // written by the waiter, read by JavaScript

@@ -181,7 +181,7 @@ class KqueueBackend final : private KqueueDescriptors, public ReadinessBackend {
 #endif
   }
 
-  void on_wake(BatchSink& sink) {
+  void on_wake() {
 #ifndef EVFILT_USER
     uint8_t bytes[64];
     ++stats_.syscalls;
@@ -189,17 +189,17 @@ class KqueueBackend final : private KqueueDescriptors, public ReadinessBackend {
 #endif
     // EV_CLEAR on the user event: retrieving it reset it, so the next trigger wakes the loop again.
     wake_pending_ = false;
-    deliver_deferred(sink);
+    deliver_deferred();
   }
 
   void dispatch(const struct kevent& ready, BatchSink& sink) {
     intptr_t tag = from_udata(ready.udata);
     if (tag == kWakeUdata && ready.filter == kWakeFilter) {
-      on_wake(sink);
+      on_wake();
       return;
     }
     if (ready.filter == EVFILT_TIMER) {
-      if (!(ready.flags & EV_ERROR)) on_timer(sink);
+      if (!(ready.flags & EV_ERROR)) on_timer();
       return;
     }
     auto handle = static_cast<HandleId>(tag);
@@ -218,7 +218,7 @@ class KqueueBackend final : private KqueueDescriptors, public ReadinessBackend {
       // A refused connect is EVFILT_WRITE with EV_EOF and the error in fflags; SO_ERROR says the
       // same unless something consumed it first.
       int32_t reported = (ready.flags & EV_EOF) && ready.fflags != 0 ? -static_cast<int32_t>(ready.fflags) : 0;
-      on_writable(handle, *s, sink, reported);
+      on_writable(handle, *s, reported);
       update_interest(handle, *s, Interest::kWritable);
     }
   }
@@ -236,21 +236,17 @@ class KqueueBackend final : private KqueueDescriptors, public ReadinessBackend {
     if (receipt.filter == EVFILT_READ) {
       s->registered &= ~Interest::kReadable;
       s->added &= ~Interest::kReadable;
-      for (const auto& read : s->reads) defer({handle, EventKind::kCompleted, error, read.op_id});
-      for (int32_t op : s->accepts) defer({handle, EventKind::kCompleted, error, op});
-      s->reads.clear();
-      s->accepts.clear();
-      if (s->streaming_read) defer({handle, EventKind::kData, error, 0});
-      if (s->streaming_accept) defer({handle, EventKind::kAccepted, error, 0});
+      s->fail_reads(handle, error, outbox_);
+      if (s->streaming_read) outbox_.post({handle, EventKind::kData, error, 0});
+      if (s->streaming_accept) outbox_.post({handle, EventKind::kAccepted, error, 0});
       s->streaming_read = s->streaming_accept = false;
-      if (has(s->watched, Interest::kReadable)) defer({handle, EventKind::kReadable, 0, 0});
+      if (has(s->watched, Interest::kReadable)) outbox_.post({handle, EventKind::kReadable, 0, 0});
     } else if (receipt.filter == EVFILT_WRITE) {
       s->registered &= ~Interest::kWritable;
       s->added &= ~Interest::kWritable;
-      if (s->connect_op >= 0) defer({handle, EventKind::kCompleted, error, std::exchange(s->connect_op, -1)});
-      for (const auto& write : s->writes) defer({handle, EventKind::kCompleted, error, write.op_id});
-      s->writes.clear();
-      if (has(s->watched, Interest::kWritable)) defer({handle, EventKind::kWritable, 0, 0});
+      if (s->connect_op >= 0) outbox_.post({handle, EventKind::kCompleted, error, std::exchange(s->connect_op, -1)});
+      s->fail_writes(handle, error, outbox_);
+      if (has(s->watched, Interest::kWritable)) outbox_.post({handle, EventKind::kWritable, 0, 0});
     }
   }
 

@@ -33,9 +33,7 @@ PooledFiles::~PooledFiles() {
   for (FileJob& job : abandoned) finished_.push_back(std::move(job));
   for (const FileJob& job : finished_) {
     if (job.kind == FileJob::Kind::kOpen && job.result >= 0) ::close(job.result);
-    if (job.kind == FileJob::Kind::kClose) {
-      if (OpenFile* open_file = files_.find(job.file)) (void)open_file->fd.release();
-    }
+    if (job.kind == FileJob::Kind::kClose) files_.forget(job.file);
   }
 }
 
@@ -56,11 +54,11 @@ int PooledFiles::open(const std::string& path, const FileOpenOptions& options, i
 }
 
 int PooledFiles::submit(HandleId file, FileJob job) {
-  OpenFile* open_file = files_.find(file);
-  if (!open_file || open_file->close_op >= 0) return kEBADF;
-  job.fd = open_file->fd.get();
+  Files::File* open_file = files_.usable(file);
+  if (!open_file) return kEBADF;
+  job.fd = open_file->descriptor.get();
   job.file = file;
-  ++open_file->in_flight;
+  Files::started(*open_file);
   pool().submit(std::move(job));
   return 0;
 }
@@ -76,15 +74,15 @@ int PooledFiles::read(HandleId file, std::span<uint8_t> buffer, int64_t position
 
 int PooledFiles::read_cached(HandleId file, std::span<uint8_t> buffer, int64_t position) {
 #ifdef RWF_NOWAIT
-  OpenFile* open_file = files_.find(file);
+  Files::File* open_file = files_.usable(file);
   // The current position is left to the pool: a short read here would already have moved it.
-  if (!cached_reads_ || !open_file || open_file->close_op >= 0 || open_file->direct || position < 0 ||
+  if (!cached_reads_ || !open_file || open_file->direct || position < 0 ||
       buffer.size() > kMaxCachedRead) {
     return kEAGAIN;
   }
   iovec target{buffer.data(), buffer.size()};
   ++syscalls_;
-  ssize_t n = ::preadv2(open_file->fd.get(), &target, 1, position, RWF_NOWAIT);
+  ssize_t n = ::preadv2(open_file->descriptor.get(), &target, 1, position, RWF_NOWAIT);
   if (n == static_cast<ssize_t>(buffer.size())) return static_cast<int>(n);
   if (n < 0 && (errno == ENOSYS || errno == EOPNOTSUPP)) cached_reads_ = false;
   return kEAGAIN;
@@ -112,22 +110,19 @@ int PooledFiles::sync(HandleId file, bool data_only, int32_t op_id) {
 }
 
 int PooledFiles::close(HandleId file, int32_t op_id) {
-  OpenFile* open_file = files_.find(file);
-  if (!open_file || open_file->close_op >= 0) return kEBADF;
-  open_file->close_op = op_id;
-  // A worker may still be reading the descriptor: it closes only once they are done, or a new
-  // file could reuse the number under a read in flight.
-  if (open_file->in_flight == 0) start_close(file, *open_file);
+  bool close_now = false;
+  if (int rc = files_.request_close(file, op_id, close_now); rc < 0) return rc;
+  if (close_now) start_close(file, *files_.find(file));
   return 0;
 }
 
-void PooledFiles::start_close(HandleId file, OpenFile& open_file) {
+void PooledFiles::start_close(HandleId file, Files::File& open_file) {
   FileJob job;
   job.kind = FileJob::Kind::kClose;
   job.op_id = open_file.close_op;
   job.file = file;
-  job.fd = open_file.fd.get();
-  ++open_file.in_flight;
+  job.fd = open_file.descriptor.get();
+  Files::started(open_file);
   pool().submit(std::move(job));
 }
 
@@ -140,27 +135,17 @@ void PooledFiles::collect(std::vector<Event>& out) {
     int result = job.result;
     if (job.kind == FileJob::Kind::kOpen) {
       if (result >= 0) {
-        OpenFile open_file;
-        open_file.fd.reset(result);
+        bool direct = false;
 #ifdef O_DIRECT
-        open_file.direct = (job.open_flags & O_DIRECT) != 0;
+        direct = (job.open_flags & O_DIRECT) != 0;
 #endif
-        result = files_.insert(std::move(open_file));
-        if (result < 0) result = kEMFILE;  // the fd closed with the OpenFile that was dropped
+        result = files_.insert(UniqueFd(result), direct);
       }
       out.push_back({-1, EventKind::kCompleted, result, job.op_id});
       continue;
     }
-    OpenFile* open_file = files_.find(job.file);
-    if (open_file) {
-      --open_file->in_flight;
-      if (job.kind == FileJob::Kind::kClose) {
-        (void)open_file->fd.release();  // the worker closed it
-        files_.erase(job.file);
-      } else if (open_file->close_op >= 0 && open_file->in_flight == 0) {
-        start_close(job.file, *open_file);
-      }
-    }
+    // The worker closed the descriptor of a close job: the table only forgets it.
+    if (Files::File* closing = files_.finished(job.file, job.kind == FileJob::Kind::kClose)) start_close(job.file, *closing);
     out.push_back({job.file, EventKind::kCompleted, result, job.op_id});
   }
 }

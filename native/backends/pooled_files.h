@@ -7,7 +7,7 @@
 #include <memory>
 #include <vector>
 
-#include "../core/handle_table.h"
+#include "../core/file_table.h"
 #include "posix_socket.h"
 #include "threadpool.h"
 
@@ -49,15 +49,10 @@ class PooledFiles {
   uint64_t syscalls() const { return syscalls_; }
 
  private:
-  struct OpenFile {
-    UniqueFd fd;
-    bool direct = false;    // O_DIRECT: never in the page cache
-    int in_flight = 0;
-    int32_t close_op = -1;  // >= 0: close once in_flight drops to 0
-  };
+  using Files = FileTable<UniqueFd>;
 
   int submit(HandleId file, FileJob job);
-  void start_close(HandleId file, OpenFile& open_file);
+  void start_close(HandleId file, Files::File& open_file);
   ThreadPool& pool();
 
   void (*wake_)(void*);
@@ -65,7 +60,7 @@ class PooledFiles {
   int threads_ = 4;  // libuv's default for Node's fs
   // False once preadv2 said this kernel has no RWF_NOWAIT; unused where the OS has none.
   [[maybe_unused]] bool cached_reads_ = true;
-  HandleTable<OpenFile> files_;
+  Files files_;
   std::vector<FileJob> finished_;
   uint64_t syscalls_ = 0;
   std::unique_ptr<ThreadPool> pool_;  // last: its threads stop before the files above close

@@ -25,8 +25,9 @@
 #include <vector>
 
 #include "../core/backend.h"
-#include "../core/event_queue.h"
+#include "../core/event_outbox.h"
 #include "../core/handle_table.h"
+#include "../core/socket_operations.h"
 #include "../core/timer_heap.h"
 #include "pooled_files.h"
 #include "posix_socket.h"
@@ -68,8 +69,7 @@ class ReadinessBackend : public Backend {
   int file_read(HandleId file, std::span<uint8_t> buffer, int64_t position, int32_t op_id) override {
     int n = files_.read_cached(file, buffer, position);
     if (n == kEAGAIN) return files_.read(file, buffer, position, op_id);
-    ++stats_.events;
-    defer({file, EventKind::kCompleted, n, op_id});
+    outbox_.post({file, EventKind::kCompleted, n, op_id});
     return 0;
   }
   int file_write(HandleId file, std::span<const uint8_t> buffer, int64_t position, int32_t op_id) override {
@@ -86,26 +86,17 @@ class ReadinessBackend : public Backend {
   Stats stats() const override {
     Stats stats = stats_;
     stats.syscalls += files_.syscalls();
+    stats.events = outbox_.events();
     return stats;
   }
 
  protected:
-  struct PendingRead {
-    std::span<uint8_t> buffer;
-    int32_t op_id;
-  };
-
-  struct PendingWrite {
-    std::span<const uint8_t> buffer;  // what is left to send
-    int32_t op_id;
-    size_t sent = 0;                  // > 0: the peer has a prefix, cancelling would tear the stream
-  };
-
-  // Per-socket state: 96 bytes plus the queues, which allocate only once an operation has to wait,
-  // so an idle connection costs its slot and nothing else.
-  struct Socket {
+  // Per-socket state: the operations (core/socket_operations.h) plus what readiness needs, 104
+  // bytes; the queues allocate only once an operation has to wait, so an idle connection costs
+  // its slot and nothing else. The kernel never holds an operation here (every syscall finishes
+  // inside its call), so the *_held counts stay 0 and cancel() always settles at once.
+  struct Socket : SocketOperations {
     UniqueFd fd;
-    int32_t connect_op = -1;      // >= 0 while a connect is in progress
     // An error the readiness event reported with EOF, returned by the read that would see EOF or
     // the send that would fail with a bare EPIPE. kqueue(2): EVFILT_READ on a socket whose read
     // direction has shut down sets EV_EOF and returns the socket error, if any, in fflags. Once
@@ -113,19 +104,8 @@ class ReadinessBackend : public Backend {
     // reports a plain EOF and send() EPIPE; a reset must still be ECONNRESET to the reader and the
     // writer, so the error is kept here. epoll reports none: it stays 0 there.
     int32_t eof_error = 0;
-    Interest watched = Interest::kNone;     // reactor interest (watch())
     Interest registered = Interest::kNone;  // what the kernel reports (or is about to)
     Interest added = Interest::kNone;       // kqueue: the directions whose knote exists, enabled or not
-    bool listener = false;
-    bool streaming_read = false;  // read_start
-    // read_start was called once: the stream owns the reads for good, because the bytes it has
-    // delivered but JS has not consumed yet come before anything a try_read or submit_read gets.
-    bool streamed = false;
-    bool streaming_accept = false;
-    bool write_torn = false;      // a write was cancelled half-sent: no later byte may follow it
-    std::vector<PendingRead> reads;
-    std::vector<PendingWrite> writes;
-    std::vector<int32_t> accepts;
   };
 
   // `wake_from_pool` must be safe to call from any thread, with this object as its context; what
@@ -144,8 +124,8 @@ class ReadinessBackend : public Backend {
   // each socket's readiness to on_readable()/on_writable(), the timer's to on_timer(), the wake's
   // to deliver_deferred().
   virtual void drain_ready(BatchSink& sink) = 0;
-  // Makes poll_fd() readable so that Node's loop comes back for the deferred events; once until
-  // the wake is consumed (wake_pending_).
+  // Makes poll_fd() readable so that Node's loop comes back for the events the outbox deferred;
+  // once until the wake is consumed (wake_pending_).
   virtual void signal_wake() = 0;
   // Sets the OS timer to go off at `deadline` (monotonic_now_ns() scale).
   virtual int set_os_timer(uint64_t deadline) = 0;
@@ -166,47 +146,26 @@ class ReadinessBackend : public Backend {
   // The syscalls a ready socket was waiting for. `reported_error` is an error the readiness event
   // itself carried (kqueue: EV_EOF with fflags), for a connect whose SO_ERROR was consumed.
   void on_readable(HandleId handle, Socket& s, BatchSink& sink);
-  void on_writable(HandleId handle, Socket& s, BatchSink& sink, int32_t reported_error = 0);
-  void on_timer(BatchSink& sink);
-  // The wake fired: completions of the thread pool and deferred events go into the batch.
-  void deliver_deferred(BatchSink& sink) {
-    collect_files();
-    deferred_.drain_into(sink);
-  }
-
-  void emit(BatchSink& sink, const Event& event) {
-    ++stats_.events;
-    if (sink.full()) {
-      defer(event);
-    } else {
-      sink.push(event);
-    }
-  }
-
-  void defer(const Event& event) {
-    deferred_.push(event);
-    if (!in_drain_) signal_wake();
-  }
+  void on_writable(HandleId handle, Socket& s, int32_t reported_error = 0);
+  void on_timer();
+  // The wake fired: completions of the thread pool go into the batch (the outbox's deferred
+  // events went first, when the drain began).
+  void deliver_deferred() { collect_files(); }
 
   HandleTable<Socket> sockets_;
+  EventOutbox outbox_{[](void* self) { static_cast<ReadinessBackend*>(self)->signal_wake(); }, this};
   Stats stats_;
   bool wake_pending_ = false;
 
  private:
-  HandleId insert(Socket socket) {
-    HandleId handle = sockets_.insert(std::move(socket));
-    return handle < 0 ? kEMFILE : handle;
-  }
   int accept_one(int listen_fd);
   int read_some(Socket& s, std::span<uint8_t> buffer);
   int write_some(Socket& s, std::span<const uint8_t> buffer);
-  void on_listener_readable(HandleId handle, BatchSink& sink);
+  void on_listener_readable(HandleId handle);
   int arm_timer();
   void collect_files();
 
   BackendInfo info_;
-  EventQueue deferred_;
-  bool in_drain_ = false;
   TimerHeap timers_;
   uint64_t armed_deadline_ = 0;  // what the OS timer is set to; 0 = disarmed (or already fired)
   std::vector<Event> finished_files_;

@@ -23,9 +23,11 @@
 #include <algorithm>
 #include <cstdlib>
 #include <cstring>
+#include <initializer_list>
 #include <memory>
 #include <string>
 #include <unordered_map>
+#include <utility>
 #include <vector>
 
 #include "../core/backend.h"
@@ -35,6 +37,10 @@
 
 namespace twinloop {
 namespace {
+
+// Bits of fileOpen()'s flags; lib/file.ts reads them from the addon's `constants.fileFlags`.
+constexpr uint32_t kFileRead = 1, kFileWrite = 2, kFileCreate = 4, kFileTruncate = 8, kFileAppend = 16, kFileExclusive = 32,
+                   kFileDirect = 64;
 
 class NativeLoop : public Napi::ObjectWrap<NativeLoop> {
  public:
@@ -253,7 +259,7 @@ class NativeLoop : public Napi::ObjectWrap<NativeLoop> {
       if (sink_->count() == 0) break;
       finish_leases();
       bool was_full = sink_->full();
-      ++js_calls_;
+      ++batches_;
       if (!dispatch(env)) break;
       if (!backend_) break;  // JavaScript closed the loop during the batch
       backend_->flush();
@@ -675,9 +681,6 @@ class NativeLoop : public Napi::ObjectWrap<NativeLoop> {
     return Env().Undefined();
   }
 
-  static constexpr uint32_t kFileRead = 1, kFileWrite = 2, kFileCreate = 4, kFileTruncate = 8, kFileAppend = 16,
-                            kFileExclusive = 32, kFileDirect = 64;
-
   // cancel(handle, opId): handle -1 for a timer. The operation still completes (with -ECANCELED,
   // or its real result if it finished first), so lib/ keeps its buffer until then.
   Napi::Value cancel(const Napi::CallbackInfo& info) {
@@ -701,8 +704,9 @@ class NativeLoop : public Napi::ObjectWrap<NativeLoop> {
     out.Set("syscalls", static_cast<double>(backend_stats.syscalls));
     out.Set("events", static_cast<double>(backend_stats.events));
     out.Set("wakes", static_cast<double>(wakes_));
-    out.Set("batches", static_cast<double>(js_calls_));
-    out.Set("jsCalls", static_cast<double>(js_calls_));
+    // One count, not two: JavaScript is called only to deliver a batch (a wake that drains
+    // nothing calls nothing), so a count of JS calls would always equal this one.
+    out.Set("batches", static_cast<double>(batches_));
     return out;
   }
 
@@ -743,7 +747,7 @@ class NativeLoop : public Napi::ObjectWrap<NativeLoop> {
   std::string open_error_message_;
   int open_error_ = 0;
   uint64_t wakes_ = 0;
-  uint64_t js_calls_ = 0;
+  uint64_t batches_ = 0;  // = calls into JavaScript (see stats())
 };
 
 }  // namespace
@@ -782,14 +786,45 @@ static Napi::Value alloc_aligned(const Napi::CallbackInfo& info) {
   return Napi::ArrayBuffer::New(env, data, bytes, release);
 }
 
+// The numbers both sides of the boundary use, so that lib/ reads them instead of mirroring them.
+static Napi::Object constants(Napi::Env env) {
+  using namespace twinloop;
+  auto object = [env](std::initializer_list<std::pair<const char*, uint32_t>> entries) {
+    auto out = Napi::Object::New(env);
+    for (const auto& [name, value] : entries) out.Set(name, value);
+    return out;
+  };
+  auto out = Napi::Object::New(env);
+  out.Set("eventKinds", object({{"readable", static_cast<uint32_t>(EventKind::kReadable)},
+                                {"writable", static_cast<uint32_t>(EventKind::kWritable)},
+                                {"completed", static_cast<uint32_t>(EventKind::kCompleted)},
+                                {"data", static_cast<uint32_t>(EventKind::kData)},
+                                {"accepted", static_cast<uint32_t>(EventKind::kAccepted)}}));
+  out.Set("interest", object({{"readable", static_cast<uint32_t>(Interest::kReadable)},
+                              {"writable", static_cast<uint32_t>(Interest::kWritable)}}));
+  out.Set("socketOptions", object({{"noDelay", static_cast<uint32_t>(SocketOption::kNoDelay)},
+                                   {"keepAlive", static_cast<uint32_t>(SocketOption::kKeepAlive)},
+                                   {"keepAliveIdle", static_cast<uint32_t>(SocketOption::kKeepAliveIdle)}}));
+  out.Set("fileFlags", object({{"read", kFileRead},
+                               {"write", kFileWrite},
+                               {"create", kFileCreate},
+                               {"truncate", kFileTruncate},
+                               {"append", kFileAppend},
+                               {"exclusive", kFileExclusive},
+                               {"direct", kFileDirect}}));
+  // Compiled into this binary, most preferred first (whether each can run here is another matter).
+  auto names = Napi::Array::New(env);
+  uint32_t i = 0;
+  for (const BackendEntry& entry : registered_backends()) names.Set(i++, std::string(entry.name));
+  out.Set("backends", names);
+  return out;
+}
+
 static Napi::Object init_twinloop(Napi::Env env, Napi::Object exports) {
   using namespace twinloop;
   exports.Set("NativeLoop", NativeLoop::define(env));
   exports.Set("allocAligned", Napi::Function::New(env, alloc_aligned, "allocAligned"));
-  auto names = Napi::Array::New(env);
-  uint32_t i = 0;
-  for (const BackendEntry& entry : registered_backends()) names.Set(i++, std::string(entry.name));
-  exports.Set("backends", names);
+  exports.Set("constants", constants(env));
   // The few errno values lib/ must recognise, in the numbering the backends return.
   auto errors = Napi::Object::New(env);
   errors.Set("EAGAIN", kEAGAIN);

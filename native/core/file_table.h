@@ -25,8 +25,7 @@ class FileTable {
 
   // A file just opened: its handle, or -EMFILE (the descriptor closes with the dropped entry).
   int insert(Descriptor descriptor, bool direct = false) {
-    HandleId handle = files_.insert({std::move(descriptor), direct});
-    return handle < 0 ? kEMFILE : handle;
+    return files_.insert({std::move(descriptor), direct});
   }
 
   // The file a new operation may start on: null (-EBADF) when the handle is unknown, stale or
@@ -70,6 +69,12 @@ class FileTable {
   }
 
   File* find(HandleId handle) { return files_.find(handle); }
+
+  // Every file, as fn(handle, File&): teardown's walk over what is open (cancelling transfers).
+  template <typename Fn>
+  void for_each(Fn&& fn) {
+    files_.for_each(std::forward<Fn>(fn));
+  }
 
  private:
   HandleTable<File> files_;

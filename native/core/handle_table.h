@@ -14,6 +14,7 @@
 #include <vector>
 
 #include "backend.h"
+#include "errors.h"
 
 namespace twinloop {
 
@@ -25,14 +26,14 @@ class HandleTable {
   static constexpr uint32_t kGenerationMask = (1u << (31 - kSlotBits)) - 1;
   static constexpr size_t kReuseDistance = 1024;
 
-  // Returns the new handle, or -1 when all 2^20 slots are in use.
+  // Returns the new handle, or -EMFILE when all 2^20 slots are in use (the state is dropped).
   HandleId insert(State state) {
     uint32_t slot;
     if (free_.size() >= kReuseDistance || (!free_.empty() && slots_.size() > kSlotMask)) {
       slot = free_.front();
       free_.pop_front();
     } else {
-      if (slots_.size() > kSlotMask) return -1;
+      if (slots_.size() > kSlotMask) return kEMFILE;
       slot = static_cast<uint32_t>(slots_.size());
       slots_.emplace_back();
     }
@@ -52,6 +53,14 @@ class HandleTable {
     Slot& entry = slots_[slot];
     if (!entry.live || entry.generation != generation) return nullptr;
     return &entry.state;
+  }
+
+  // fn(state) for a live handle, -EBADF for an unknown or stale one: the first line of nearly
+  // every operation on a handle.
+  template <typename Fn>
+  int with(HandleId handle, Fn&& fn) {
+    State* state = find(handle);
+    return state != nullptr ? fn(*state) : kEBADF;
   }
 
   void erase(HandleId handle) {

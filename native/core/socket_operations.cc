@@ -132,6 +132,13 @@ void SocketOperations::tear_writes(HandleId handle, size_t index, EventOutbox& o
   write_torn = true;
 }
 
+void SocketOperations::fail_reads(HandleId handle, int32_t error, EventOutbox& out) {
+  for (const QueuedRead& read : reads) out.post({handle, EventKind::kCompleted, error, read.op_id});
+  for (const QueuedAccept& accept : accepts) out.post({handle, EventKind::kCompleted, error, accept.op_id});
+  reads.clear();
+  accepts.clear();
+}
+
 void SocketOperations::complete_read(HandleId handle, int32_t result, EventOutbox& out) {
   if (reads.empty()) return;
   int32_t op_id = reads.front().op_id;

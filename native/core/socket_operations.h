@@ -89,6 +89,8 @@ struct SocketOperations {
   // message — and later writes fail with EPIPE (backend.h, cancel()).
   void tear_writes(HandleId handle, size_t index, EventOutbox& out);
 
+  // The read direction broke: every queued read and accept fails with `error`, in order.
+  void fail_reads(HandleId handle, int32_t error, EventOutbox& out);
   // The head read finished with `result`.
   void complete_read(HandleId handle, int32_t result, EventOutbox& out);
 
