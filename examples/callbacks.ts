@@ -78,7 +78,7 @@ let listening: Server;
 function finish(): void {
   listening.close();
   const stats = loop.stats();
-  console.log(`loop.stats(): ${stats.syscalls} syscalls, ${stats.events} events, ${stats.wakes} wakes, ${stats.batches} batches, ${stats.jsCalls} calls into JavaScript`);
+  console.log(`loop.stats(): ${stats.syscalls} syscalls, ${stats.events} events, ${stats.wakes} wakes, ${stats.batches} batches (each one call into JavaScript)`);
   void loop.close().then(() => console.log('loop closed'));
 }
 

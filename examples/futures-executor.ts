@@ -117,7 +117,7 @@ async function readAll(handle: File, content: Buffer, size: number): Promise<num
 }
 
 function delta(after: LoopStats, before: LoopStats): LoopStats {
-  return { syscalls: after.syscalls - before.syscalls, events: after.events - before.events, wakes: after.wakes - before.wakes, batches: after.batches - before.batches, jsCalls: after.jsCalls - before.jsCalls };
+  return { syscalls: after.syscalls - before.syscalls, events: after.events - before.events, wakes: after.wakes - before.wakes, batches: after.batches - before.batches };
 }
 
 const directory = await mkdtemp(path.join(tmpdir(), 'twinloop-futures-'));
@@ -151,7 +151,7 @@ try {
       const work = workDone(before, sampleThreads(), threadsBefore);
       const stats = delta(loop.stats(), statsBefore);
       console.log(`  ${phase.name}: ${bytes} bytes read and verified in ${ms.toFixed(1)} ms (${(bytes / 1e6 / (ms / 1000)).toFixed(0)} MB/s)`);
-      console.log(`    loop.stats(): ${stats.syscalls} syscalls (${(stats.syscalls / readsPerPhase).toFixed(2)} per read), ${stats.wakes} wakes, ${stats.batches} batches, ${stats.jsCalls} calls into JavaScript`);
+      console.log(`    loop.stats(): ${stats.syscalls} syscalls (${(stats.syscalls / readsPerPhase).toFixed(2)} per read), ${stats.wakes} wakes, ${stats.batches} batches (each one call into JavaScript)`);
       console.log(`    process CPU (every thread): ${((cpu.user + cpu.system) / 1000).toFixed(1)} ms`);
       if (!canCount) continue;
       const line = (who: string, w: Work): string => `    ${who}: ${w.cpuMs.toFixed(1)} ms CPU, ${w.contextSwitches} context switches over ${w.threads} thread${w.threads === 1 ? '' : 's'}`;
