@@ -174,6 +174,27 @@ struct Worker {
   size_t stream_taken = 0;  // of stream_result, what the loop already copied into a batch
   std::unique_ptr<uint8_t[]> stream_buffer;
 
+  // The kernel reports a connection's error (ECONNRESET, ETIMEDOUT…) to one syscall only; the
+  // other direction then sees a bare EPIPE (send) or EOF (recv) and must still learn of it, as on
+  // the readiness backends (readiness.cc read_some/write_some). Each is reported once.
+  int error_for_writes = 0;  // what a recv() got, for the next send() that fails EPIPE
+  int error_for_reads = 0;   // what a send() got, for the next recv() that sees EOF
+
+  // recv()'s result (`n`, errno), with the error a send() got in place of EOF.
+  int received(ssize_t n) {
+    int rc = n >= 0 ? static_cast<int>(n) : -errno;
+    if (rc == 0 && error_for_reads != 0) return std::exchange(error_for_reads, 0);
+    if (rc < 0 && rc != kEAGAIN) error_for_writes = rc;
+    return rc;
+  }
+
+  // send()'s result, with the error a recv() got in place of EPIPE.
+  int sent(int rc) {
+    if (rc == kEPIPE && error_for_writes != 0) return std::exchange(error_for_writes, 0);
+    if (rc < 0 && rc != kEAGAIN && rc != kEPIPE) error_for_reads = rc;
+    return rc;
+  }
+
   bool listed = false;   // on the backend's ready list
   bool waiting = false;  // in ppoll(): a signal is needed to make it look at new requests
   short waiting_for = 0;  // the poll events it waits for then
@@ -321,15 +342,16 @@ class ThreadsBackend final : private WakeDescriptors, public Backend {
     if (!s) return kEBADF;
     if (int rc = s->check_read(); rc < 0) return rc;
     ++stats_.syscalls;
-    ssize_t n = ::recv(s->fd.get(), buffer.data(), std::min(buffer.size(), kMaxTransfer), MSG_DONTWAIT);
-    return n >= 0 ? static_cast<int>(n) : -errno;
+    std::lock_guard lock(s->worker->mutex);
+    return s->worker->received(::recv(s->fd.get(), buffer.data(), std::min(buffer.size(), kMaxTransfer), MSG_DONTWAIT));
   }
 
   int try_write(HandleId handle, std::span<const uint8_t> buffer) override {
     Socket* s = sockets_.find(handle);
     if (!s) return kEBADF;
     ++stats_.syscalls;
-    return send_now(s->fd.get(), buffer);
+    std::lock_guard lock(s->worker->mutex);
+    return s->worker->sent(send_now(s->fd.get(), buffer));
   }
 
   int try_accept(HandleId handle) override {
@@ -550,18 +572,18 @@ class ThreadsBackend final : private WakeDescriptors, public Backend {
     uint64_t syscalls = 0;
     if (readable && w.read_requested && !w.read_done) {
       ++syscalls;
-      ssize_t n = ::recv(w.fd, w.read_into.data(), std::min(w.read_into.size(), kMaxTransfer), MSG_DONTWAIT);
-      if (n >= 0 || errno != EAGAIN) {
-        w.read_result = n >= 0 ? static_cast<int>(n) : -errno;
+      int n = w.received(::recv(w.fd, w.read_into.data(), std::min(w.read_into.size(), kMaxTransfer), MSG_DONTWAIT));
+      if (n != kEAGAIN) {
+        w.read_result = n;
         w.read_done = news = true;
       }
     }
     if (readable && w.stream_read && !w.stream_done) {
       if (!w.stream_buffer) w.stream_buffer = std::make_unique<uint8_t[]>(kMaxStreamRead);
       ++syscalls;
-      ssize_t n = ::recv(w.fd, w.stream_buffer.get(), kMaxStreamRead, MSG_DONTWAIT);
-      if (n >= 0 || errno != EAGAIN) {
-        w.stream_result = n >= 0 ? static_cast<int>(n) : -errno;
+      int n = w.received(::recv(w.fd, w.stream_buffer.get(), kMaxStreamRead, MSG_DONTWAIT));
+      if (n != kEAGAIN) {
+        w.stream_result = n;
         w.stream_taken = 0;
         w.stream_done = news = true;
       }
@@ -581,7 +603,7 @@ class ThreadsBackend final : private WakeDescriptors, public Backend {
     }
     while (writable && w.write_requested && !w.write_done) {
       ++syscalls;
-      int n = send_now(w.fd, w.write_from);
+      int n = w.sent(send_now(w.fd, w.write_from));
       if (n == kEAGAIN) break;
       if (n < 0) {
         w.write_result = n;
