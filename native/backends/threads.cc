@@ -541,6 +541,8 @@ class ThreadsBackend final : private WakeDescriptors, public Backend {
     }
     pthread_kill(worker.thread, interrupt_signal());
     pthread_join(worker.thread, nullptr);
+    // A connection the thread accepted that nobody took: the listener goes, so does it.
+    if (worker.accept_done && worker.accept_result >= 0) ::close(std::exchange(worker.accept_result, -1));
   }
 
   // The socket thread: wait for what is requested, do it, report it; until told to exit.
