@@ -81,35 +81,6 @@ constexpr int kSendFlags = MSG_NOSIGNAL | MSG_DONTWAIT;
 constexpr int kSendFlags = MSG_DONTWAIT;  // SO_NOSIGPIPE is set on every socket (posix_socket.cc)
 #endif
 
-void do_nothing(int) {}
-
-// The signal that interrupts a socket thread's wait: installed once per process without
-// SA_RESTART, so that ppoll() returns EINTR (the thread pool uses the same one, the same way).
-int interrupt_signal() {
-  static const int kSignal = [] {
-#ifdef SIGRTMIN
-    int number = SIGRTMIN + 7;
-#else
-    int number = SIGUSR2;
-#endif
-    struct sigaction action {};
-    action.sa_handler = do_nothing;
-    sigemptyset(&action.sa_mask);
-    action.sa_flags = 0;
-    sigaction(number, &action, nullptr);
-    return number;
-  }();
-  return kSignal;
-}
-
-// What a socket thread's wait unblocks: our signal and the faults; everything else stays blocked.
-sigset_t wait_mask() {
-  sigset_t set;
-  sigfillset(&set);
-  for (int number : {interrupt_signal(), SIGSEGV, SIGBUS, SIGFPE, SIGILL, SIGABRT, SIGTRAP}) sigdelset(&set, number);
-  return set;
-}
-
 // ppoll() where the OS has it; macOS has only pselect(), which takes the mask the same way.
 int wait_for(pollfd* fds, nfds_t count, const sigset_t& mask) {
 #if defined(__APPLE__)
@@ -523,7 +494,7 @@ class ThreadsBackend final : private WakeDescriptors, public Backend {
     stack = std::max<size_t>(stack, static_cast<size_t>(PTHREAD_STACK_MIN));
 #endif
     pthread_attr_setstacksize(&attr, stack);
-    // The thread starts with every signal blocked; its waits unblock ours (wait_mask).
+    // The thread starts with every signal blocked; its waits unblock ours (interruptible_mask).
     sigset_t all, previous;
     sigfillset(&all);
     pthread_sigmask(SIG_SETMASK, &all, &previous);
@@ -548,7 +519,7 @@ class ThreadsBackend final : private WakeDescriptors, public Backend {
   // The socket thread: wait for what is requested, do it, report it; until told to exit.
   static void* run(void* context) {
     auto& worker = *static_cast<Worker*>(context);
-    const sigset_t mask = wait_mask();
+    const sigset_t& mask = interruptible_mask();
     std::unique_lock lock(worker.mutex);
     while (!worker.exit) {
       pollfd fd{worker.fd, worker.wanted_events(), 0};
