@@ -6,7 +6,7 @@ import { fileURLToPath } from 'node:url';
 
 export interface NativeInfo {
   backend: string;
-  pattern: 'reactor' | 'proactor';
+  pattern: 'reactor' | 'proactor' | 'thread-per-connection';
   features: string[];
   fallbackReason?: string;
 }

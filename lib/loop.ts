@@ -30,8 +30,10 @@ import { ProactorApi } from './patterns/proactor.js';
 import { ReactorApi } from './patterns/reactor.js';
 
 /** The OS primitives twinloop can run on. */
-export type BackendName = 'epoll' | 'kqueue' | 'io_uring' | 'iocp';
+export type BackendName = 'epoll' | 'kqueue' | 'io_uring' | 'iocp' | 'threads';
 export type PatternName = 'reactor' | 'proactor';
+/** What a backend's primitive does natively: one of the two patterns, or (`threads`) neither. */
+export type NativePatternName = PatternName | 'thread-per-connection';
 
 export interface OpenOptions {
   /** Which backend to use; `'auto'` (the default) picks the best one this host really has. */
@@ -47,9 +49,10 @@ export interface OpenOptions {
 export interface LoopInfo {
   backend: BackendName;
   /** The pattern the backend's primitive implements natively. */
-  pattern: PatternName;
-  /** The other pattern, which the backend emulates on top of its own. */
-  emulatedPattern: PatternName;
+  pattern: NativePatternName;
+  /** The other pattern, which the backend emulates on top of its own; `'both'` for a
+   * thread-per-connection backend, whose threads carry both APIs. */
+  emulatedPattern: PatternName | 'both';
   /** What the backend found and uses on this host. */
   features: string[];
   /** With `backend: 'auto'`: why better backends were passed over. */
@@ -147,7 +150,7 @@ export class Loop {
     this.info = {
       backend: name as BackendName,
       pattern,
-      emulatedPattern: pattern === 'reactor' ? 'proactor' : 'reactor',
+      emulatedPattern: pattern === 'reactor' ? 'proactor' : pattern === 'proactor' ? 'reactor' : 'both',
       features,
       ...(fallbackReason === undefined ? {} : { fallbackReason }),
     };

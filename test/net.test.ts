@@ -19,7 +19,7 @@ describe.each(backends)('net layer on %s', (backend) => {
 
   it('reports the backend it runs on', () => {
     expect(loop.info.backend).toBe(backend);
-    expect(['reactor', 'proactor']).toContain(loop.info.pattern);
+    expect(['reactor', 'proactor', 'thread-per-connection']).toContain(loop.info.pattern);
     expect(loop.info.emulatedPattern).not.toBe(loop.info.pattern);
   });
 

@@ -16,9 +16,18 @@ namespace {
 
 void do_nothing(int) {}
 
-// The signal that interrupts a worker's syscall. A real-time signal that neither Node, V8, libuv
-// nor the sanitizers use; installed once per process, without SA_RESTART, so that a blocking
-// open/read/write returns EINTR (signal(7): "Interruption of system calls").
+void block_other_signals() { pthread_sigmask(SIG_SETMASK, &interruptible_mask(), nullptr); }
+
+// The signal can land just before the worker enters its syscall, which then blocks all the same:
+// it is sent again, ever less often, until the job returns.
+constexpr auto kFirstResend = std::chrono::milliseconds(1);
+constexpr auto kMaxResend = std::chrono::milliseconds(32);
+
+}  // namespace
+
+// A real-time signal that neither Node, V8, libuv nor the sanitizers use; installed once per
+// process, without SA_RESTART, so that a blocking open/read/write (or a ppoll) returns EINTR
+// (signal(7): "Interruption of system calls").
 int interrupt_signal() {
   static const int kSignal = [] {
 #ifdef SIGRTMIN
@@ -36,21 +45,16 @@ int interrupt_signal() {
   return kSignal;
 }
 
-// A worker takes no asynchronous signal but ours (which then always means "stop"); the ones a
-// fault raises stay deliverable, or a crash would hang instead of being reported.
-void block_other_signals() {
-  sigset_t set;
-  sigfillset(&set);
-  for (int number : {interrupt_signal(), SIGSEGV, SIGBUS, SIGFPE, SIGILL, SIGABRT, SIGTRAP}) sigdelset(&set, number);
-  pthread_sigmask(SIG_SETMASK, &set, nullptr);
+// The faults stay deliverable, or a crash would hang instead of being reported.
+const sigset_t& interruptible_mask() {
+  static const sigset_t kMask = [] {
+    sigset_t set;
+    sigfillset(&set);
+    for (int number : {interrupt_signal(), SIGSEGV, SIGBUS, SIGFPE, SIGILL, SIGABRT, SIGTRAP}) sigdelset(&set, number);
+    return set;
+  }();
+  return kMask;
 }
-
-// The signal can land just before the worker enters its syscall, which then blocks all the same:
-// it is sent again, ever less often, until the job returns.
-constexpr auto kFirstResend = std::chrono::milliseconds(1);
-constexpr auto kMaxResend = std::chrono::milliseconds(32);
-
-}  // namespace
 
 ThreadPool::ThreadPool(int threads, void (*wake)(void*), void* context) : shared_(std::make_shared<Shared>()) {
   shared_->wake = wake;

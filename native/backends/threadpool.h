@@ -10,6 +10,7 @@
 #pragma once
 
 #include <pthread.h>
+#include <signal.h>
 
 #include <atomic>
 #include <chrono>
@@ -26,6 +27,12 @@
 #include "../core/backend.h"
 
 namespace twinloop {
+
+// The signal that interrupts a worker's blocking syscall (the pool's workers, the threads
+// backend's socket threads): it only makes the syscall return EINTR.
+int interrupt_signal();
+// Every signal blocked but that one and the faults: what a worker's thread takes.
+const sigset_t& interruptible_mask();
 
 struct FileJob {
   enum class Kind : uint8_t { kOpen, kRead, kWrite, kSync, kDataSync, kClose };
