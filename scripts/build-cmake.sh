@@ -27,6 +27,6 @@ echo "== cmake-js build → build-cmake/ (Node headers from $nodedir/include/nod
 npm_config_nodedir="$nodedir" "$root/node_modules/.bin/cmake-js" build --out build-cmake --parallel "$(nproc)" --log-level warn
 node -e '
   const addon = require(process.argv[1]);
-  if (!Array.isArray(addon.backends) || addon.backends.length === 0) throw new Error("the addon lists no backends");
-  console.log(`build-cmake/Release/twinloop.node loads: backends ${addon.backends.join(", ")}`);
+  if (!Array.isArray(addon.constants?.backends) || addon.constants.backends.length === 0) throw new Error("the addon lists no backends");
+  console.log(`build-cmake/Release/twinloop.node loads: backends ${addon.constants.backends.join(", ")}`);
 ' "$root/build-cmake/Release/twinloop.node"

@@ -73,7 +73,7 @@ if (opts['expect-fallback']) {
 
 /** The backends built into the loaded binary (the package exports only those that open here). */
 function compiledBackends() {
-  try { return createRequire(import.meta.url)(bindingPath).backends ?? []; } catch { return []; }
+  try { return createRequire(import.meta.url)(bindingPath).constants?.backends ?? []; } catch { return []; }
 }
 
 async function readExactly(socket, length) {
