@@ -98,6 +98,8 @@ export interface NativeConstants {
   fileFlags: { read: number; write: number; create: number; truncate: number; append: number; exclusive: number; direct: number };
   /** Backends compiled into this binary, most preferred first. */
   backends: string[];
+  /** The low bits of a socket's or server's handle that are its slot (native/core/handle_table.h). */
+  handleSlotBits: number;
 }
 
 export interface NativeModule {

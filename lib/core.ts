@@ -2,7 +2,8 @@
 // event buffer and arena; submits every operation by one path and routes each batch of events to
 // the handles and operations they belong to.
 import { EventKind, native, type NativeAddress, type NativeFamily, type NativeInfo, type NativeLoop, type NativeStats } from './binding.js';
-import { abortError, codedError, loopClosed, systemError } from './errors.js';
+import { abortError, codedError, errnoOf, loopClosed, systemError } from './errors.js';
+import { OperationTable, SlotMap } from './slot-map.js';
 
 /** What a handle (socket or server) does with the events the native loop reports for it. */
 export interface EventTarget {
@@ -16,6 +17,7 @@ export interface EventTarget {
 }
 
 const { ECANCELED } = native.errors;
+const ENOBUFS = errnoOf('ENOBUFS');
 
 /** Settles an operation: with its error, or with null and its value (a byte count, a handle, 0). */
 export type Completion = (error: Error | null, value: number) => void;
@@ -159,9 +161,8 @@ export class LoopCore {
   #arena: Buffer;
   /** Referenced only weakly by the native loop while idle (see #updateReference): kept here. */
   readonly #dispatcher: (count: number) => void;
-  readonly #targets = new Map<number, EventTarget>();
-  readonly #operations = new Map<number, Operation>();
-  #nextOperation = 0;
+  readonly #targets = new SlotMap<EventTarget>();
+  readonly #operations = new OperationTable<Operation>();
   #weakOperations = 0;
   /** Open handles that `unref()` told not to keep Node's process alive. */
   readonly #unreferencedTargets = new Set<number>();
@@ -292,12 +293,12 @@ export class LoopCore {
 
   // The first half of every submission: an operation whose signal has aborted, or of a closed
   // loop, is refused with ECANCELED (which `operation.error` makes the AbortError or the closed
-  // error) and never reaches the native side; any other gets its id. 0 when it may go ahead.
+  // error) and never reaches the native side; any other gets its id (ENOBUFS with 2^20 of them
+  // in flight). 0 when it may go ahead.
   #refused(operation: Operation): number {
     if (operation.signal?.aborted || this.#closed) return ECANCELED;
-    this.#nextOperation = this.#nextOperation === 0x7fffffff ? 1 : this.#nextOperation + 1;
-    operation.id = this.#nextOperation;
-    return 0;
+    operation.id = this.#operations.nextId();
+    return operation.id === 0 ? ENOBUFS : 0;
   }
 
   // The second half: `rc` is what the native call returned. An operation in flight is kept until
@@ -367,13 +368,13 @@ export class LoopCore {
   close(): void {
     if (this.#closed) return;
     this.#closed = true;
-    for (const target of [...this.#targets.values()]) target.onLoopClose();
+    for (const target of this.#targets.live()) target.onLoopClose();
     this.#targets.clear();
     this.#unreferencedTargets.clear();
     this.#native.close();  // after this, no kernel operation uses any buffer we hold
     this.#events = new Int32Array(0);
     this.#arena = Buffer.alloc(0);
-    const pending = [...this.#operations.values()];
+    const pending = this.#operations.live();
     this.#operations.clear();
     this.#weakOperations = 0;
     for (const operation of pending) {

@@ -33,6 +33,7 @@
 #include "../core/backend.h"
 #include "../core/byte_pool.h"
 #include "../core/errors.h"
+#include "../core/handle_table.h"
 #include "loop_watcher.h"
 
 namespace twinloop {
@@ -817,6 +818,7 @@ static Napi::Object constants(Napi::Env env) {
   uint32_t i = 0;
   for (const BackendEntry& entry : registered_backends()) names.Set(i++, std::string(entry.name));
   out.Set("backends", names);
+  out.Set("handleSlotBits", kHandleSlotBits);
   return out;
 }
 

@@ -18,10 +18,13 @@
 
 namespace twinloop {
 
+// lib/ indexes its handle table by these bits too (lib/slot-map.ts, from the addon's constants).
+inline constexpr uint32_t kHandleSlotBits = 20;
+
 template <typename State>
 class HandleTable {
  public:
-  static constexpr uint32_t kSlotBits = 20;
+  static constexpr uint32_t kSlotBits = kHandleSlotBits;
   static constexpr uint32_t kSlotMask = (1u << kSlotBits) - 1;
   static constexpr uint32_t kGenerationMask = (1u << (31 - kSlotBits)) - 1;
   static constexpr size_t kReuseDistance = 1024;
