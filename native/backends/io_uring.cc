@@ -282,11 +282,7 @@ int IoUringBackend::submit_accept(HandleId handle, int32_t op_id) {
 // accepts are recalled all at once (one alone cannot be: they share a user_data, and a cancel finds
 // the first again until it is gone); pump() posts those still wanted once all are back.
 int IoUringBackend::cancel(HandleId handle, int32_t op_id) {
-  if (handle == -1) {
-    if (!timers_.cancel(op_id)) return kENOENT;
-    outbox_.post({-1, EventKind::kCompleted, kECANCELED, op_id});
-    return 0;
-  }
+  if (handle == -1) return cancel_timer(timers_, op_id, outbox_);
   Socket* s = find(handle);
   if (!s) return kEBADF;
   switch (s->cancel(handle, op_id, outbox_)) {

@@ -308,11 +308,7 @@ int IocpBackend::submit_accept(HandleId handle, int32_t op_id) {
 // hands that back — ECANCELED (ERROR_OPERATION_ABORTED), or its real result if it finished first
 // — so that no buffer is released while the kernel may still use it.
 int IocpBackend::cancel(HandleId handle, int32_t op_id) {
-  if (handle == -1) {
-    if (!timers_.cancel(op_id)) return kENOENT;
-    outbox_.post({-1, EventKind::kCompleted, kECANCELED, op_id});
-    return 0;
-  }
+  if (handle == -1) return cancel_timer(timers_, op_id, outbox_);
   Socket* s = sockets_.find(handle);
   if (!s) return kEBADF;
   switch (s->cancel(handle, op_id, outbox_)) {

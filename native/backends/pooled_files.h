@@ -1,4 +1,4 @@
-// Regular files for the readiness backends (epoll, kqueue): each operation runs on the thread
+// Regular files for the readiness backends (epoll, kqueue) and threads: each operation runs on the thread
 // pool and completes as an event collected by the backend's drain() — except a read that the page
 // cache can serve whole, which Linux lets the loop thread do itself without risk of blocking
 // (read_cached).
@@ -7,6 +7,8 @@
 #include <memory>
 #include <vector>
 
+#include "../core/backend.h"
+#include "../core/event_outbox.h"
 #include "../core/file_table.h"
 #include "posix_socket.h"
 #include "threadpool.h"
@@ -64,6 +66,46 @@ class PooledFiles {
   std::vector<FileJob> finished_;
   uint64_t syscalls_ = 0;
   std::unique_ptr<ThreadPool> pool_;  // last: its threads stop before the files above close
+};
+
+// The Backend file methods of a backend whose files run on PooledFiles (readiness, threads),
+// written once: each forwards to the backend's `files_`, and a read the page cache serves whole
+// completes at once through its `outbox_`, without a trip through the pool. The backend owns
+// both (it declares this class a friend) because its pool has to stop before its own wake
+// descriptors close, which a base class's member could not promise.
+template <typename Owner>
+class PooledFileOperations : public Backend {
+ public:
+  int file_open(const std::string& path, const FileOpenOptions& options, int32_t op_id) override {
+    return files().open(path, options, op_id);
+  }
+  int file_read(HandleId file, std::span<uint8_t> buffer, int64_t position, int32_t op_id) override {
+    int n = files().read_cached(file, buffer, position);
+    if (n == kEAGAIN) return files().read(file, buffer, position, op_id);
+    owner().outbox_.post({file, EventKind::kCompleted, n, op_id});
+    return 0;
+  }
+  int file_write(HandleId file, std::span<const uint8_t> buffer, int64_t position, int32_t op_id) override {
+    return files().write(file, buffer, position, op_id);
+  }
+  int file_sync(HandleId file, bool data_only, int32_t op_id) override { return files().sync(file, data_only, op_id); }
+  int file_close(HandleId file, int32_t op_id) override { return files().close(file, op_id); }
+  int file_cancel(HandleId file, int32_t op_id) override { return files().cancel(file, op_id); }
+  void set_thread_pool_size(int threads) override { files().set_threads(threads); }
+
+ protected:
+  // In drain(): the completions the pool finished since the last one, into the outbox.
+  void post_finished_files() {
+    finished_.clear();
+    files().collect(finished_);
+    for (const Event& event : finished_) owner().outbox_.post(event);
+  }
+
+ private:
+  Owner& owner() { return static_cast<Owner&>(*this); }
+  PooledFiles& files() { return owner().files_; }
+
+  std::vector<Event> finished_;
 };
 
 }  // namespace twinloop

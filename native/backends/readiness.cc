@@ -148,14 +148,10 @@ int ReadinessBackend::set_streaming(HandleId handle, Stream stream, bool on) {
 // so cancelling one is taking it off the socket's queue; its -ECANCELED goes out through the
 // outbox like every completion made outside a drain.
 int ReadinessBackend::cancel(HandleId handle, int32_t op_id) {
-  if (handle == -1) {
-    if (!timers_.cancel(op_id)) return kENOENT;
-    // The OS timer stays armed: firing once for nothing costs less than re-arming it per cancel
-    // (a timerfd_settime on epoll, a change on kqueue), and per-request timeouts are nearly always
-    // cancelled.
-    outbox_.post({-1, EventKind::kCompleted, kECANCELED, op_id});
-    return 0;
-  }
+  // The OS timer stays armed: firing once for nothing costs less than re-arming it per cancel
+  // (a timerfd_settime on epoll, a change on kqueue), and per-request timeouts are nearly always
+  // cancelled.
+  if (handle == -1) return cancel_timer(timers_, op_id, outbox_);
   return sockets_.with(handle, [&](Socket& s) { return s.cancel(handle, op_id, outbox_) == CancelOutcome::kNotFound ? kENOENT : 0; });
 }
 
@@ -182,15 +178,9 @@ void ReadinessBackend::on_timer() {
 
 void ReadinessBackend::drain(BatchSink& sink) {
   outbox_.begin_drain(sink);
-  collect_files();
+  post_finished_files();
   drain_ready(sink);
   outbox_.end_drain();
-}
-
-void ReadinessBackend::collect_files() {
-  finished_files_.clear();
-  files_.collect(finished_files_);
-  for (const Event& event : finished_files_) outbox_.post(event);
 }
 
 int ReadinessBackend::accept_one(int listen_fd) {

@@ -34,7 +34,7 @@
 
 namespace twinloop {
 
-class ReadinessBackend : public Backend {
+class ReadinessBackend : public PooledFileOperations<ReadinessBackend> {
  public:
   ReadinessBackend(const ReadinessBackend&) = delete;
   ReadinessBackend& operator=(const ReadinessBackend&) = delete;
@@ -62,23 +62,6 @@ class ReadinessBackend : public Backend {
   int cancel(HandleId handle, int32_t op_id) override;
   int start_timer(uint64_t delay_ms, int32_t op_id) override;
 
-  int file_open(const std::string& path, const FileOpenOptions& options, int32_t op_id) override {
-    return files_.open(path, options, op_id);
-  }
-  // A read the page cache serves whole completes at once, without a trip through the pool.
-  int file_read(HandleId file, std::span<uint8_t> buffer, int64_t position, int32_t op_id) override {
-    int n = files_.read_cached(file, buffer, position);
-    if (n == kEAGAIN) return files_.read(file, buffer, position, op_id);
-    outbox_.post({file, EventKind::kCompleted, n, op_id});
-    return 0;
-  }
-  int file_write(HandleId file, std::span<const uint8_t> buffer, int64_t position, int32_t op_id) override {
-    return files_.write(file, buffer, position, op_id);
-  }
-  int file_sync(HandleId file, bool data_only, int32_t op_id) override { return files_.sync(file, data_only, op_id); }
-  int file_close(HandleId file, int32_t op_id) override { return files_.close(file, op_id); }
-  int file_cancel(HandleId file, int32_t op_id) override { return files_.cancel(file, op_id); }
-  void set_thread_pool_size(int threads) override { files_.set_threads(threads); }
 
   void drain(BatchSink& sink) override;
   void flush() override { files_.flush(); }
@@ -150,7 +133,7 @@ class ReadinessBackend : public Backend {
   void on_timer();
   // The wake fired: completions of the thread pool go into the batch (the outbox's deferred
   // events went first, when the drain began).
-  void deliver_deferred() { collect_files(); }
+  void deliver_deferred() { post_finished_files(); }
 
   HandleTable<Socket> sockets_;
   EventOutbox outbox_{[](void* self) { static_cast<ReadinessBackend*>(self)->signal_wake(); }, this};
@@ -163,12 +146,11 @@ class ReadinessBackend : public Backend {
   int write_some(Socket& s, std::span<const uint8_t> buffer);
   void on_listener_readable(HandleId handle);
   int arm_timer();
-  void collect_files();
 
   BackendInfo info_;
   TimerHeap timers_;
   uint64_t armed_deadline_ = 0;  // what the OS timer is set to; 0 = disarmed (or already fired)
-  std::vector<Event> finished_files_;
+  friend class PooledFileOperations<ReadinessBackend>;
   PooledFiles files_;  // last: its workers stop before anything else here goes
 };
 

@@ -198,7 +198,7 @@ struct WakeDescriptors {
   int wake_write() const { return pipe_write ? pipe_write.get() : wake_read.get(); }
 };
 
-class ThreadsBackend final : private WakeDescriptors, public Backend {
+class ThreadsBackend final : private WakeDescriptors, public PooledFileOperations<ThreadsBackend> {
  public:
   ThreadsBackend(UniqueFd wake_read, UniqueFd pipe_write, const char* wake_feature)
       : WakeDescriptors{std::move(wake_read), std::move(pipe_write)},
@@ -372,11 +372,7 @@ class ThreadsBackend final : private WakeDescriptors, public Backend {
   }
 
   int cancel(HandleId handle, int32_t op_id) override {
-    if (handle == -1) {
-      if (!timers_.cancel(op_id)) return kENOENT;
-      outbox_.post({-1, EventKind::kCompleted, kECANCELED, op_id});
-      return 0;
-    }
+    if (handle == -1) return cancel_timer(timers_, op_id, outbox_);
     Socket* s = sockets_.find(handle);
     if (!s) return kEBADF;
     CancelOutcome outcome = s->cancel(handle, op_id, outbox_);
@@ -404,29 +400,11 @@ class ThreadsBackend final : private WakeDescriptors, public Backend {
     return 0;
   }
 
-  int file_open(const std::string& path, const FileOpenOptions& options, int32_t op_id) override {
-    return files_.open(path, options, op_id);
-  }
-  int file_read(HandleId file, std::span<uint8_t> buffer, int64_t position, int32_t op_id) override {
-    int n = files_.read_cached(file, buffer, position);
-    if (n == kEAGAIN) return files_.read(file, buffer, position, op_id);
-    outbox_.post({file, EventKind::kCompleted, n, op_id});
-    return 0;
-  }
-  int file_write(HandleId file, std::span<const uint8_t> buffer, int64_t position, int32_t op_id) override {
-    return files_.write(file, buffer, position, op_id);
-  }
-  int file_sync(HandleId file, bool data_only, int32_t op_id) override { return files_.sync(file, data_only, op_id); }
-  int file_close(HandleId file, int32_t op_id) override { return files_.close(file, op_id); }
-  int file_cancel(HandleId file, int32_t op_id) override { return files_.cancel(file, op_id); }
-  void set_thread_pool_size(int threads) override { files_.set_threads(threads); }
 
   void drain(BatchSink& sink) override {
     outbox_.begin_drain(sink);
     consume_wake();
-    finished_files_.clear();
-    files_.collect(finished_files_);
-    for (const Event& event : finished_files_) outbox_.post(event);
+    post_finished_files();
     fire_timers();
     {
       std::lock_guard lock(ready_mutex_);
@@ -901,7 +879,6 @@ class ThreadsBackend final : private WakeDescriptors, public Backend {
   std::vector<HandleId> to_poke_;      // threads to signal in flush()
   std::vector<HandleId> rearm_;        // watched sockets whose readiness was reported
   std::vector<int> accepted_;
-  std::vector<Event> finished_files_;
 
   TimerHeap timers_;  // the loop thread's
   std::mutex timer_mutex_;
@@ -911,6 +888,7 @@ class ThreadsBackend final : private WakeDescriptors, public Backend {
   std::atomic<bool> timers_due_{false};
   std::thread timer_thread_;
 
+  friend class PooledFileOperations<ThreadsBackend>;
   PooledFiles files_;  // last: its workers stop before anything else here goes
 };
 

@@ -8,6 +8,7 @@
 #include <cstdint>
 
 #include "backend.h"
+#include "errors.h"
 #include "event_queue.h"
 
 namespace twinloop {
@@ -56,5 +57,14 @@ class EventOutbox {
   EventQueue deferred_;
   uint64_t events_ = 0;
 };
+
+// cancel(-1, op_id), the same in every backend: a timer not yet fired is taken off `timers` and
+// completes with ECANCELED now, through the outbox; one that already fired is -ENOENT.
+template <typename Timers>
+int cancel_timer(Timers& timers, int32_t op_id, EventOutbox& outbox) {
+  if (!timers.cancel(op_id)) return kENOENT;
+  outbox.post({-1, EventKind::kCompleted, kECANCELED, op_id});
+  return 0;
+}
 
 }  // namespace twinloop
