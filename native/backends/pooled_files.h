@@ -1,7 +1,7 @@
-// Regular files for the readiness backends (epoll, kqueue) and threads: each operation runs on the thread
-// pool and completes as an event collected by the backend's drain() — except a read that the page
-// cache can serve whole, which Linux lets the loop thread do itself without risk of blocking
-// (read_cached).
+// Regular files for the readiness backends (epoll, kqueue) and threads: each operation runs on
+// the thread pool and completes as an event collected by the backend's drain() — except a read
+// that the page cache can serve whole, which Linux lets the loop thread do itself without risk of
+// blocking (read_cached).
 #pragma once
 
 #include <memory>

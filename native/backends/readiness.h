@@ -62,7 +62,6 @@ class ReadinessBackend : public PooledFileOperations<ReadinessBackend> {
   int cancel(HandleId handle, int32_t op_id) override;
   int start_timer(uint64_t delay_ms, int32_t op_id) override;
 
-
   void drain(BatchSink& sink) override;
   void flush() override { files_.flush(); }
 
