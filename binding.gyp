@@ -1,6 +1,6 @@
 {
   "variables": {
-    # The benchmark's own targets (native_echo, loadgen) are built only where bench/ is: it is not
+    # The benchmark's own targets (native_echo, standalone_echo, loadgen) are built only where bench/ is: it is not
     # published, so a source install from the npm tarball builds the addon alone; and prebuilds
     # carry only twinloop.node (scripts/prebuild.sh sets npm_config_twinloop_bench=0, which is
     # node-gyp's --twinloop_bench=0). And only on Linux, where the load generator runs.
@@ -89,6 +89,14 @@
           "cflags!": ["-fno-exceptions"],
           "cflags_cc!": ["-fno-exceptions", "-std=gnu++17", "-std=c++17"],
           "cflags_cc": ["-std=c++20", "-fno-exceptions", "-Wall", "-Wextra", "-Werror"]
+        },
+        {
+          "target_name": "standalone_echo",
+          "type": "executable",
+          "sources": ["<@(core_sources)", "native/binding/standalone_echo.cc", "<@(backend_sources)"],
+          "cflags_cc!": ["-fno-exceptions", "-std=gnu++17", "-std=c++17"],
+          "cflags_cc": ["-std=c++20", "-O2", "-fno-exceptions", "-Wall", "-Wextra", "-Werror"],
+          "libraries": ["-pthread"]
         },
         {
           "target_name": "loadgen",

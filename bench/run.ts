@@ -1,6 +1,6 @@
 // twinloop's benchmark: every available backend through the Reactor API, the Proactor API and the
-// net layer, beside Node's `net` and each backend's native C++ echo, under one native load
-// generator. The primary figure is server CPU time per round trip (see ../shared/DESIGN.md,
+// net layer, beside Node's `net`, each backend's native C++ echo on Node's loop and the same echo
+// on a loop of its own (standalone: the primitive alone), under one native load generator. The primary figure is server CPU time per round trip (see ../shared/DESIGN.md,
 // "Performance goals"); servers take turns within each round and every ratio is taken within it.
 //
 //   npm run bench                  quick default (≤ 2 min): 64 B echo × 50 connections
@@ -17,7 +17,7 @@ import { availableBackends, type BackendName } from 'twinloop';
 import { renderCharts } from './lib/charts.js';
 import { describeMachine, machineLine } from './lib/machine.js';
 import { describe, measureHttp, measureIdle, measureLoad, type EchoLoad, type LoadResult, type Timing, type Workload } from './lib/measure.js';
-import { loadgenPath, nativeEchoPath, resultsDir, root } from './lib/paths.js';
+import { loadgenPath, nativeEchoPath, resultsDir, root, standaloneEchoPath } from './lib/paths.js';
 import { markdownReport } from './lib/report.js';
 import { costOf, summarize, type Measurement } from './lib/results.js';
 import { ServerProcess, type ServerSpec } from './lib/server.js';
@@ -28,7 +28,7 @@ import { ensureWrk } from './lib/wrk.js';
 const usage = `usage: npm run bench -- [options]
   --full                 the whole matrix instead of the quick default
   --backends LIST        e.g. epoll,io_uring (default: every available backend)
-  --apis LIST            twinloop servers: native,net,reactor,proactor (default: all)
+  --apis LIST            twinloop servers: standalone,native,net,reactor,proactor (default: all)
   --workloads LIST       echo,churn,rate,idle (default: echo; --full: all)
   --sizes LIST           echo message bytes (default 64; --full: 64,4096,65536)
   --connections LIST     echo connections (default 50; --full: 1,100,1000,10000)
@@ -51,7 +51,7 @@ const { values } = parseArgs({
   options: {
     full: { type: 'boolean', default: false },
     backends: { type: 'string' },
-    apis: { type: 'string', default: 'native,net,reactor,proactor' },
+    apis: { type: 'string', default: 'standalone,native,net,reactor,proactor' },
     workloads: { type: 'string' },
     sizes: { type: 'string' },
     connections: { type: 'string' },
@@ -114,10 +114,9 @@ if (workerCounts.some((n) => n > 1)) {
 if (pin === null) notes.push(`nothing is pinned: ${machine.notPinned}`);
 for (const note of notes) console.log(`bench: ${note}`);
 
-// What the turns record (see record()), for the echo run or the HTTP run; the echo tables add the
-// CPU columns when several threads make saturation the question.
+// What the turns record (see record()), for the echo run or the HTTP run.
 const measurements: Measurement[] = [];
-const view: View = values.http ? httpView : echoView(workerCounts.some((n) => n > 1));
+const view: View = values.http ? httpView : echoView;
 let turnsToRun = 0;
 let started = Date.now();
 if (values.http) {
@@ -126,10 +125,14 @@ if (values.http) {
 }
 if (!existsSync(loadgenPath)) fail(`no load generator at ${path.relative(root, loadgenPath)}: build it with \`npm run build:native\``);
 let apis = values.apis.split(',');
-for (const api of apis) if (!['native', 'net', 'reactor', 'proactor'].includes(api)) fail(`unknown API '${api}' in --apis`);
-if (apis.includes('native') && !existsSync(nativeEchoPath)) {
-  console.warn(`bench: no native echo at ${path.relative(root, nativeEchoPath)} (build it with \`npm run build:native\`): running without the native ceiling`);
-  apis = apis.filter((api) => api !== 'native');
+// The C++ echoes: one thread each, whatever --workers says.
+const nativeApis: string[] = ['native', 'standalone'];
+for (const api of apis) if (!nativeApis.includes(api) && !['net', 'reactor', 'proactor'].includes(api)) fail(`unknown API '${api}' in --apis`);
+for (const [api, built, what] of [['native', nativeEchoPath, 'native ceiling'], ['standalone', standaloneEchoPath, 'standalone row']] as const) {
+  if (apis.includes(api) && !existsSync(built)) {
+    console.warn(`bench: no ${api} echo at ${path.relative(root, built)} (build it with \`npm run build:native\`): running without the ${what}`);
+    apis = apis.filter((other) => other !== api);
+  }
 }
 const workloads = (values.workloads ?? (full ? 'echo,churn,rate,idle' : 'echo')).split(',');
 for (const kind of workloads) if (!['echo', 'churn', 'rate', 'idle'].includes(kind)) fail(`unknown workload '${kind}' in --workloads`);
@@ -159,7 +162,7 @@ for (const cell of cells) if (!runnable.includes(cell)) console.warn(`bench: ski
 const servers: ServerSpec[] = [
   { id: 'net', backend: 'node', api: 'net' },
   ...backends.flatMap((backend) =>
-    apis.flatMap((api) => (api === 'native' ? [1] : workerCounts).map((workers) => withWorkers(`${backend}/${api}`, { backend, api }, workers))),
+    apis.flatMap((api) => (nativeApis.includes(api) ? [1] : workerCounts).map((workers) => withWorkers(`${backend}/${api}`, { backend, api }, workers))),
   ),
 ];
 // Idle connections measure memory per connection; one thread is the question there.
@@ -182,8 +185,10 @@ function record(m: Measurement): void {
   };
   const elapsed = (Date.now() - started) / 1000;
   const progress = `[${measurements.length}/${turnsToRun}, ${Math.round(elapsed)} s, ~${Math.round((elapsed / measurements.length) * (turnsToRun - measurements.length))} s left]`;
-  const vsNative = m.server.backend === 'node' || m.idle || !view.native ? null : ratioTo(sameRound(`${m.server.backend}/native`));
-  console.log(liveRow(view, m, ratioTo(sameRound('net')), vsNative, progress));
+  const [vsNative, vsStandalone] = (['native', 'standalone'] as const).map((api) =>
+    m.server.backend === 'node' || m.idle || !view.native ? null : ratioTo(sameRound(`${m.server.backend}/${api}`)),
+  );
+  console.log(liveRow(view, m, { vsNet: ratioTo(sameRound('net')), vsNative: vsNative!, vsStandalone: vsStandalone! }, progress));
 }
 
 async function attempt(m: Omit<Measurement, 'load' | 'idle' | 'error'>, run: () => Promise<Partial<Measurement>>): Promise<void> {
@@ -242,7 +247,7 @@ async function writeResults(timing: Timing, suffix: string): Promise<void> {
   const load = loadSummary(summary, true, view);
   const idle = idleSummary(summary);
   const unit = view.unit === 'rt' ? 'round trip' : 'request';
-  console.log(`\nSummary (median over rounds; ×net${view.native ? ' and ×native' : ''}: ratio of server CPU per ${unit} within the same round)\n`);
+  console.log(`\nSummary (median over rounds; ×net${view.native ? ', ×native and ×alone' : ''}: ratio of server CPU per ${unit} within the same round)\n`);
   if (load.rows.length) console.log(`${textTable(load)}\n`);
   if (idle.rows.length) console.log(`${textTable(idle)}\n`);
 

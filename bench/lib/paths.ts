@@ -5,4 +5,5 @@ import { fileURLToPath } from 'node:url';
 export const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
 export const loadgenPath = path.join(root, 'build', 'Release', 'loadgen');
 export const nativeEchoPath = path.join(root, 'build', 'Release', 'native_echo.so');
+export const standaloneEchoPath = path.join(root, 'build', 'Release', 'standalone_echo');
 export const resultsDir = path.join(root, 'bench', 'results');

@@ -1,5 +1,5 @@
 // What a run records, and the per-cell summary: medians over rounds, and each server's ratio to
-// Node `net` and to its backend's native echo, taken within the same round.
+// Node `net` and to its backend's native and standalone echoes, taken within the same round.
 import type { IdleResult, LoadResult, Workload } from './measure.js';
 import type { ServerSpec } from './server.js';
 
@@ -30,6 +30,8 @@ export interface SummaryRow {
   vsNet: Range | null;
   /** The native echo's CPU ÷ this server's, per round: 1 is the ceiling (load workloads only). */
   vsNative: Range | null;
+  /** The standalone echo's CPU ÷ this server's, per round: what Node's loop and the API cost. */
+  vsStandalone: Range | null;
   roundTripsPerS: number | null;
   syscallsPerRoundTrip: number | null;
   /** The server process's context switches per round trip (voluntary + involuntary, all threads). */
@@ -89,6 +91,7 @@ export function summarize(all: Measurement[]): SummaryRow[] {
       cost: range(ok.map(costOf).filter((v): v is number => v !== null)),
       vsNet: server.id === 'net' ? null : range(ratios(ok, all, () => 'net')),
       vsNative: server.backend === 'node' || workload.kind === 'idle' ? null : range(ratios(ok, all, (m) => `${m.server.backend}/native`)),
+      vsStandalone: server.backend === 'node' || workload.kind === 'idle' ? null : range(ratios(ok, all, (m) => `${m.server.backend}/standalone`)),
       roundTripsPerS: median(ok.map((m) => m.load?.roundTripsPerS)),
       syscallsPerRoundTrip: median(ok.map((m) => m.load?.syscallsPerRoundTrip)),
       contextSwitchesPerRoundTrip: median(ok.map((m) => m.load?.contextSwitchesPerRoundTrip)),

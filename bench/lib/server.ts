@@ -4,7 +4,7 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { createInterface } from 'node:readline';
 
 import type { Ready, Snapshot } from '../servers/control.js';
-import { root } from './paths.js';
+import { root, standaloneEchoPath } from './paths.js';
 
 export interface ServerSpec {
   /** Short stable name: `net`, `epoll/reactor`, `io_uring/native`, … */
@@ -13,7 +13,8 @@ export interface ServerSpec {
   backend: string;
   /**
    * Echo: `net` (on Node: node:net; on twinloop: its net layer) | `reactor` | `proactor` |
-   * `native`. HTTP: `node:http` | `minimal` (bench/servers/http-server.ts).
+   * `native` (the backend echoing from C++ on Node's loop) | `standalone` (the same C++ echo on a
+   * loop of its own, no Node). HTTP: `node:http` | `minimal` (bench/servers/http-server.ts).
    */
   api: string;
   /** Worker threads, each with its own loop on the same port (SO_REUSEPORT); default 1. */
@@ -21,6 +22,12 @@ export interface ServerSpec {
 }
 
 export const isHttp = (spec: ServerSpec): boolean => spec.api === 'node:http' || spec.api === 'minimal';
+
+// The command line of a server: a Node script, or the standalone echo's executable.
+function command(spec: ServerSpec): string[] {
+  if (spec.api === 'standalone') return [standaloneEchoPath, '--backend', spec.backend];
+  return [process.execPath, '--expose-gc', '--import', 'tsx', ...script(spec)];
+}
 
 function script(spec: ServerSpec): string[] {
   const workers = spec.workers === undefined || spec.workers === 1 ? [] : ['--workers', String(spec.workers)];
@@ -43,9 +50,8 @@ export class ServerProcess {
   }
 
   static async start(spec: ServerSpec, cpu: number | null): Promise<ServerProcess> {
-    const node = [process.execPath, '--expose-gc', '--import', 'tsx', ...script(spec)];
-    const [command, ...args] = cpu === null ? node : ['taskset', '-c', String(cpu), ...node];
-    const child = spawn(command!, args, { cwd: root, stdio: ['pipe', 'pipe', 'inherit'] });
+    const [program, ...args] = cpu === null ? command(spec) : ['taskset', '-c', String(cpu), ...command(spec)];
+    const child = spawn(program!, args, { cwd: root, stdio: ['pipe', 'pipe', 'inherit'] });
     const replies: ((line: string) => void)[] = [];
     const lines = createInterface({ input: child.stdout! });
     const ready = await new Promise<Ready>((resolve, reject) => {

@@ -7,6 +7,7 @@ export function serverLabel(server: ServerSpec): string {
   const workers = (server.workers ?? 1) > 1 ? ` ×${server.workers} workers` : '';
   if (server.backend === 'node') return server.api === 'net' ? 'node net' : `${server.api} on net`;
   if (server.api === 'native') return `${server.backend} native C++`;
+  if (server.api === 'standalone') return `${server.backend} standalone C++`;
   if (server.api === 'minimal') return `${server.backend} minimal HTTP${workers}`;
   return `${server.backend} ${server.api}${workers}`;
 }
@@ -15,17 +16,14 @@ export function serverLabel(server: ServerSpec): string {
 export interface View {
   /** A round trip (`rt`, echo) or a request (`req`, HTTP). */
   unit: 'rt' | 'req';
-  /** The ratio to the backend's native echo (echo only). */
+  /** The ratios to the backend's native and standalone echoes (echo only). */
   native: boolean;
-  /** The cores the server and the load generator kept busy. */
-  shares: boolean;
   /** The load generator's name, for its CPU column. */
   loadgen: string;
 }
 
-/** The echo benchmark's view; `shares` when worker threads make saturation the question. */
-export const echoView = (shares: boolean): View => ({ unit: 'rt', native: true, shares, loadgen: 'loadgen' });
-export const httpView: View = { unit: 'req', native: false, shares: true, loadgen: 'wrk' };
+export const echoView: View = { unit: 'rt', native: true, loadgen: 'loadgen' };
+export const httpView: View = { unit: 'req', native: false, loadgen: 'wrk' };
 
 const num = (value: number | null | undefined, digits = 0): string =>
   value == null || !Number.isFinite(value) ? '—' : value.toLocaleString('en-US', { maximumFractionDigits: digits, minimumFractionDigits: digits });
@@ -37,8 +35,8 @@ function liveColumns(view: View): [string, number][] {
   const { unit } = view;
   return [
     ['round', 5], ['cell', 22], ['server', view.unit === 'req' ? 30 : 22], [`${unit}/s`, 9], [`server CPU µs/${unit}`, 16], ['×net', 6],
-    ...(view.native ? [['×native', 7] as [string, number]] : []),
-    ...(view.shares ? [['server CPU', 10], [`${view.loadgen} CPU`, 11]] as [string, number][] : []),
+    ...(view.native ? [['×native', 7], ['×alone', 6]] as [string, number][] : []),
+    ['server CPU', 10], [`${view.loadgen} CPU`, 11],
     [`syscalls/${unit}`, 11], [`ctx sw/${unit}`, 10], ['p50 µs', 8], ['p99 µs', 8], ['p99.9 µs', 8], view.native ? ['starved', 7] : ['errors', 6],
   ];
 }
@@ -56,21 +54,28 @@ export function liveHeader(view: View): string {
 /** A share of one core: `0.97 cores`. */
 const cores = (value: number | null | undefined): string => (value == null ? '—' : `${num(value, 2)} cores`);
 
-/** One finished measurement, with its ratios to net and native from the same round. */
-export function liveRow(view: View, m: Measurement, vsNet: number | null, vsNative: number | null, progress: string): string {
+/** A measurement's ratios to the reference servers of the same round. */
+export interface LiveRatios {
+  vsNet: number | null;
+  vsNative: number | null;
+  vsStandalone: number | null;
+}
+
+/** One finished measurement, with its ratios to net, native and standalone from the same round. */
+export function liveRow(view: View, m: Measurement, { vsNet, vsNative, vsStandalone }: LiveRatios, progress: string): string {
   const widths = liveColumns(view).map(([, w]) => w);
   const head = [String(m.round), m.cell, serverLabel(m.server)];
   if (m.error !== undefined) return `${pad(head, widths)}  failed: ${m.error}  ${progress}`;
   const x = (v: number | null): string => (v === null ? '—' : `${num(v, 2)}×`);
   if (m.idle) {
-    return `${pad([...head, '', `${bytes(m.idle.rssBytesPerConnection)} RSS`, x(vsNet), x(vsNative)], widths)}  ${progress}`;
+    return `${pad([...head, '', `${bytes(m.idle.rssBytesPerConnection)} RSS`, x(vsNet), ...(view.native ? [x(vsNative), x(vsStandalone)] : [])], widths)}  ${progress}`;
   }
   const load = m.load!;
   return `${pad(
     [
       ...head, num(load.roundTripsPerS), num(load.serverCpuUsPerRoundTrip, 2), x(vsNet),
-      ...(view.native ? [x(vsNative)] : []),
-      ...(view.shares ? [cores(load.serverCpuShare), cores(load.clientCpuShare)] : []),
+      ...(view.native ? [x(vsNative), x(vsStandalone)] : []),
+      cores(load.serverCpuShare), cores(load.clientCpuShare),
       num(load.syscallsPerRoundTrip, 2), num(load.contextSwitchesPerRoundTrip, 2), num(load.latencyUs.p50), num(load.latencyUs.p99), num(load.latencyUs.p999),
       String(view.native ? load.starvedConnections : load.errors),
     ],
@@ -86,8 +91,8 @@ export interface Table {
 export function loadSummary(rows: SummaryRow[], spread: boolean, view: View): Table {
   const { unit } = view;
   const header = [
-    'cell', 'server', `server CPU µs/${unit}`, '×net', ...(view.native ? ['×native'] : []), `${unit}/s`,
-    ...(view.shares ? ['server CPU', `${view.loadgen} CPU`] : []),
+    'cell', 'server', `server CPU µs/${unit}`, '×net', ...(view.native ? ['×native', '×alone'] : []), `${unit}/s`,
+    'server CPU', `${view.loadgen} CPU`,
     `syscalls/${unit}`, `ctx sw/${unit}`, 'p50 µs', 'p99 µs', 'p99.9 µs', view.native ? 'starved' : 'errors',
   ];
   return {
@@ -100,8 +105,8 @@ export function loadSummary(rows: SummaryRow[], spread: boolean, view: View): Ta
           : [
               row.cell, serverLabel(row.server),
               spread && row.rounds > 1 ? `${num(row.cost.median, 2)} (${num(row.cost.min, 2)}–${num(row.cost.max, 2)})` : num(row.cost.median, 2),
-              ratio(row.vsNet, spread), ...(view.native ? [ratio(row.vsNative, spread)] : []), num(row.roundTripsPerS),
-              ...(view.shares ? [cores(row.serverCpuShare), cores(row.clientCpuShare)] : []),
+              ratio(row.vsNet, spread), ...(view.native ? [ratio(row.vsNative, spread), ratio(row.vsStandalone, spread)] : []), num(row.roundTripsPerS),
+              cores(row.serverCpuShare), cores(row.clientCpuShare),
               num(row.syscallsPerRoundTrip, 2), num(row.contextSwitchesPerRoundTrip, 2), num(row.latencyUs.p50), num(row.latencyUs.p99), num(row.latencyUs.p999),
               String(view.native ? row.starvedConnections : row.loadErrors),
             ],

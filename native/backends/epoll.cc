@@ -78,15 +78,14 @@ class EpollBackend final : private EpollDescriptors, public ReadinessBackend {
   // No EPOLL_CTL_DEL: closing the only descriptor of the socket removes it from the epoll set.
   void before_close(Socket&) override {}
 
-  void drain_ready(BatchSink& sink) override {
-    while (!sink.full()) {
-      epoll_event ready[kMaxKernelEvents];
-      ++stats_.syscalls;
-      int n = epoll_wait(epoll_fd.get(), ready, kMaxKernelEvents, 0);
-      if (n <= 0) break;
-      for (int i = 0; i < n; ++i) dispatch(ready[i], sink);
-      if (n < kMaxKernelEvents) break;
-    }
+  int fetch_ready(int timeout_ms) override {
+    ++stats_.syscalls;
+    int n = epoll_wait(epoll_fd.get(), ready_, kMaxKernelEvents, timeout_ms);
+    return n < 0 ? -errno : n;
+  }
+
+  void dispatch_ready(int count, BatchSink& sink) override {
+    for (int i = 0; i < count; ++i) dispatch(ready_[i], sink);
   }
 
   // Deferred events have no kernel readiness behind them; the eventfd makes the epoll fd readable
@@ -152,6 +151,7 @@ class EpollBackend final : private EpollDescriptors, public ReadinessBackend {
   }
 
   UniqueFd timer_fd_;  // one for every timer of the loop, armed to the earliest (timer_heap.h)
+  epoll_event ready_[kMaxKernelEvents];
 };
 
 std::unique_ptr<Backend> make_epoll_backend(int& error, std::string& reason) {

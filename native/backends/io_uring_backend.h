@@ -104,6 +104,7 @@ class IoUringBackend final : public Backend {
   int start_timer(uint64_t delay_ms, int32_t op_id) override;
 
   void drain(BatchSink& sink) override;  // io_uring_dispatch.cc
+  int wait(int timeout_ms) override;     // io_uring_dispatch.cc
   void flush() override;                 // io_uring_submit.cc
 
   Stats stats() const override {

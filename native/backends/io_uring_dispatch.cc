@@ -59,6 +59,16 @@ void IoUringBackend::drain(BatchSink& sink) {
   }
 }
 
+// Submission and wait in one enter (liburing's io_uring_submit_and_wait), unless the eventfd was
+// signalled for events that need no kernel (the outbox's, a drain's leftovers).
+int IoUringBackend::wait(int timeout_ms) {
+  pump_dirty();
+  if (wake_pending_ || ring_.cq_head() != ring_.cq_tail()) return enter(false);
+  ++stats_.syscalls;
+  int rc = ring_.wait(1, timeout_ms);
+  return rc == kEINTR || rc == -ETIME ? 0 : rc;  // ETIME: the timeout passed
+}
+
 // Events queued outside the kernel need the eventfd to turn readable.
 void IoUringBackend::signal_wake() {
   if (wake_pending_) return;

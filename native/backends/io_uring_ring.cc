@@ -184,9 +184,11 @@ int Ring::enter(bool get_events) {
 }
 
 int Ring::wait(unsigned min_complete, int timeout_ms) {
+  unsigned to_submit = pending();
+  __atomic_store_n(sq_tail_, sqe_tail_, __ATOMIC_RELEASE);
   __kernel_timespec timeout{timeout_ms / 1000, (timeout_ms % 1000) * 1000000LL};
   io_uring_getevents_arg arg{};
-  arg.ts = reinterpret_cast<uint64_t>(&timeout);
+  if (timeout_ms >= 0) arg.ts = reinterpret_cast<uint64_t>(&timeout);
   unsigned flags = enter_flags_ | IORING_ENTER_GETEVENTS;
   void* argp = nullptr;
   size_t arg_size = 0;
@@ -195,7 +197,7 @@ int Ring::wait(unsigned min_complete, int timeout_ms) {
     argp = &arg;
     arg_size = sizeof(arg);
   }
-  long rc = ::syscall(__NR_io_uring_enter, enter_fd_, 0, min_complete, flags, argp, arg_size);
+  long rc = ::syscall(__NR_io_uring_enter, enter_fd_, to_submit, min_complete, flags, argp, arg_size);
   return rc >= 0 ? static_cast<int>(rc) : -errno;
 }
 

@@ -81,7 +81,8 @@ class Ring {
   // the CQ overflow list. Returns the kernel's result (SQEs taken, or a negative errno).
   int enter(bool get_events);
   int register_op(unsigned opcode, void* arg, unsigned count);
-  // Waits until `min_complete` CQEs are there or `timeout_ms` passed (teardown only).
+  // Submits everything pending and waits until `min_complete` CQEs are there or `timeout_ms`
+  // passed (-1: no limit; a kernel without IORING_FEAT_EXT_ARG waits without one).
   int wait(unsigned min_complete, int timeout_ms);
 
   uint32_t sq_flags() const { return __atomic_load_n(sq_flags_, __ATOMIC_ACQUIRE); }

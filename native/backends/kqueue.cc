@@ -96,20 +96,21 @@ class KqueueBackend final : private KqueueDescriptors, public ReadinessBackend {
   }
 
  private:
-  void drain_ready(BatchSink& sink) override {
-    while (!sink.full()) {
-      // kqueue(2): a change that fails is returned as an EV_ERROR event only while the eventlist
-      // has room for it; otherwise kevent() fails and the changes after it are not applied. A
-      // changelist longer than the eventlist therefore goes through flush(), which makes room.
-      if (changes_.size() > static_cast<size_t>(kMaxKernelEvents)) flush();
-      struct kevent ready[kMaxKernelEvents];
-      ++stats_.syscalls;
-      int n = kevent(kqueue_fd.get(), changes_.data(), static_cast<int>(changes_.size()), ready, kMaxKernelEvents, &kNoWait);
-      changes_.clear();
-      if (n <= 0) break;
-      for (int i = 0; i < n; ++i) dispatch(ready[i], sink);
-      if (n < kMaxKernelEvents) break;
-    }
+  int fetch_ready(int timeout_ms) override {
+    // kqueue(2): a change that fails is returned as an EV_ERROR event only while the eventlist
+    // has room for it; otherwise kevent() fails and the changes after it are not applied. A
+    // changelist longer than the eventlist therefore goes through flush(), which makes room.
+    if (changes_.size() > static_cast<size_t>(kMaxKernelEvents)) flush();
+    timespec timeout{timeout_ms / 1000, (timeout_ms % 1000) * 1'000'000L};
+    ++stats_.syscalls;
+    int n = kevent(kqueue_fd.get(), changes_.data(), static_cast<int>(changes_.size()), ready_, kMaxKernelEvents,
+                   timeout_ms < 0 ? nullptr : &timeout);
+    changes_.clear();
+    return n < 0 ? -errno : n;
+  }
+
+  void dispatch_ready(int count, BatchSink& sink) override {
+    for (int i = 0; i < count; ++i) dispatch(ready_[i], sink);
   }
 
   // Thread-pool workers wake the loop themselves: kevent(2) and write(2) are safe from any thread,
@@ -272,6 +273,7 @@ class KqueueBackend final : private KqueueDescriptors, public ReadinessBackend {
 
   std::vector<struct kevent> changes_;   // the changelist of the next kevent()
   std::vector<struct kevent> receipts_;  // flush()'s eventlist, grown once
+  struct kevent ready_[kMaxKernelEvents];
 };
 
 std::unique_ptr<Backend> make_kqueue_backend(int& error, std::string& reason) {

@@ -179,8 +179,25 @@ void ReadinessBackend::on_timer() {
 void ReadinessBackend::drain(BatchSink& sink) {
   outbox_.begin_drain(sink);
   post_finished_files();
-  drain_ready(sink);
+  while (!sink.full()) {
+    int count = fetched_ > 0 ? std::exchange(fetched_, 0) : fetch_ready(0);
+    if (count <= 0) break;
+    dispatch_ready(count, sink);
+    if (count < kMaxKernelEvents) break;
+  }
   outbox_.end_drain();
+}
+
+// The wait is the fetch: the events it returns are the next drain's first, so a loop that owns
+// its thread makes one epoll_wait/kevent per wake, as a C reactor does.
+int ReadinessBackend::wait(int timeout_ms) {
+  flush();
+  if (fetched_ > 0) return 0;
+  int count = fetch_ready(timeout_ms);
+  if (count == kEINTR) return 0;
+  if (count < 0) return count;
+  fetched_ = count;
+  return 0;
 }
 
 int ReadinessBackend::accept_one(int listen_fd) {

@@ -6,7 +6,7 @@
 //
 // This file knows no OS primitive. epoll.cc and kqueue.cc derive from ReadinessBackend and supply
 // only what knows theirs: how interest is registered (update_interest), how ready events are
-// fetched and decoded (drain_ready, which calls on_readable/on_writable back), how the loop is
+// fetched (fetch_ready) and decoded (dispatch_ready, which calls on_readable/on_writable back), how the loop is
 // woken (signal_wake, and the wake function handed to the thread pool), how the OS timer is set
 // (set_os_timer), and what a close must undo (before_close). Those hooks are called once per
 // operation or per drain, never per byte; the derived classes are final, so their own drain loop
@@ -64,6 +64,7 @@ class ReadinessBackend : public PooledFileOperations<ReadinessBackend> {
 
   void drain(BatchSink& sink) override;
   void flush() override { files_.flush(); }
+  int wait(int timeout_ms) override;
 
   Stats stats() const override {
     Stats stats = stats_;
@@ -102,10 +103,12 @@ class ReadinessBackend : public PooledFileOperations<ReadinessBackend> {
   // once; narrowing only for the directions in `narrow` — directions whose readiness arrived
   // with nobody waiting for it (see the OS files for why narrowing is lazy).
   virtual int update_interest(HandleId handle, Socket& s, Interest narrow) = 0;
-  // Moves ready events into `sink` without blocking, until it is full or nothing is left, handing
-  // each socket's readiness to on_readable()/on_writable(), the timer's to on_timer(), the wake's
-  // to deliver_deferred().
-  virtual void drain_ready(BatchSink& sink) = 0;
+  // Fetches up to kMaxKernelEvents ready events into the OS file's own array, waiting at most
+  // `timeout_ms` (0: not at all, -1: no limit); returns their count, or a negative errno.
+  virtual int fetch_ready(int timeout_ms) = 0;
+  // Hands the first `count` fetched events to on_readable()/on_writable(), the timer's to
+  // on_timer(), the wake's to deliver_deferred().
+  virtual void dispatch_ready(int count, BatchSink& sink) = 0;
   // Makes poll_fd() readable so that Node's loop comes back for the events the outbox deferred;
   // once until the wake is consumed (wake_pending_).
   virtual void signal_wake() = 0;
@@ -149,6 +152,7 @@ class ReadinessBackend : public PooledFileOperations<ReadinessBackend> {
   BackendInfo info_;
   TimerHeap timers_;
   uint64_t armed_deadline_ = 0;  // what the OS timer is set to; 0 = disarmed (or already fired)
+  int fetched_ = 0;  // events a blocking wait() fetched, for the next drain to dispatch
   friend class PooledFileOperations<ReadinessBackend>;
   PooledFiles files_;  // last: its workers stop before anything else here goes
 };

@@ -227,6 +227,14 @@ class ThreadsBackend final : private WakeDescriptors, public PooledFileOperation
 
   const BackendInfo& info() const override { return info_; }
   int poll_fd() const override { return wake_read.get(); }
+  // The loop's only wait is for its wake descriptor: the sockets are waited on by their threads.
+  int wait(int timeout_ms) override {
+    flush();
+    pollfd wake{wake_read.get(), POLLIN, 0};
+    ++stats_.syscalls;
+    int n = ::poll(&wake, 1, timeout_ms);
+    return n < 0 && errno != EINTR ? -errno : 0;
+  }
 
   int listen(const SocketAddress& address, const ListenOptions& options) override {
     UniqueFd fd;

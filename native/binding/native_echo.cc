@@ -1,11 +1,12 @@
-// The benchmark's ceiling: a backend echoing from C++, with no JavaScript on the data path.
+// The benchmark's ceiling inside Node: the native echo (echo_server.h) on Node's loop.
 //
 // It runs exactly as the twinloop addon does — the backend's descriptor watched by one uv_poll_t
 // on Node's loop, drained into a BatchSink, submissions flushed once per batch — but handles the
-// batch here instead of calling into JavaScript. So "twinloop JS echo ÷ native echo" on the same
-// backend isolates what the N-API boundary and the JS handler cost, and nothing else.
+// batch in C++ instead of calling into JavaScript. So "twinloop JS echo ÷ native echo" on the same
+// backend isolates what the N-API boundary and the JS handler cost, and "native echo ÷ standalone
+// echo" (standalone_echo.cc) what Node's loop costs.
 //
-// Built as its own addon (build/Release/native_echo.node) from the same backend sources; used
+// Built as its own addon (build/Release/native_echo.so) from the same backend sources; used
 // only by bench/servers/twinloop-server.ts.
 //
 //   const echo = new NativeEcho('epoll', '127.0.0.1', 0);   // listens, echoes every connection
@@ -13,20 +14,13 @@
 #include <napi.h>
 #include <uv.h>
 
-#include <cerrno>
-#include <cstring>
 #include <memory>
 #include <string>
-#include <unordered_map>
-#include <vector>
 
-#include "../core/backend.h"
+#include "echo_server.h"
 
 namespace twinloop {
 namespace {
-
-constexpr size_t kBatchEvents = 1024;      // the addon's default batchSize
-constexpr size_t kArenaBytes = 1 << 20;    // and arenaSize
 
 class NativeEcho : public Napi::ObjectWrap<NativeEcho> {
  public:
@@ -48,34 +42,22 @@ class NativeEcho : public Napi::ObjectWrap<NativeEcho> {
       return;
     }
     std::string name = info[0].As<Napi::String>().Utf8Value();
-    std::string reason = "backend '" + name + "' is not compiled in";
-    for (const BackendEntry& entry : registered_backends()) {
-      int error = 0;
-      if (entry.name == name) backend_ = entry.make(error, reason);
-    }
-    if (!backend_ || backend_->poll_fd() < 0) {
-      if (backend_) reason = "backend '" + name + "' has no pollable descriptor";
-      backend_.reset();
-      Napi::Error::New(env, reason).ThrowAsJavaScriptException();
-      return;
-    }
     SocketAddress address{SocketAddress::Family::kIPv4, info[1].As<Napi::String>().Utf8Value(),
                           static_cast<uint16_t>(info[2].As<Napi::Number>().Uint32Value())};
-    listener_ = backend_->listen(address, ListenOptions{});
-    int rc = listener_ < 0 ? listener_ : backend_->set_streaming(listener_, Stream::kAccept, true);
-    if (rc < 0) {
-      backend_.reset();
-      Napi::Error::New(env, std::string("listen failed: ") + std::strerror(-rc)).ThrowAsJavaScriptException();
+    std::string error;
+    echo_ = EchoServer::open(name, address, error);
+    if (echo_ && echo_->backend().poll_fd() < 0) {
+      echo_.reset();
+      error = "backend '" + name + "' has no pollable descriptor";
+    }
+    if (!echo_) {
+      Napi::Error::New(env, error).ThrowAsJavaScriptException();
       return;
     }
-    backend_->flush();  // io_uring: the multishot accept is only queued until now
-    events_.resize(kBatchEvents);
-    arena_.resize(kArenaBytes);
-    sink_ = std::make_unique<BatchSink>(std::span<Event>(events_), std::span<uint8_t>(arena_));
     uv_loop_t* uv_loop = nullptr;
     napi_get_uv_event_loop(env, &uv_loop);
     poll_ = new uv_poll_t;
-    uv_poll_init(uv_loop, poll_, backend_->poll_fd());
+    uv_poll_init(uv_loop, poll_, echo_->backend().poll_fd());
     poll_->data = this;
     uv_poll_start(poll_, UV_READABLE, on_poll);
   }
@@ -85,68 +67,7 @@ class NativeEcho : public Napi::ObjectWrap<NativeEcho> {
  private:
   static void on_poll(uv_poll_t* handle, int status, int /*events*/) {
     auto* self = static_cast<NativeEcho*>(handle->data);
-    if (self != nullptr && status >= 0) self->on_wake();
-  }
-
-  void on_wake() {
-    ++wakes_;
-    for (int round = 0; round < kMaxRoundsPerWake; ++round) {
-      sink_->reset();
-      backend_->drain(*sink_);
-      if (sink_->count() == 0) break;
-      ++batches_;
-      for (size_t i = 0; i < sink_->count(); ++i) handle(events_[i]);
-      backend_->flush();
-      if (!sink_->full()) break;
-    }
-  }
-
-  void handle(const Event& event) {
-    switch (event.kind) {
-      case EventKind::kAccepted:
-        if (event.result >= 0) {
-          ++connections_;
-          if (backend_->set_streaming(event.result, Stream::kRead, true) < 0) close_connection(event.result);
-        }
-        break;
-      case EventKind::kData:
-        if (event.result > 0) echo(event.handle, event.aux, event.result);
-        else close_connection(event.handle);  // EOF or error
-        break;
-      case EventKind::kCompleted: {  // a write that had to wait
-        auto pending = writes_.find(event.aux);
-        if (pending == writes_.end()) break;
-        spare_.push_back(std::move(pending->second));
-        writes_.erase(pending);
-        if (event.result < 0 && event.result != kECANCELED) close_connection(event.handle);
-        break;
-      }
-      default:
-        break;
-    }
-  }
-
-  // The arena is reused by the next drain, so the bytes are copied into a buffer that lives until
-  // the write completes — what the JS servers do too (a Buffer per received chunk).
-  void echo(HandleId connection, int32_t offset, int32_t length) {
-    std::vector<uint8_t> bytes;
-    if (!spare_.empty()) {
-      bytes = std::move(spare_.back());
-      spare_.pop_back();
-    }
-    bytes.assign(arena_.begin() + offset, arena_.begin() + offset + length);
-    int32_t op = next_op_++;
-    int rc = backend_->submit_write(connection, bytes, op);
-    if (rc == 0) {
-      writes_.emplace(op, std::move(bytes));
-      return;
-    }
-    spare_.push_back(std::move(bytes));
-    if (rc < 0) close_connection(connection);
-  }
-
-  void close_connection(HandleId connection) {
-    if (backend_->close(connection, false) == 0) --connections_;
+    if (self != nullptr && status >= 0) self->echo_->run();
   }
 
   void shut_down() {
@@ -156,20 +77,16 @@ class NativeEcho : public Napi::ObjectWrap<NativeEcho> {
       uv_close(reinterpret_cast<uv_handle_t*>(poll_), [](uv_handle_t* h) { delete reinterpret_cast<uv_poll_t*>(h); });
       poll_ = nullptr;
     }
-    backend_.reset();
+    echo_.reset();
   }
 
-  Napi::Value port(const Napi::CallbackInfo&) {
-    SocketAddress out;
-    int rc = backend_ ? backend_->address(listener_, false, out) : kEBADF;
-    return Napi::Number::New(Env(), rc);
-  }
+  Napi::Value port(const Napi::CallbackInfo&) { return Napi::Number::New(Env(), echo_ ? echo_->port() : kEBADF); }
 
   Napi::Value info(const Napi::CallbackInfo&) {
     Napi::Env env = Env();
     auto out = Napi::Object::New(env);
-    if (!backend_) return out;
-    const BackendInfo& backend_info = backend_->info();
+    if (!echo_) return out;
+    const BackendInfo& backend_info = echo_->backend().info();
     out.Set("backend", backend_info.name);
     out.Set("pattern", backend_info.native_pattern);
     auto features = Napi::Array::New(env, backend_info.features.size());
@@ -181,14 +98,14 @@ class NativeEcho : public Napi::ObjectWrap<NativeEcho> {
   // The same shape as the addon's loop.stats(), plus the connections open now.
   Napi::Value stats(const Napi::CallbackInfo&) {
     Napi::Env env = Env();
-    Stats backend_stats = backend_ ? backend_->stats() : Stats{};
+    Stats backend_stats = echo_ ? echo_->backend().stats() : Stats{};
     auto out = Napi::Object::New(env);
     out.Set("syscalls", static_cast<double>(backend_stats.syscalls));
     out.Set("events", static_cast<double>(backend_stats.events));
-    out.Set("wakes", static_cast<double>(wakes_));
-    out.Set("batches", static_cast<double>(batches_));
+    out.Set("wakes", static_cast<double>(echo_ ? echo_->wakes() : 0));
+    out.Set("batches", static_cast<double>(echo_ ? echo_->batches() : 0));
     out.Set("jsCalls", 0);
-    out.Set("connections", static_cast<double>(connections_));
+    out.Set("connections", static_cast<double>(echo_ ? echo_->connections() : 0));
     return out;
   }
 
@@ -197,18 +114,8 @@ class NativeEcho : public Napi::ObjectWrap<NativeEcho> {
     return Env().Undefined();
   }
 
-  std::unique_ptr<Backend> backend_;
-  HandleId listener_ = -1;
-  std::vector<Event> events_;
-  std::vector<uint8_t> arena_;
-  std::unique_ptr<BatchSink> sink_;
+  std::unique_ptr<EchoServer> echo_;
   uv_poll_t* poll_ = nullptr;
-  std::unordered_map<int32_t, std::vector<uint8_t>> writes_;  // in flight, by operation id
-  std::vector<std::vector<uint8_t>> spare_;                   // so a round trip allocates nothing
-  int32_t next_op_ = 1;
-  int64_t connections_ = 0;
-  uint64_t wakes_ = 0;
-  uint64_t batches_ = 0;
 };
 
 }  // namespace

@@ -234,6 +234,14 @@ class Backend {
 
   // Moves what is ready into `sink` without blocking, until it is full or nothing is left.
   virtual void drain(BatchSink& sink) = 0;
+  // For a loop that owns its thread instead of Node's loop watching poll_fd() (the benchmark's
+  // standalone echo): hands queued submissions to the kernel and blocks in the primitive's own
+  // wait (epoll_wait, io_uring_enter, kevent) until drain() has work or `timeout_ms` passed
+  // (-1: no limit). Returns >= 0, or a negative errno (-ENOSYS where a backend cannot).
+  virtual int wait(int timeout_ms) {
+    (void)timeout_ms;
+    return kENOSYS;
+  }
   // Hands queued submissions to the kernel (io_uring); a no-op where calls take effect at once.
   virtual void flush() = 0;
 
