@@ -138,7 +138,7 @@ export function errnoOf(name: string): number {
 export function socketReadBusy(api: string): Error & { code: string } {
   return codedError(
     'ERR_SOCKET_BUSY',
-    `${api} cannot read this socket: the net layer reads it (socket.read() or for await), and a socket is read through one API only`,
+    `${api} cannot read this socket: it is read without a buffer (socket.read(), for await, or loop.proactor.read(socket)), and a socket is read through one API only`,
   );
 }
 

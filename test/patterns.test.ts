@@ -209,6 +209,52 @@ describe.each(backends)('patterns on %s', (backend) => {
     expect(error).toMatchObject({ code: 'ERR_SOCKET_CLOSED' });
   });
 
+  it('proactor: the pooled read (no buffer) echoes 8 MiB from 10 clients byte for byte, then null at EOF', async () => {
+    const server = await loop.listen({ host: '127.0.0.1', port: 0 });
+    const served: Promise<void>[] = [];
+    const acceptNext = (): void => {
+      loop.proactor.accept(server, (error, socket) => {
+        if (error) return;
+        acceptNext();
+        served.push((async () => {
+          for (let chunk = await loop.proactor.read(socket!); chunk !== null; chunk = await loop.proactor.read(socket!)) {
+            expect(chunk.length).toBeGreaterThan(0);
+            await loop.proactor.write(socket!, chunk);
+          }
+          socket!.close();
+        })());
+      });
+    };
+    acceptNext();
+    const payloads = Array.from({ length: 10 }, () => randomBytes(800 * 1024));
+    const echoed = await Promise.all(payloads.map((payload) => roundTrip(loop, 'proactor', server.port, payload)));
+    echoed.forEach((bytes, i) => expect(sha256(bytes)).toBe(sha256(payloads[i]!)));
+    await Promise.all(served);  // every server loop saw null: the clients closed
+  });
+
+  it('proactor: the pooled read calls back never synchronously, keeps bytes an abort left, and is the only reader', async () => {
+    const server = await listenEcho(loop);
+    const socket = await loop.connect({ host: '127.0.0.1', port: server.port });
+    const aborted = new AbortController();
+    const withdrawn = loop.proactor.read(socket, { signal: aborted.signal });
+    aborted.abort();
+    await expect(withdrawn).rejects.toMatchObject({ name: 'AbortError' });
+    await loop.proactor.write(socket, Buffer.from('hello'));
+    await new Promise((resolve) => setTimeout(resolve, 50));  // the echo is back, waiting in the loop
+    let synchronous = true;
+    const chunk = await new Promise<Buffer | null>((resolve, reject) => {
+      loop.proactor.read(socket, (error, bytes) => (error ? reject(error) : resolve(bytes!)));
+      synchronous = false;
+    });
+    expect(synchronous).toBe(false);
+    expect(chunk?.toString()).toBe('hello');
+    // The socket is now read without a buffer: a buffer read is refused, not interleaved.
+    await expect(loop.proactor.read(socket, Buffer.alloc(8))).rejects.toMatchObject({ code: 'ERR_SOCKET_BUSY' });
+    expect(() => loop.proactor.read(socket, new ArrayBuffer(8) as unknown as Uint8Array)).toThrow(/buffer/);
+    socket.close();
+    await expect(loop.proactor.read(socket)).rejects.toMatchObject({ code: 'ERR_SOCKET_CLOSED' });
+  });
+
   it('proactor: an accept in flight fails cleanly when its server closes', async () => {
     const server = await loop.listen({ host: '127.0.0.1', port: 0 });
     const accept = loop.proactor.accept(server);

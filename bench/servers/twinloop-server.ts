@@ -27,7 +27,8 @@ const { values } = parseArgs({
 const host = values.host;
 let connections = 0;
 
-// Big enough that one read takes a whole 64 KiB message, as the net layer's reads do.
+// The reactor's read buffer: big enough that one read takes a whole 64 KiB message, as the net
+// layer's reads do.
 const kReadBuffer = 64 * 1024;
 // How long accepting waits after a failure such as EMFILE, instead of spinning.
 const kAcceptRetryMs = 100;
@@ -97,19 +98,20 @@ async function proactorEcho(loop: Loop, where: Listen): Promise<Server> {
   const server = await loop.listen({ host, ...where });
   const serve = (socket: Socket): void => {
     connections += 1;
-    const buffer = Buffer.allocUnsafe(kReadBuffer);
     const close = (): void => {
       connections -= 1;
       socket.close();
     };
-    // The two completions are made once per connection, not per operation, as a server that
-    // cares about its allocation rate would write them.
-    const onWritten = (error: Error | null): void => (error ? close() : proactor.read(socket, buffer, onRead));
-    const onRead = (error: Error | null, n?: number): void => {
-      if (error || n === 0) return close();
-      proactor.write(socket, buffer.subarray(0, n), onWritten);
+    // The pooled read: the loop picks the memory when bytes arrive, so a connection waiting holds
+    // no buffer of its own (a 64 KiB one each would be most of an idle server's memory). The two
+    // completions are made once per connection, not per operation, as a server that cares about
+    // its allocation rate would write them.
+    const onWritten = (error: Error | null): void => (error ? close() : proactor.read(socket, onRead));
+    const onRead = (error: Error | null, chunk?: Buffer | null): void => {
+      if (error || !chunk) return close();
+      proactor.write(socket, chunk, onWritten);
     };
-    proactor.read(socket, buffer, onRead);
+    proactor.read(socket, onRead);
   };
   const accept = (): void =>
     proactor.accept(server, (error, socket) => {

@@ -56,7 +56,8 @@ function notAStream(what: string): TypeError {
   return error;
 }
 
-interface ReadWaiter {
+/** @internal Who waits for the next chunk: told once, with the chunk (null at the end) or the error. */
+export interface ReadWaiter {
   resolve(chunk: Buffer | null): void;
   reject(error: Error): void;
 }
@@ -229,43 +230,50 @@ export class Socket extends Handle implements AsyncIterable<Buffer> {
    */
   read(options?: SocketOperationOptions): Promise<Buffer | null> {
     const signal = options === undefined ? undefined : validateOperationOptions(options);
-    if (signal?.aborted) return Promise.reject(abortError(signal));
-    if (this.#sink !== undefined) return Promise.reject(codedError('ERR_SOCKET_BUSY', 'socket.read() cannot read this socket: its stream() reads it'));
+    return new Promise((resolve, reject) => this.readNext({ resolve, reject }, signal, 'socket.read()'));
+  }
+
+  /**
+   * @internal read() with a waiter instead of a promise (also the Proactor API's pooled read,
+   * named `caller` in its errors): `waiter` is settled once, at once when a chunk, the end or an
+   * error is already there, else when it comes.
+   */
+  readNext(waiter: ReadWaiter, signal: AbortSignal | undefined, caller: string): void {
+    if (signal?.aborted) return waiter.reject(abortError(signal));
+    if (this.#sink !== undefined) return waiter.reject(codedError('ERR_SOCKET_BUSY', `${caller} cannot read this socket: its stream() reads it`));
     if (this.#received.length > 0) {
       const chunk = this.#received.shift()!;
       this.#receivedBytes -= chunk.length;
       if (this.#paused && this.#receivedBytes < this.readableHighWaterMark) this.#resume();
-      return Promise.resolve(chunk);
+      return waiter.resolve(chunk);
     }
-    if (this.#readError !== null) return Promise.reject(this.#readError);
-    if (this.#eof || this.closed) return Promise.resolve(null);
+    if (this.#readError !== null) return waiter.reject(this.#readError);
+    if (this.#eof || this.closed) return waiter.resolve(null);
     if (!this.#streaming) {
       const rc = this.core.readStart(this.handle);
-      if (rc < 0) return Promise.reject(systemError(rc, 'read'));
+      if (rc < 0) return waiter.reject(systemError(rc, 'read'));
       this.#streaming = true;
     }
-    if (signal === undefined) return new Promise((resolve, reject) => this.#addReader({ resolve, reject }));
+    if (signal === undefined) return this.#addReader(waiter);
     // No kernel operation per read() here (the socket streams into the loop's buffers): aborting
     // only withdraws this reader, so a chunk that arrives later goes to the next read().
-    return new Promise((resolve, reject) => {
-      const onAbort = (): void => {
-        const index = this.#readers.indexOf(reader);
-        if (index !== -1) this.#readers.splice(index, 1);
-        reject(abortError(signal));
-      };
-      const reader: ReadWaiter = {
-        resolve: (chunk) => {
-          signal.removeEventListener('abort', onAbort);
-          resolve(chunk);
-        },
-        reject: (error) => {
-          signal.removeEventListener('abort', onAbort);
-          reject(error);
-        },
-      };
-      signal.addEventListener('abort', onAbort, { once: true });
-      this.#addReader(reader);
-    });
+    const onAbort = (): void => {
+      const index = this.#readers.indexOf(reader);
+      if (index !== -1) this.#readers.splice(index, 1);
+      waiter.reject(abortError(signal));
+    };
+    const reader: ReadWaiter = {
+      resolve: (chunk) => {
+        signal.removeEventListener('abort', onAbort);
+        waiter.resolve(chunk);
+      },
+      reject: (error) => {
+        signal.removeEventListener('abort', onAbort);
+        waiter.reject(error);
+      },
+    };
+    signal.addEventListener('abort', onAbort, { once: true });
+    this.#addReader(reader);
   }
 
   /**

@@ -55,24 +55,42 @@ export class ProactorApi {
 
   /**
    * Reads into `buffer`: completes with the byte count (0 at EOF). An empty `buffer` is a
-   * RangeError, thrown: its 0 could not be told from EOF. A socket the net layer reads
-   * (`socket.read()`, for await) fails with `ERR_SOCKET_BUSY`: one API reads a socket.
+   * RangeError, thrown: its 0 could not be told from EOF. The buffer is the caller's from
+   * submission to completion, so a connection waiting for data holds it: for many idle
+   * connections, read without one (the pooled read, below). A socket the net layer or a pooled
+   * read reads fails with `ERR_SOCKET_BUSY`: one API reads a socket.
+   *
+   * Without `buffer` — the pooled read — the loop picks the memory when the bytes arrive (io_uring's
+   * provided buffers, the arena of a readiness loop), so a connection waiting costs no buffer:
+   * completes with a Buffer of the bytes received (at least one), or null at EOF. The socket then
+   * keeps being read into the loop between calls, as the net layer's `socket.read()` does (reading
+   * pauses once `readableHighWaterMark` bytes wait); an abort withdraws only this read.
    *
    * @example
    * const n = await loop.proactor.read(socket, buffer, { signal: AbortSignal.timeout(1000) });
+   * const chunk = await loop.proactor.read(socket); // Buffer, or null at EOF
    */
   read(socket: Socket, buffer: Uint8Array, options?: ProactorOptions): Promise<number>;
   read(socket: Socket, buffer: Uint8Array, callback: Completion<number>): void;
   read(socket: Socket, buffer: Uint8Array, options: ProactorOptions, callback: Completion<number>): void;
+  read(socket: Socket, options?: ProactorOptions): Promise<Buffer | null>;
+  read(socket: Socket, callback: Completion<Buffer | null>): void;
+  read(socket: Socket, options: ProactorOptions, callback: Completion<Buffer | null>): void;
   read(
     socket: Socket,
-    buffer: Uint8Array,
-    optionsOrCallback?: ProactorOptions | Completion<number>,
+    bufferOrOptions?: Uint8Array | ProactorOptions | Completion<Buffer | null>,
+    optionsOrCallback?: ProactorOptions | Completion<number> | Completion<Buffer | null>,
     callback?: Completion<number>,
-  ): Promise<number> | void {
+  ): Promise<number> | Promise<Buffer | null> | void {
     validateHandle(this.#core, 'socket', socket, Socket, 'a twinloop Socket');
+    // Any binary data is meant as the buffer, and gets the buffer's errors (a DataView, an ArrayBuffer).
+    if (!ArrayBuffer.isView(bufferOrOptions) && !isArrayBuffer(bufferOrOptions)) {
+      const [options, done] = splitArguments(bufferOrOptions as ProactorOptions | Completion<Buffer | null> | undefined, optionsOrCallback as Completion<Buffer | null> | undefined);
+      return readPooled(socket, options.signal, done);
+    }
+    const buffer = bufferOrOptions;
     validateReadBuffer('buffer', buffer);
-    const [options, done] = splitArguments(optionsOrCallback, callback);
+    const [options, done] = splitArguments(optionsOrCallback as ProactorOptions | Completion<number> | undefined, callback);
     return this.#submit(done, socket, new ProactorRead(socket, options.signal), (operation) => this.#core.read(operation, buffer), (n) => n);
   }
 
@@ -176,4 +194,27 @@ function splitArguments<T>(
   validateObject('options', options);
   validateAbortSignal('options.signal', options.signal);
   return [options, callback];
+}
+
+const isArrayBuffer = (value: unknown): boolean => value instanceof ArrayBuffer || (typeof SharedArrayBuffer === 'function' && value instanceof SharedArrayBuffer);
+
+// The pooled read, on the socket's own streaming read (the net layer's): one waiter per call. Its
+// callback, like every other, is never called synchronously, even when a chunk was waiting.
+function readPooled(socket: Socket, signal: AbortSignal | undefined, callback: Completion<Buffer | null> | undefined): Promise<Buffer | null> | void {
+  const caller = 'loop.proactor.read';
+  if (callback !== undefined) validateFunction('callback', callback);
+  // As every proactor operation on a closed socket (socket.read() would see the end of the stream).
+  if (socket.closed && !signal?.aborted) {
+    if (callback === undefined) return Promise.reject(socket.closedError());
+    return void process.nextTick(callback, socket.closedError());
+  }
+  if (callback === undefined) return new Promise((resolve, reject) => socket.readNext({ resolve, reject }, signal, caller));
+  let synchronous = true;
+  const settle = (error: Error | null, chunk: Buffer | null): void => {
+    if (synchronous) process.nextTick(callback, error, chunk);
+    else if (error) callback(error);
+    else callback(null, chunk);
+  };
+  socket.readNext({ resolve: (chunk) => settle(null, chunk), reject: (error) => settle(error, null) }, signal, caller);
+  synchronous = false;
 }
