@@ -16,13 +16,18 @@ export abstract class Handle extends EventEmitter {
   readonly core: LoopCore;
   /** @internal The native handle id (slot and generation), never an fd. */
   readonly handle: number;
-  /** @internal Reactor callbacks registered through `loop.reactor.watch`. */
-  readonly watchers: { readable?: (() => void) | undefined; writable?: (() => void) | undefined } = {};
+  /** @internal The reactor callbacks registered through `loop.reactor.watch`. */
+  readableWatcher: (() => void) | undefined = undefined;
+  /** @internal */
+  writableWatcher: (() => void) | undefined = undefined;
   #closed = false;
 
   /** @internal */
   constructor(core: LoopCore, handle: number) {
     super();
+    // EventEmitter's constructor gives each instance a listener dictionary of its own (~180 bytes);
+    // its methods make one on the first listener, so a connection nobody listens to keeps none.
+    (this as unknown as { _events: object | undefined })._events = undefined;
     this.core = core;
     this.handle = handle;
     core.adopt(handle, this);
@@ -96,12 +101,12 @@ export abstract class Handle extends EventEmitter {
 
   /** @internal */
   onReadable(): void {
-    this.watchers.readable?.();
+    this.readableWatcher?.();
   }
 
   /** @internal */
   onWritable(): void {
-    this.watchers.writable?.();
+    this.writableWatcher?.();
   }
 
   /** @internal */

@@ -92,6 +92,20 @@ describe.each(backends)('net layer on %s', (backend) => {
     expect((await readBytes(other, 10)).toString()).toBe('still here');
   });
 
+  it('the async iterator: next() called again before the first settles gets the next chunk, in order, then done', async () => {
+    const server = await loop.listen({ host: '127.0.0.1', port: 0 }, async (socket) => {
+      await socket.write('one');
+      await new Promise((resolve) => setTimeout(resolve, 20));  // two chunks, not one
+      await socket.write('two');
+      await socket.end();
+    });
+    const socket = await loop.connect({ host: '127.0.0.1', port: server.port });
+    const iterator = socket[Symbol.asyncIterator]();
+    const [first, second] = await Promise.all([iterator.next(), iterator.next()]);
+    expect([first.value?.toString(), second.value?.toString()]).toEqual(['one', 'two']);
+    expect(await iterator.next()).toEqual({ done: true, value: undefined });
+  });
+
   it('a server that resets is ECONNRESET for the client', async () => {
     const server = await loop.listen({ host: '127.0.0.1', port: 0 }, async (socket) => {
       await socket.read();

@@ -57,34 +57,35 @@ async function reactorEcho(loop: Loop, where: Listen): Promise<Server> {
   const { reactor } = loop;
   const server = await loop.listen({ host, ...where });
   const buffer = Buffer.allocUnsafe(kReadBuffer);  // shared: a write that cannot finish copies its rest
+  // Two callbacks a connection, made once, and nothing else of its own but the bytes it could not
+  // send yet: what a server that holds many connections would write.
   const serve = (socket: Socket): void => {
     connections += 1;
     let unsent: Buffer | null = null;
-    const close = (): void => {
-      connections -= 1;
-      socket.close();
+    const onWritable = (): void => {
+      try {
+        unsent = sendSome(loop, socket, unsent!);
+        if (unsent !== null) return;
+        reactor.unwatch(socket, 'writable');
+        reactor.watch(socket, 'readable', onReadable);
+      } catch {
+        closeConnection(socket);  // a peer that resets mid-echo closes its connection, not the server
+      }
     };
-    // Writes what the socket takes; true once nothing is left.
-    const send = (): boolean => {
-      const n = reactor.tryWrite(socket, unsent!) ?? 0;
-      unsent = n === unsent!.length ? null : unsent!.subarray(n);
-      return unsent === null;
+    const onReadable = (): void => {
+      try {
+        const n = reactor.tryRead(socket, buffer);
+        if (n === null) return;
+        if (n === 0) return closeConnection(socket);
+        const rest = sendSome(loop, socket, buffer.subarray(0, n));
+        if (rest === null) return;
+        unsent = Buffer.from(rest);
+        reactor.unwatch(socket, 'readable');
+        reactor.watch(socket, 'writable', onWritable);
+      } catch {
+        closeConnection(socket);
+      }
     };
-    const onWritable = guard(() => {
-      if (!send()) return;
-      reactor.unwatch(socket, 'writable');
-      reactor.watch(socket, 'readable', onReadable);
-    }, close);
-    const onReadable = guard(() => {
-      const n = reactor.tryRead(socket, buffer);
-      if (n === null) return;
-      if (n === 0) return close();
-      unsent = buffer.subarray(0, n);
-      if (send()) return;
-      unsent = Buffer.from(unsent);
-      reactor.unwatch(socket, 'readable');
-      reactor.watch(socket, 'writable', onWritable);
-    }, close);
     reactor.watch(socket, 'readable', onReadable);
   };
   reactor.watch(server, 'readable', () => {
@@ -93,22 +94,29 @@ async function reactorEcho(loop: Loop, where: Listen): Promise<Server> {
   return server;
 }
 
+// Writes what the socket takes of `bytes`: the rest, or null once all of it is sent.
+function sendSome(loop: Loop, socket: Socket, bytes: Buffer): Buffer | null {
+  const n = loop.reactor.tryWrite(socket, bytes) ?? 0;
+  return n === bytes.length ? null : bytes.subarray(n);
+}
+
+function closeConnection(socket: Socket): void {
+  connections -= 1;
+  socket.close();
+}
+
 async function proactorEcho(loop: Loop, where: Listen): Promise<Server> {
   const { proactor } = loop;
   const server = await loop.listen({ host, ...where });
   const serve = (socket: Socket): void => {
     connections += 1;
-    const close = (): void => {
-      connections -= 1;
-      socket.close();
-    };
     // The pooled read: the loop picks the memory when bytes arrive, so a connection waiting holds
     // no buffer of its own (a 64 KiB one each would be most of an idle server's memory). The two
     // completions are made once per connection, not per operation, as a server that cares about
     // its allocation rate would write them.
-    const onWritten = (error: Error | null): void => (error ? close() : proactor.read(socket, onRead));
+    const onWritten = (error: Error | null): void => (error ? closeConnection(socket) : proactor.read(socket, onRead));
     const onRead = (error: Error | null, chunk?: Buffer | null): void => {
-      if (error || !chunk) return close();
+      if (error || !chunk) return closeConnection(socket);
       proactor.write(socket, chunk, onWritten);
     };
     proactor.read(socket, onRead);
@@ -121,17 +129,6 @@ async function proactorEcho(loop: Loop, where: Listen): Promise<Server> {
     });
   for (let i = 0; i < kAcceptsInFlight; i++) accept();
   return server;
-}
-
-// A peer that resets mid-echo closes its connection, not the server.
-function guard(callback: () => void, onError: () => void): () => void {
-  return () => {
-    try {
-      callback();
-    } catch {
-      onError();
-    }
-  };
 }
 
 interface NativeEcho {

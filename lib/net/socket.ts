@@ -21,6 +21,10 @@ import { IdleSweeper } from './idle.js';
 const { ETIMEDOUT } = native.errors;
 const { maxTransfer } = native;
 const resolved: Promise<void> = Promise.resolve();
+// What an idle socket's queues start as, one array for all (two of their own would be 64 bytes a
+// connection): never pushed to — the first element replaces it with an array of one (#addReader,
+// onData) — and shift()/splice() leave an empty array empty.
+const none: never[] = [];
 /** @internal Where SocketStream takes received bytes: each chunk, then null at EOF or with the read's error. */
 export type ChunkSink = (chunk: Buffer | null, error: Error | null) => void;
 
@@ -71,28 +75,21 @@ export interface ReadWaiter {
 export class Socket extends Handle implements AsyncIterable<Buffer> {
   readonly readableHighWaterMark: number;
   readonly writableHighWaterMark: number;
-  #received: Buffer[] = [];
+  #received: Buffer[] = none;
   #receivedBytes = 0;
   #streaming = false;
   #paused = false;
   #eof = false;
   #readError: Error | null = null;
-  #readers: ReadWaiter[] = [];
+  #readers: ReadWaiter[] = none;
   #writesInFlight = 0;
   #writableLength = 0;
   #ending: Promise<void> | null = null;
   #writesDone: (() => void) | null = null;
   #remote: NativeAddress | null = null;
-  #idleTimeout = 0;     // ms; 0 = none
-  #deadline = 0;        // performance.now() at which the socket is closed; 0 = none
-  #deadlineMs = 0;      // the delay it was set with, for the sweep's period
   #active = false;      // a byte moved since the last sweep
-  #lastSeen = 0;        // the sweep (or set-up) time after the last activity
+  #timeouts: SocketTimeouts | null = null;  // made by the first setIdleTimeout/setDeadline/setIdleNotice
   #timedOut: Error | null = null;
-  #idleNotice = 0;      // ms; 0 = none (SocketStream.setTimeout: notify, do not close)
-  #onIdleNotice: (() => void) | undefined;
-  #noticeSeen = 0;      // as #lastSeen, since setIdleNotice
-  #noticeGiven = false; // notified for this idle period
   #stream: SocketStream | undefined;
   #bytesRead = 0;
   #bytesWritten = 0;
@@ -397,8 +394,9 @@ export class Socket extends Handle implements AsyncIterable<Buffer> {
    */
   setIdleTimeout(timeout: number): this {
     validateInteger('timeout', timeout, 0, 2 ** 31 - 1);
-    this.#idleTimeout = timeout;
-    this.#lastSeen = performance.now();
+    const timeouts = this.#timeoutsToSet();
+    timeouts.idleTimeout = timeout;
+    timeouts.lastSeen = performance.now();
     this.#active = false;
     this.#track();
     return this;
@@ -414,32 +412,34 @@ export class Socket extends Handle implements AsyncIterable<Buffer> {
    */
   setDeadline(timeout: number): this {
     validateInteger('timeout', timeout, 0, 2 ** 31 - 1);
-    this.#deadlineMs = timeout;
-    this.#deadline = timeout === 0 ? 0 : performance.now() + timeout;
+    const timeouts = this.#timeoutsToSet();
+    timeouts.deadlineMs = timeout;
+    timeouts.deadline = timeout === 0 ? 0 : performance.now() + timeout;
     this.#track();
     return this;
   }
 
   /** @internal One sweep of the loop's IdleSweeper. */
   sweep(now: number): number {
-    if (this.closed) return 0;
+    const timeouts = this.#timeouts;
+    if (this.closed || timeouts === null) return 0;
     if (this.#active) {
       this.#active = false;
-      this.#lastSeen = now;
-      this.#noticeSeen = now;
-      this.#noticeGiven = false;
+      timeouts.lastSeen = now;
+      timeouts.noticeSeen = now;
+      timeouts.noticeGiven = false;
     }
-    const idle = this.#idleTimeout !== 0 && now - this.#lastSeen >= this.#idleTimeout;
-    if (idle || (this.#deadline !== 0 && now >= this.#deadline)) {
+    const idle = timeouts.idleTimeout !== 0 && now - timeouts.lastSeen >= timeouts.idleTimeout;
+    if (idle || (timeouts.deadline !== 0 && now >= timeouts.deadline)) {
       this.#expire();
       return 0;
     }
-    if (this.#idleNotice !== 0 && !this.#noticeGiven && now - this.#noticeSeen >= this.#idleNotice) {
-      this.#noticeGiven = true;
-      this.#onIdleNotice?.();
+    if (timeouts.idleNotice !== 0 && !timeouts.noticeGiven && now - timeouts.noticeSeen >= timeouts.idleNotice) {
+      timeouts.noticeGiven = true;
+      timeouts.onIdleNotice?.();
       if (this.closed) return 0;
     }
-    return this.#smallestTimeout();
+    return timeouts.smallest();
   }
 
   /**
@@ -448,20 +448,21 @@ export class Socket extends Handle implements AsyncIterable<Buffer> {
    * as `setIdleTimeout`, and independent of it.
    */
   setIdleNotice(timeout: number, onIdle: (() => void) | undefined): void {
-    this.#idleNotice = timeout;
-    this.#onIdleNotice = timeout === 0 ? undefined : onIdle;
-    this.#noticeSeen = performance.now();
-    this.#noticeGiven = false;
+    const timeouts = this.#timeoutsToSet();
+    timeouts.idleNotice = timeout;
+    timeouts.onIdleNotice = timeout === 0 ? undefined : onIdle;
+    timeouts.noticeSeen = performance.now();
+    timeouts.noticeGiven = false;
     this.#track();
   }
 
-  #smallestTimeout(): number {
-    return smallestTimeout(smallestTimeout(this.#idleTimeout, this.#deadline === 0 ? 0 : this.#deadlineMs), this.#idleNotice);
+  #timeoutsToSet(): SocketTimeouts {
+    return (this.#timeouts ??= new SocketTimeouts());
   }
 
   #track(): void {
     if (this.closed) return;
-    const smallest = this.#smallestTimeout();
+    const smallest = this.#timeouts?.smallest() ?? 0;
     if (smallest !== 0) IdleSweeper.of(this.core).add(this, smallest);
   }
 
@@ -499,7 +500,7 @@ export class Socket extends Handle implements AsyncIterable<Buffer> {
   }
 
   protected onClosed(): void {
-    if (this.#idleTimeout !== 0 || this.#deadline !== 0 || this.#idleNotice !== 0) IdleSweeper.of(this.core).delete(this);
+    if ((this.#timeouts?.smallest() ?? 0) !== 0) IdleSweeper.of(this.core).delete(this);
     // The owner closed the socket: waiting readers see the end of the stream, not an error.
     for (const reader of this.#readers.splice(0)) reader.resolve(null);
     this.#writesDone?.();
@@ -621,15 +622,39 @@ function validateOperationOptions(options: SocketOperationOptions): AbortSignal 
 
 // One object per iteration, its methods shared: a connection waiting for its next chunk holds
 // the read's promise alone, without a suspended frame or closures (see the idle benchmark).
-class SocketIterator implements AsyncIterator<Buffer, undefined> {
+// The iterator is its own read waiter: a handler parked in `for await` holds one promise, not a
+// read() promise chained to the iterator's.
+class SocketIterator implements AsyncIterator<Buffer, undefined>, ReadWaiter {
   readonly #socket: Socket;
+  #settle: ((result: IteratorResult<Buffer, undefined>) => void) | undefined;
+  #fail: ((error: Error) => void) | undefined;
 
   constructor(socket: Socket) {
     this.#socket = socket;
   }
 
   next(): Promise<IteratorResult<Buffer, undefined>> {
-    return this.#socket.read().then(toIteratorResult);
+    // A next() called while one waits (the protocol allows it) queues a reader of its own.
+    if (this.#settle !== undefined) return this.#socket.read().then(toIteratorResult);
+    return new Promise((resolve, reject) => {
+      this.#settle = resolve;
+      this.#fail = reject;
+      this.#socket.readNext(this, undefined, 'socket.read()');
+    });
+  }
+
+  /** @internal */
+  resolve(chunk: Buffer | null): void {
+    const settle = this.#settle!;
+    this.#settle = this.#fail = undefined;
+    settle(toIteratorResult(chunk));
+  }
+
+  /** @internal */
+  reject(error: Error): void {
+    const fail = this.#fail!;
+    this.#settle = this.#fail = undefined;
+    fail(error);
   }
 
   // The loop was left early: as Node's stream iterator, the socket is closed.
@@ -646,6 +671,23 @@ class SocketIterator implements AsyncIterator<Buffer, undefined> {
 
 function toIteratorResult(chunk: Buffer | null): IteratorResult<Buffer, undefined> {
   return chunk === null ? { done: true, value: undefined } : { done: false, value: chunk };
+}
+
+/** The timeouts of a socket that has any (most have none, and keep no object for them). */
+class SocketTimeouts {
+  idleTimeout = 0;     // ms; 0 = none
+  deadline = 0;        // performance.now() at which the socket is closed; 0 = none
+  deadlineMs = 0;      // the delay it was set with, for the sweep's period
+  lastSeen = 0;        // the sweep (or set-up) time after the last activity
+  idleNotice = 0;      // ms; 0 = none (SocketStream.setTimeout: notify, do not close)
+  onIdleNotice: (() => void) | undefined = undefined;
+  noticeSeen = 0;      // as lastSeen, since setIdleNotice
+  noticeGiven = false; // notified for this idle period
+
+  /** The sweep period this socket needs: its smallest timeout (0: none). */
+  smallest(): number {
+    return smallestTimeout(smallestTimeout(this.idleTimeout, this.deadline === 0 ? 0 : this.deadlineMs), this.idleNotice);
+  }
 }
 
 /** The smaller of two timeouts where 0 means none; 0 when both are. */

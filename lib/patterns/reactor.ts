@@ -36,11 +36,12 @@ export class ReactorApi {
     validateReadiness(readiness);
     validateFunction('callback', callback);
     target.assertOpen();
-    const previous = target.watchers[readiness];
-    target.watchers[readiness] = callback;
+    const key = watcherKeys[readiness];
+    const previous = target[key];
+    target[key] = callback;
     const rc = this.#core.watch(target.handle, interestOf(target));
     if (rc < 0) {
-      target.watchers[readiness] = previous;
+      target[key] = previous;
       throw systemError(rc, 'watch');
     }
   }
@@ -50,8 +51,8 @@ export class ReactorApi {
     validateHandle(this.#core, 'target', target, Handle, kTargetType);
     if (readiness !== undefined) validateReadiness(readiness);
     if (target.closed) return;
-    if (readiness === undefined || readiness === 'readable') target.watchers.readable = undefined;
-    if (readiness === undefined || readiness === 'writable') target.watchers.writable = undefined;
+    if (readiness === undefined || readiness === 'readable') target.readableWatcher = undefined;
+    if (readiness === undefined || readiness === 'writable') target.writableWatcher = undefined;
     target.check(this.#core.watch(target.handle, interestOf(target)), 'watch');
   }
 
@@ -90,8 +91,10 @@ export class ReactorApi {
   }
 }
 
+const watcherKeys = { readable: 'readableWatcher', writable: 'writableWatcher' } as const;
+
 function interestOf(target: Handle): number {
-  return (target.watchers.readable ? InterestBits.readable : 0) | (target.watchers.writable ? InterestBits.writable : 0);
+  return (target.readableWatcher ? InterestBits.readable : 0) | (target.writableWatcher ? InterestBits.writable : 0);
 }
 
 function validateReadiness(readiness: unknown): asserts readiness is Readiness {
