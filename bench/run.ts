@@ -125,6 +125,8 @@ if (values.http) {
 }
 if (!existsSync(loadgenPath)) fail(`no load generator at ${path.relative(root, loadgenPath)}: build it with \`npm run build:native\``);
 let apis = values.apis.split(',');
+// The idle cells' Node servers keep V8's young generation small (see the idle turns below).
+const kIdleNodeFlags = ['--max-semi-space-size=1'];
 // The C++ echoes: one thread each, whatever --workers says.
 const nativeApis: string[] = ['native', 'standalone'];
 for (const api of apis) if (!nativeApis.includes(api) && !['net', 'reactor', 'proactor'].includes(api)) fail(`unknown API '${api}' in --apis`);
@@ -227,9 +229,12 @@ async function runTurns(
 await runTurns(servers, loadCells, (server, workload, clientCpu) => measureLoad(server, workload as EchoLoad, timing, clientCpu));
 for (const workload of runnable.filter((cell) => cell.kind === 'idle')) {
   for (const spec of idleServers) {
-    // A fresh process, so that memory freed by earlier cells does not hide what connections cost.
+    // A fresh process, so that memory freed by earlier cells does not hide what connections cost;
+    // and V8's young generation held at 1 MiB, as it is until allocation speeds up: the burst of
+    // accepts grows it to 16 MiB or more, a reserve kept whatever the count, which would otherwise
+    // be divided among the connections (+0.3 to +1.4 KiB each at 19 000, Node net's included).
     await attempt({ round: 1, cell: describe(workload), workload, server: spec }, async () => {
-      const server = await ServerProcess.start(spec, pin?.server ?? null);
+      const server = await ServerProcess.start(spec, pin?.server ?? null, kIdleNodeFlags);
       try {
         return { idle: await measureIdle(server, workload.connections, pin?.client ?? null) };
       } finally {

@@ -2,13 +2,13 @@
 // its own, on every backend that has both, driven by the load generator through the control
 // channel the benchmark uses (bench/lib/server.ts). Their rows are the references every other
 // row is divided by, so they must echo every byte and count what they did.
-import { execFile } from 'node:child_process';
+import { execFile, execFileSync } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { promisify } from 'node:util';
 
-import { describe, expect, it } from 'vitest';
+import { beforeAll, describe, expect, it } from 'vitest';
 
-import { loadgenPath, nativeEchoPath, standaloneEchoPath } from '../bench/lib/paths.js';
+import { loadgenPath, nativeEchoPath, root, standaloneEchoPath } from '../bench/lib/paths.js';
 import { ServerProcess } from '../bench/lib/server.js';
 import { backends } from './helpers.js';
 
@@ -17,6 +17,8 @@ const built = process.platform === 'linux' && [loadgenPath, nativeEchoPath, stan
 const kRequests = 2000;
 
 describe.skipIf(!built)('the benchmark\'s C++ echoes', () => {
+  // The servers run compiled, as `npm run bench` compiles them (and the package as dist/ has it).
+  beforeAll(() => void execFileSync('npx', ['tsup', '--silent', '--config', 'bench/tsup.config.ts'], { cwd: root }), 60_000);
   describe.each(backends)('%s', (backend) => {
     it.each(['standalone', 'native'])('%s: echoes every byte and reports its counters', async (api) => {
       const server = await ServerProcess.start({ id: `${backend}/${api}`, backend, api }, null);

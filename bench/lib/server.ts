@@ -1,10 +1,12 @@
 // Starts a benchmark server as its own process (pinned to a CPU when asked) and talks to it over
 // its control channel (bench/servers/control.ts).
 import { spawn, type ChildProcess } from 'node:child_process';
+import { existsSync } from 'node:fs';
+import path from 'node:path';
 import { createInterface } from 'node:readline';
 
 import type { Ready, Snapshot } from '../servers/control.js';
-import { root, standaloneEchoPath } from './paths.js';
+import { root, serversDir, standaloneEchoPath } from './paths.js';
 
 export interface ServerSpec {
   /** Short stable name: `net`, `epoll/reactor`, `io_uring/native`, … */
@@ -23,17 +25,21 @@ export interface ServerSpec {
 
 export const isHttp = (spec: ServerSpec): boolean => spec.api === 'node:http' || spec.api === 'minimal';
 
-// The command line of a server: a Node script, or the standalone echo's executable.
-function command(spec: ServerSpec): string[] {
+// The command line of a server: a Node script (with `nodeFlags`), or the standalone echo's
+// executable. The scripts run as bench/tsup.config.ts compiled them (`npm run bench` does first).
+function command(spec: ServerSpec, nodeFlags: string[]): string[] {
   if (spec.api === 'standalone') return [standaloneEchoPath, '--backend', spec.backend];
-  return [process.execPath, '--expose-gc', '--import', 'tsx', ...script(spec)];
+  const [name, ...args] = script(spec);
+  const file = path.join(serversDir, `${name}.js`);
+  if (!existsSync(file)) throw new Error(`no ${path.relative(root, file)}: build the servers with \`npx tsup --config bench/tsup.config.ts\` (npm run bench does)`);
+  return [process.execPath, '--expose-gc', ...nodeFlags, file, ...args];
 }
 
 function script(spec: ServerSpec): string[] {
   const workers = spec.workers === undefined || spec.workers === 1 ? [] : ['--workers', String(spec.workers)];
-  if (isHttp(spec)) return ['bench/servers/http-server.ts', '--api', spec.api, '--backend', spec.backend, ...workers];
-  if (spec.backend === 'node') return ['bench/servers/net-server.ts'];
-  return ['bench/servers/twinloop-server.ts', '--backend', spec.backend, '--api', spec.api, ...workers];
+  if (isHttp(spec)) return ['http-server', '--api', spec.api, '--backend', spec.backend, ...workers];
+  if (spec.backend === 'node') return ['net-server'];
+  return ['twinloop-server', '--backend', spec.backend, '--api', spec.api, ...workers];
 }
 
 export class ServerProcess {
@@ -49,8 +55,9 @@ export class ServerProcess {
     this.#replies = replies;
   }
 
-  static async start(spec: ServerSpec, cpu: number | null): Promise<ServerProcess> {
-    const [program, ...args] = cpu === null ? command(spec) : ['taskset', '-c', String(cpu), ...command(spec)];
+  static async start(spec: ServerSpec, cpu: number | null, nodeFlags: string[] = []): Promise<ServerProcess> {
+    const line = command(spec, nodeFlags);
+    const [program, ...args] = cpu === null ? line : ['taskset', '-c', String(cpu), ...line];
     const child = spawn(program!, args, { cwd: root, stdio: ['pipe', 'pipe', 'inherit'] });
     const replies: ((line: string) => void)[] = [];
     const lines = createInterface({ input: child.stdout! });

@@ -23,7 +23,7 @@ const { maxTransfer } = native;
 const resolved: Promise<void> = Promise.resolve();
 // What an idle socket's queues start as, one array for all (two of their own would be 64 bytes a
 // connection): never pushed to — the first element replaces it with an array of one (#addReader,
-// onData) — and shift()/splice() leave an empty array empty.
+// onData) — and shift()/splice()/indexOf() leave an empty array empty.
 const none: never[] = [];
 /** @internal Where SocketStream takes received bytes: each chunk, then null at EOF or with the read's error. */
 export type ChunkSink = (chunk: Buffer | null, error: Error | null) => void;
@@ -81,7 +81,8 @@ export class Socket extends Handle implements AsyncIterable<Buffer> {
   #paused = false;
   #eof = false;
   #readError: Error | null = null;
-  #readers: ReadWaiter[] = none;
+  #reader: ReadWaiter | undefined;   // the first waiting read() (one is the usual case) ...
+  #readers: ReadWaiter[] = none;     // ... and those behind it
   #writesInFlight = 0;
   #writableLength = 0;
   #ending: Promise<void> | null = null;
@@ -255,8 +256,7 @@ export class Socket extends Handle implements AsyncIterable<Buffer> {
     // No kernel operation per read() here (the socket streams into the loop's buffers): aborting
     // only withdraws this reader, so a chunk that arrives later goes to the next read().
     const onAbort = (): void => {
-      const index = this.#readers.indexOf(reader);
-      if (index !== -1) this.#readers.splice(index, 1);
+      this.#removeReader(reader);
       waiter.reject(abortError(signal));
     };
     const reader: ReadWaiter = {
@@ -471,7 +471,7 @@ export class Socket extends Handle implements AsyncIterable<Buffer> {
   #expire(): void {
     this.#timedOut = systemError(ETIMEDOUT, 'read');
     this.#readError ??= this.#timedOut;
-    for (const reader of this.#readers.splice(0)) reader.reject(this.#timedOut);
+    for (const reader of this.#takeReaders()) reader.reject(this.#timedOut);
     this.emit('timeout');
     this.close();
   }
@@ -502,7 +502,7 @@ export class Socket extends Handle implements AsyncIterable<Buffer> {
   protected onClosed(): void {
     if ((this.#timeouts?.smallest() ?? 0) !== 0) IdleSweeper.of(this.core).delete(this);
     // The owner closed the socket: waiting readers see the end of the stream, not an error.
-    for (const reader of this.#readers.splice(0)) reader.resolve(null);
+    for (const reader of this.#takeReaders()) reader.resolve(null);
     this.#writesDone?.();
   }
 
@@ -544,7 +544,8 @@ export class Socket extends Handle implements AsyncIterable<Buffer> {
       return this.#sink(null, this.#readError);
     }
     if (chunk !== null) {
-      const reader = this.#readers.shift();
+      const reader = this.#reader;
+      this.#reader = this.#readers.shift();
       if (reader !== undefined) {
         reader.resolve(chunk);
         return;
@@ -558,18 +559,36 @@ export class Socket extends Handle implements AsyncIterable<Buffer> {
     this.#streaming = false;
     if (status === 0) {
       this.#eof = true;
-      for (const reader of this.#readers.splice(0)) reader.resolve(null);
+      for (const reader of this.#takeReaders()) reader.resolve(null);
     } else {
       this.#readError = systemError(status, 'read');
-      for (const reader of this.#readers.splice(0)) reader.reject(this.#readError);
+      for (const reader of this.#takeReaders()) reader.reject(this.#readError);
     }
   }
 
-  // An exact-size array where the queue was empty: push() on an empty array reserves 16 slots,
-  // which an idle connection waiting on one reader would carry for ever (152 bytes of 2 000).
+  // The first reader in a field, then an exact-size array: push() on an empty array reserves 16
+  // slots, which an idle connection waiting on one reader would carry for ever.
   #addReader(reader: ReadWaiter): void {
-    if (this.#readers.length === 0) this.#readers = [reader];
+    if (this.#reader === undefined) this.#reader = reader;
+    else if (this.#readers.length === 0) this.#readers = [reader];
     else this.#readers.push(reader);
+  }
+
+  #removeReader(reader: ReadWaiter): void {
+    if (this.#reader === reader) {
+      this.#reader = this.#readers.shift();
+      return;
+    }
+    const index = this.#readers.indexOf(reader);
+    if (index !== -1) this.#readers.splice(index, 1);
+  }
+
+  // Every waiting reader, in order, leaving none.
+  #takeReaders(): ReadWaiter[] {
+    const readers = this.#reader === undefined ? this.#readers : [this.#reader, ...this.#readers];
+    this.#reader = undefined;
+    this.#readers = none;
+    return readers;
   }
 
   // A reader that falls behind stops the socket being read, so the kernel's window fills and the

@@ -13,7 +13,7 @@ import {
 } from '../errors.js';
 import { validateHandle } from '../handle.js';
 import { Server } from '../net/server.js';
-import { Socket } from '../net/socket.js';
+import { Socket, type ReadWaiter } from '../net/socket.js';
 
 const { EFAULT } = native.errors;
 const EBUSY = errnoOf('EBUSY');
@@ -198,8 +198,7 @@ function splitArguments<T>(
 
 const isArrayBuffer = (value: unknown): boolean => value instanceof ArrayBuffer || (typeof SharedArrayBuffer === 'function' && value instanceof SharedArrayBuffer);
 
-// The pooled read, on the socket's own streaming read (the net layer's): one waiter per call. Its
-// callback, like every other, is never called synchronously, even when a chunk was waiting.
+// The pooled read, on the socket's own streaming read (the net layer's): one waiter per call.
 function readPooled(socket: Socket, signal: AbortSignal | undefined, callback: Completion<Buffer | null> | undefined): Promise<Buffer | null> | void {
   const caller = 'loop.proactor.read';
   if (callback !== undefined) validateFunction('callback', callback);
@@ -209,12 +208,25 @@ function readPooled(socket: Socket, signal: AbortSignal | undefined, callback: C
     return void process.nextTick(callback, socket.closedError());
   }
   if (callback === undefined) return new Promise((resolve, reject) => socket.readNext({ resolve, reject }, signal, caller));
-  let synchronous = true;
-  const settle = (error: Error | null, chunk: Buffer | null): void => {
-    if (synchronous) process.nextTick(callback, error, chunk);
-    else if (error) callback(error);
-    else callback(null, chunk);
-  };
-  socket.readNext({ resolve: (chunk) => settle(null, chunk), reject: (error) => settle(error, null) }, signal, caller);
-  synchronous = false;
+  const read = new PooledRead(callback);
+  socket.readNext(read, signal, caller);
+  read.synchronous = false;
+}
+
+// The callback form's waiter, one object (a connection waiting for data holds it): its callback,
+// like every other, is never called synchronously, even when a chunk was waiting.
+class PooledRead implements ReadWaiter {
+  synchronous = true;
+
+  constructor(readonly callback: Completion<Buffer | null>) {}
+
+  resolve(chunk: Buffer | null): void {
+    if (this.synchronous) process.nextTick(this.callback, null, chunk);
+    else this.callback(null, chunk);
+  }
+
+  reject(error: Error): void {
+    if (this.synchronous) process.nextTick(this.callback, error);
+    else this.callback(error);
+  }
 }
