@@ -85,13 +85,14 @@ export class ProactorApi {
     validateHandle(this.#core, 'socket', socket, Socket, 'a twinloop Socket');
     // Any binary data is meant as the buffer, and gets the buffer's errors (a DataView, an ArrayBuffer).
     if (!ArrayBuffer.isView(bufferOrOptions) && !isArrayBuffer(bufferOrOptions)) {
-      const [options, done] = splitArguments(bufferOrOptions as ProactorOptions | Completion<Buffer | null> | undefined, optionsOrCallback as Completion<Buffer | null> | undefined);
-      return readPooled(socket, options.signal, done);
+      const optionsOrDone = bufferOrOptions as ProactorOptions | Completion<Buffer | null> | undefined;
+      return readPooled(socket, signalOf(optionsOrDone), callbackOf(optionsOrDone, optionsOrCallback as Completion<Buffer | null> | undefined));
     }
     const buffer = bufferOrOptions;
     validateReadBuffer('buffer', buffer);
-    const [options, done] = splitArguments(optionsOrCallback as ProactorOptions | Completion<number> | undefined, callback);
-    return this.#submit(done, socket, new ProactorRead(socket, options.signal), (operation) => this.#core.read(operation, buffer), (n) => n);
+    const optionsOrDone = optionsOrCallback as ProactorOptions | Completion<number> | undefined;
+    const operation = new ProactorRead(socket, signalOf(optionsOrDone));
+    return this.#submit(callbackOf(optionsOrDone, callback), socket, operation, (read) => this.#core.read(read, buffer), identity);
   }
 
   /**
@@ -113,9 +114,8 @@ export class ProactorApi {
     if (buffer.length > native.maxTransfer) {
       throw outOfRange('buffer.length', `<= ${native.maxTransfer} (one write moves at most 1 GiB; socket.write splits longer data)`, buffer.length);
     }
-    const [options, done] = splitArguments(optionsOrCallback, callback);
-    const operation = new WriteOperation(socket.handle, options.signal, buffer.length, ignore);
-    return this.#submit(done, socket, operation, (write) => this.#core.write(write, buffer), (n) => n);
+    const operation = new WriteOperation(socket.handle, signalOf(optionsOrCallback), buffer.length, ignore);
+    return this.#submit(callbackOf(optionsOrCallback, callback), socket, operation, (write) => this.#core.write(write, buffer), identity);
   }
 
   /** Accepts one connection. */
@@ -124,9 +124,8 @@ export class ProactorApi {
   accept(server: Server, options: ProactorOptions, callback: Completion<Socket>): void;
   accept(server: Server, optionsOrCallback?: ProactorOptions | Completion<Socket>, callback?: Completion<Socket>): Promise<Socket> | void {
     validateHandle(this.#core, 'server', server, Server, 'a twinloop Server');
-    const [options, done] = splitArguments(optionsOrCallback, callback);
-    const operation = new SocketOperation('accept', server.handle, options.signal, ignore);
-    return this.#submit(done, server, operation, (accept) => this.#core.accept(accept), (handle) => server.adoptConnection(handle));
+    const operation = new SocketOperation('accept', server.handle, signalOf(optionsOrCallback), ignore);
+    return this.#submit(callbackOf(optionsOrCallback, callback), server, operation, (accept) => this.#core.accept(accept), (handle) => server.adoptConnection(handle));
   }
 
   // The callback and promise forms of one operation, on LoopCore's one submission path; a
@@ -185,16 +184,20 @@ class ProactorRead extends SocketOperation {
   }
 }
 
-function splitArguments<T>(
-  optionsOrCallback: ProactorOptions | Completion<T> | undefined,
-  callback: Completion<T> | undefined,
-): [ProactorOptions, Completion<T> | undefined] {
-  if (typeof optionsOrCallback === 'function') return [{}, optionsOrCallback];
-  const options = optionsOrCallback ?? {};
-  validateObject('options', options);
-  validateAbortSignal('options.signal', options.signal);
-  return [options, callback];
+// The arguments after the buffer: options then a callback, either one left out. Validated here,
+// read without allocating (a call is a hot path).
+function signalOf(optionsOrCallback: ProactorOptions | Completion<never> | undefined): AbortSignal | undefined {
+  if (optionsOrCallback === undefined || typeof optionsOrCallback === 'function') return undefined;
+  validateObject('options', optionsOrCallback);
+  validateAbortSignal('options.signal', optionsOrCallback.signal);
+  return optionsOrCallback.signal;
 }
+
+function callbackOf<T>(optionsOrCallback: ProactorOptions | Completion<T> | undefined, callback: Completion<T> | undefined): Completion<T> | undefined {
+  return typeof optionsOrCallback === 'function' ? optionsOrCallback : callback;
+}
+
+const identity = (value: number): number => value;
 
 const isArrayBuffer = (value: unknown): boolean => value instanceof ArrayBuffer || (typeof SharedArrayBuffer === 'function' && value instanceof SharedArrayBuffer);
 
