@@ -23,6 +23,14 @@ describe('constants shared with the addon', () => {
     expect(flags.reduce((all, bit) => all | bit, 0)).toBe(flags.reduce((sum, bit) => sum + bit, 0));  // one bit each
   });
 
+  it('the handle id\'s slot bits, which lib/slot-map.ts indexes by, leave room for a generation', () => {
+    const bits = native.constants.handleSlotBits;
+    expect(Number.isInteger(bits)).toBe(true);
+    // Enough slots for the fd limits a loop meets, and at least 8 bits of generation in an int32.
+    expect(bits).toBeGreaterThanOrEqual(16);
+    expect(bits).toBeLessThanOrEqual(23);
+  });
+
   it('every backend compiled into the addon is accepted by open(), and an unknown one is refused naming the option', () => {
     for (const backend of native.constants.backends) {
       try {
