@@ -191,7 +191,7 @@ void ReadinessBackend::drain(BatchSink& sink) {
 // The wait is the fetch: the events it returns are the next drain's first, so a loop that owns
 // its thread makes one epoll_wait/kevent per wake, as a C reactor does.
 int ReadinessBackend::wait(int timeout_ms) {
-  flush();
+  files_.flush();  // not flush(): kqueue's changelist goes with the fetch's own kevent
   if (fetched_ > 0) return 0;
   int count = fetch_ready(timeout_ms);
   if (count == kEINTR) return 0;

@@ -6,9 +6,9 @@
 //
 // This file knows no OS primitive. epoll.cc and kqueue.cc derive from ReadinessBackend and supply
 // only what knows theirs: how interest is registered (update_interest), how ready events are
-// fetched (fetch_ready) and decoded (dispatch_ready, which calls on_readable/on_writable back), how the loop is
-// woken (signal_wake, and the wake function handed to the thread pool), how the OS timer is set
-// (set_os_timer), and what a close must undo (before_close). Those hooks are called once per
+// fetched (fetch_ready) and decoded (dispatch_ready, which calls on_readable/on_writable back),
+// how the loop is woken (signal_wake, and the wake function handed to the thread pool), how the
+// OS timer is set (set_os_timer), and what a close must undo (before_close). Those hooks are called once per
 // operation or per drain, never per byte; the derived classes are final, so their own drain loop
 // calls their update_interest directly.
 //
