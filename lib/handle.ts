@@ -22,6 +22,15 @@ export abstract class Handle extends EventEmitter {
   writableWatcher: (() => void) | undefined = undefined;
   #closed = false;
 
+  /**
+   * @internal Whether `value` was made by this class: a brand check, as `instanceof` with the
+   * class passed in as an argument looks up `Symbol.hasInstance` along the prototype chain on
+   * every call (~700 instructions a round trip of the proactor echo, in callgrind).
+   */
+  static isHandle(value: unknown): value is Handle {
+    return typeof value === 'object' && value !== null && #closed in value;
+  }
+
   /** @internal */
   constructor(core: LoopCore, handle: number) {
     super();
@@ -124,8 +133,8 @@ export abstract class Handle extends EventEmitter {
   }
 }
 
-/** A concrete kind of handle (`Socket`, `Server`), or `Handle` for either. */
-export type HandleClass<T extends Handle> = abstract new (...args: never[]) => T;
+/** Tells a concrete kind of handle (`Socket.isSocket`, `Server.isServer`), or either (`Handle.isHandle`). */
+export type HandleGuard<T extends Handle> = (value: unknown) => value is T;
 
 /**
  * @internal The check every API that takes a handle makes first: `value` is a `type`, and it was
@@ -133,7 +142,7 @@ export type HandleClass<T extends Handle> = abstract new (...args: never[]) => T
  * another loop the same number is another connection — so a foreign handle never reaches native
  * code.
  */
-export function validateHandle<T extends Handle>(core: LoopCore, name: string, value: unknown, type: HandleClass<T>, expected: string): asserts value is T {
-  if (!(value instanceof type)) throw invalidArgType(name, expected, value);
+export function validateHandle<T extends Handle>(core: LoopCore, name: string, value: unknown, is: HandleGuard<T>, expected: string): asserts value is T {
+  if (!is(value)) throw invalidArgType(name, expected, value);
   if (value.core !== core) throw foreignHandle(name);
 }

@@ -11,6 +11,7 @@ import { backends } from './helpers.js';
 
 const run = promisify(execFile);
 const distEntry = fileURLToPath(new URL('../dist/index.js', import.meta.url));
+const packageRoot = fileURLToPath(new URL('..', import.meta.url));
 const fixture = (name: string): string => fileURLToPath(new URL(`./fixtures/${name}`, import.meta.url));
 
 async function child(args: string[]): Promise<Record<string, unknown>> {
@@ -34,5 +35,12 @@ describe.each(backends)('teardown on %s', (backend) => {
     // A leak of the 1 MiB arena per loop would be ~1 000 MiB; what remains is the allocator's.
     expect(closed.rssGrowthMiB).toBeLessThan(100);
     expect(dropped.fdGrowth).toBe(0);
+  });
+
+  it("a native loop's method kept after the loop's object was collected throws instead of reaching the freed loop", async () => {
+    // Each loop's methods are functions of its own (native/binding/addon.cc, bind_methods), which
+    // a caller can take away from the object and outlive it with.
+    const result = await child(['--expose-gc', fixture('method-after-collect.mjs'), packageRoot, backend]);
+    expect(result).toEqual({ collected: true, messages: ["this loop's object was collected", "this loop's object was collected"] });
   });
 });

@@ -29,6 +29,11 @@ export class Server extends Handle {
   #retryTimer: NodeJS.Timeout | null = null;
   readonly #socketFile: SocketFile | undefined;
 
+  /** @internal A brand check (see Handle.isHandle). */
+  static isServer(value: unknown): value is Server {
+    return typeof value === 'object' && value !== null && #handler in value;
+  }
+
   /** @internal */
   constructor(core: LoopCore, handle: number, handler: ConnectionHandler | undefined, socketOptions: SocketOptions) {
     super(core, handle);

@@ -97,6 +97,11 @@ export class Socket extends Handle implements AsyncIterable<Buffer> {
   #unix: boolean | undefined;  // a Unix domain socket (no TCP options), once asked
   #sink: ChunkSink | undefined;
 
+  /** @internal A brand check (see Handle.isHandle). */
+  static isSocket(value: unknown): value is Socket {
+    return typeof value === 'object' && value !== null && #reader in value;
+  }
+
   /** @internal */
   constructor(core: LoopCore, handle: number, options: SocketOptions = {}) {
     super(core, handle);

@@ -82,7 +82,7 @@ export class ProactorApi {
     optionsOrCallback?: ProactorOptions | Completion<number> | Completion<Buffer | null>,
     callback?: Completion<number>,
   ): Promise<number> | Promise<Buffer | null> | void {
-    validateHandle(this.#core, 'socket', socket, Socket, 'a twinloop Socket');
+    validateHandle(this.#core, 'socket', socket, Socket.isSocket, 'a twinloop Socket');
     // Any binary data is meant as the buffer, and gets the buffer's errors (a DataView, an ArrayBuffer).
     if (!ArrayBuffer.isView(bufferOrOptions) && !isArrayBuffer(bufferOrOptions)) {
       const optionsOrDone = bufferOrOptions as ProactorOptions | Completion<Buffer | null> | undefined;
@@ -109,7 +109,7 @@ export class ProactorApi {
     optionsOrCallback?: ProactorOptions | Completion<number>,
     callback?: Completion<number>,
   ): Promise<number> | void {
-    validateHandle(this.#core, 'socket', socket, Socket, 'a twinloop Socket');
+    validateHandle(this.#core, 'socket', socket, Socket.isSocket, 'a twinloop Socket');
     validateBuffer('buffer', buffer);
     if (buffer.length > native.maxTransfer) {
       throw outOfRange('buffer.length', `<= ${native.maxTransfer} (one write moves at most 1 GiB; socket.write splits longer data)`, buffer.length);
@@ -123,7 +123,7 @@ export class ProactorApi {
   accept(server: Server, callback: Completion<Socket>): void;
   accept(server: Server, options: ProactorOptions, callback: Completion<Socket>): void;
   accept(server: Server, optionsOrCallback?: ProactorOptions | Completion<Socket>, callback?: Completion<Socket>): Promise<Socket> | void {
-    validateHandle(this.#core, 'server', server, Server, 'a twinloop Server');
+    validateHandle(this.#core, 'server', server, Server.isServer, 'a twinloop Server');
     const operation = new SocketOperation('accept', server.handle, signalOf(optionsOrCallback), ignore);
     return this.#submit(callbackOf(optionsOrCallback, callback), server, operation, (accept) => this.#core.accept(accept), (handle) => server.adoptConnection(handle));
   }

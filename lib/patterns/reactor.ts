@@ -32,7 +32,7 @@ export class ReactorApi {
 
   /** Calls `callback` whenever `target` is ready for `readiness`, until `unwatch`. */
   watch(target: Socket | Server, readiness: Readiness, callback: () => void): void {
-    validateHandle(this.#core, 'target', target, Handle, kTargetType);
+    validateHandle(this.#core, 'target', target, Handle.isHandle, kTargetType);
     validateReadiness(readiness);
     validateFunction('callback', callback);
     target.assertOpen();
@@ -48,7 +48,7 @@ export class ReactorApi {
 
   /** Stops watching `readiness` (or both, when omitted). */
   unwatch(target: Socket | Server, readiness?: Readiness): void {
-    validateHandle(this.#core, 'target', target, Handle, kTargetType);
+    validateHandle(this.#core, 'target', target, Handle.isHandle, kTargetType);
     if (readiness !== undefined) validateReadiness(readiness);
     if (target.closed) return;
     if (readiness === undefined || readiness === 'readable') target.readableWatcher = undefined;
@@ -62,7 +62,7 @@ export class ReactorApi {
    * reads (`socket.read()`, for await) is an `ERR_SOCKET_BUSY` error: one API reads a socket.
    */
   tryRead(socket: Socket, buffer: Uint8Array): number | null {
-    validateHandle(this.#core, 'socket', socket, Socket, 'a twinloop Socket');
+    validateHandle(this.#core, 'socket', socket, Socket.isSocket, 'a twinloop Socket');
     validateReadBuffer('buffer', buffer);
     socket.assertOpen();
     const n = this.#core.tryRead(socket.handle, buffer);
@@ -73,7 +73,7 @@ export class ReactorApi {
 
   /** Writes what the socket takes now: the byte count, or null if it takes nothing. */
   tryWrite(socket: Socket, buffer: Uint8Array): number | null {
-    validateHandle(this.#core, 'socket', socket, Socket, 'a twinloop Socket');
+    validateHandle(this.#core, 'socket', socket, Socket.isSocket, 'a twinloop Socket');
     validateBuffer('buffer', buffer);
     socket.assertOpen();
     const n = this.#core.tryWrite(socket.handle, buffer);
@@ -83,7 +83,7 @@ export class ReactorApi {
 
   /** Accepts one pending connection, or returns null if none is waiting. */
   tryAccept(server: Server): Socket | null {
-    validateHandle(this.#core, 'server', server, Server, 'a twinloop Server');
+    validateHandle(this.#core, 'server', server, Server.isServer, 'a twinloop Server');
     server.assertOpen();
     const handle = this.#core.tryAccept(server.handle);
     if (handle === EAGAIN) return null;
