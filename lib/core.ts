@@ -1,6 +1,7 @@
 // The JavaScript half of a loop: owns the native loop (the only code that calls it), the shared
 // event buffer and arena; submits every operation by one path and routes each batch of events to
 // the handles and operations they belong to.
+import { Buffer } from 'node:buffer';
 import { EventKind, native, type NativeAddress, type NativeFamily, type NativeInfo, type NativeLoop, type NativeStats } from './binding.js';
 import { abortError, codedError, errnoOf, loopClosed, systemError } from './errors.js';
 import { OperationTable, SlotMap } from './slot-map.js';

@@ -1,3 +1,4 @@
+import { Buffer } from 'node:buffer';
 import { getSystemErrorMap } from 'node:util';
 
 import { FileFlag, native } from './binding.js';

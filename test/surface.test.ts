@@ -5,6 +5,7 @@ import { spawn } from 'node:child_process';
 import { once } from 'node:events';
 import { createReadStream, existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import http from 'node:http';
+import net from 'node:net';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { pipeline as pipelineCallback, Readable, Writable } from 'node:stream';
@@ -277,10 +278,27 @@ describe.each(backends)('%s: socket surface', (backend) => {
       (_host: string, options: { family: number }, callback: (error: Error | null, addresses: typeof both) => void): void =>
         callback(null, addresses.filter((entry) => options.family === 0 || entry.family === options.family));
 
+    // Whether nothing holds `port` on `host` (listening there succeeds).
+    const portFree = (host: string, port: number): Promise<boolean> =>
+      new Promise((resolve) => {
+        const probe = net.createServer();
+        probe.once('error', () => resolve(false));
+        probe.listen({ host, port }, () => probe.close(() => resolve(true)));
+      });
+    // A server on one loopback whose port is free on the other: tests running beside this one
+    // listen on ephemeral ports too, and one on the other loopback's same port would answer.
+    async function listenAlone(host: string): Promise<Server> {
+      for (let attempt = 1; ; attempt += 1) {
+        const server = await listenEcho(loop, { host });
+        if (attempt === 10 || (await portFree(host === '::1' ? '127.0.0.1' : '::1', server.port))) return server;
+        server.close();
+      }
+    }
+
     for (const listenOn of ['127.0.0.1', '::1']) {
       for (const order of [both, [...both].reverse()]) {
         it(`a name that resolves to both loopbacks reaches a server on ${listenOn} only (${order[0]!.address} first)`, async () => {
-          const only = await listenEcho(loop, { host: listenOn });
+          const only = await listenAlone(listenOn);
           const client = await loop.connect({ host: 'twin.test', port: only.port, lookup: lookupWith(order) });
           expect(client.remoteAddress).toBe(listenOn);
           await client.write('hello');

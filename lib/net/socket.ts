@@ -1,3 +1,4 @@
+import { Buffer } from 'node:buffer';
 import type { EventEmitter } from 'node:events';
 
 import type { NativeAddress } from '../binding.js';
