@@ -8,6 +8,7 @@
 //   npm run bench -- --backends epoll,io_uring --sizes 64,4096 --connections 50,1000 --duration 5
 //   npm run bench -- --http        HTTP/1.1 keep-alive from wrk: node:http on net and on twinloop
 //   npm run bench -- --workers 1,2 the twinloop servers on 1 and on 2 worker threads (SO_REUSEPORT)
+//   npm run bench -- --instructions  user-space instructions per round trip, under callgrind
 import { existsSync } from 'node:fs';
 import { mkdir, writeFile } from 'node:fs/promises';
 import path from 'node:path';
@@ -22,6 +23,7 @@ import { markdownReport } from './lib/report.js';
 import { costOf, summarize, type Measurement } from './lib/results.js';
 import { ServerProcess, type ServerSpec } from './lib/server.js';
 import { benchmarkFiles, fileTable } from './files.js';
+import { callgrindAvailable, countInstructions, instructionTable } from './instructions.js';
 import { echoView, httpView, idleSummary, liveHeader, liveRow, loadSummary, textTable, type View } from './lib/table.js';
 import { ensureWrk } from './lib/wrk.js';
 
@@ -45,7 +47,11 @@ const usage = `usage: npm run bench -- [options]
                          body from wrk (--connections default 100, --duration 3, --warmup 1), node:http
                          on Node's net, node:http on twinloop and a minimal responder on twinloop
   --files                the file-I/O benchmark instead: 4 KiB random and 1 MiB sequential reads at
-                         queue depths 1/32/128, twinloop (io_uring, thread pool) vs node:fs/promises`;
+                         queue depths 1/32/128, twinloop (io_uring, thread pool) vs node:fs/promises
+  --instructions         user-space instructions per 64 B echo round trip instead of CPU time, counted
+                         by valgrind's callgrind over 50 000 round trips after 30 000 of warm-up
+                         (--connections default 50): figures the host's load does not move; the
+                         standalone echo, which does not start under valgrind, is left out`;
 
 const { values } = parseArgs({
   options: {
@@ -64,6 +70,7 @@ const { values } = parseArgs({
     workers: { type: 'string', default: '1' },
     http: { type: 'boolean', default: false },
     files: { type: 'boolean', default: false },
+    instructions: { type: 'boolean', default: false },
     help: { type: 'boolean', short: 'h', default: false },
   },
 });
@@ -91,6 +98,10 @@ const backends = values.backends === undefined ? available : (values.backends.sp
 for (const backend of backends) if (!available.includes(backend)) fail(`backend '${backend}' is not available here (available: ${available.join(', ')})`);
 if (values.files) {
   await runFileBenchmark();
+  process.exit(0);
+}
+if (values.instructions) {
+  await runInstructionCount();
   process.exit(0);
 }
 const workerCounts = [...new Set(numbers('workers', values.workers))];
@@ -297,6 +308,31 @@ async function runHttpBenchmark(): Promise<void> {
   started = Date.now();
   await runTurns(specs, cells, (server, workload, clientCpu) => measureHttp(server, workload as Extract<Workload, { kind: 'http' }>, timing, clientCpu));
   await writeResults(timing, '-http');
+}
+
+// The instruction counts of the echo servers under callgrind (see instructions.ts).
+async function runInstructionCount(): Promise<void> {
+  if (!(await callgrindAvailable())) fail('--instructions needs valgrind (apt-get install valgrind)');
+  // The standalone echo does not start under valgrind (its loop thread's first wait never returns
+  // there); it runs the native echo's code, whose count stands for it.
+  const apis = values.apis.split(',').filter((api) => api !== 'standalone');
+  const servers: ServerSpec[] = backends.flatMap((backend) => apis.map((api) => ({ id: `${backend}/${api}`, backend, api })));
+  const connections = numbers('connections', values.connections ?? '50');
+  console.log(`twinloop bench --instructions — ${machineLine(describeMachine(backends))}`);
+  console.log(`${servers.length} servers × ${connections.length} cell(s) under callgrind (about ${Math.ceil((servers.length * connections.length * 40) / 60)} min)\n`);
+  const results = await countInstructions({ servers, connections, warmupRoundTrips: 30_000, roundTrips: 50_000 }, (result) =>
+    console.log(
+      `${String(result.connections).padStart(6)} conns  ${result.server.padEnd(22)} ${Math.round(result.instructionsPerRoundTrip).toLocaleString('en').padStart(8)} instructions/rt` +
+        (Number.isNaN(result.overNative) ? '' : `  +${Math.round(result.overNative).toLocaleString('en')} over native`),
+    ),
+  );
+  const table = instructionTable(results);
+  console.log(`\n${table}`);
+  const stamp = new Date().toISOString().replace(/[:.]/g, '-').slice(0, 19);
+  await mkdir(resultsDir, { recursive: true });
+  await writeFile(path.join(resultsDir, `${stamp}-instructions.json`), `${JSON.stringify({ results }, null, 2)}\n`);
+  await writeFile(path.join(resultsDir, `${stamp}-instructions.md`), `# twinloop instructions per round trip — ${stamp}\n\n${table}\n`);
+  console.log(`wrote bench/results/${stamp}-instructions.json and .md`);
 }
 
 // The file-I/O benchmark: each engine in turn in this process (see files.ts).

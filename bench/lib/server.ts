@@ -55,8 +55,9 @@ export class ServerProcess {
     this.#replies = replies;
   }
 
-  static async start(spec: ServerSpec, cpu: number | null, nodeFlags: string[] = []): Promise<ServerProcess> {
-    const line = command(spec, nodeFlags);
+  /** `wrapper`: a program the server runs under, with its arguments (valgrind, for --instructions). */
+  static async start(spec: ServerSpec, cpu: number | null, nodeFlags: string[] = [], wrapper: string[] = []): Promise<ServerProcess> {
+    const line = [...wrapper, ...command(spec, nodeFlags)];
     const [program, ...args] = cpu === null ? line : ['taskset', '-c', String(cpu), ...line];
     const child = spawn(program!, args, { cwd: root, stdio: ['pipe', 'pipe', 'inherit'] });
     const replies: ((line: string) => void)[] = [];
