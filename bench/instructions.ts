@@ -4,7 +4,7 @@
 // cannot; it does not see the kernel (a syscall is one instruction to it) or cache misses, which
 // CPU time does — the two views together say where a server's cost sits.
 import { execFile } from 'node:child_process';
-import { mkdtemp, readFile, rm } from 'node:fs/promises';
+import { mkdtemp, readdir, readFile, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { promisify } from 'node:util';
@@ -26,8 +26,14 @@ export interface InstructionOptions {
 export interface InstructionResult {
   server: string;
   connections: number;
-  /** User-space instructions of the whole server process per round trip. */
+  /** User-space instructions per round trip of the server's main thread, where its loop runs. */
   instructionsPerRoundTrip: number;
+  /**
+   * Those of its other threads: V8's compiler and GC helpers. Under valgrind's slowness the JIT
+   * is still compiling after the warm-up (~1 000-2 000 a round trip), which a server at full
+   * speed has long done; so they are shown apart, not added.
+   */
+  otherThreadsPerRoundTrip: number;
   /**
    * This count less that of the backend's native echo (0 for the echo itself; NaN without it):
    * the cost of the JavaScript layers, as the two share the backend's code below them.
@@ -53,8 +59,8 @@ export async function countInstructions(options: InstructionOptions, reported: (
     for (const connections of options.connections) {
       const cell: InstructionResult[] = [];
       for (const spec of options.servers) {
-        const count = await countOne(spec, connections, options, path.join(directory, `${spec.id.replace(/\W/g, '-')}-${connections}.out`));
-        cell.push({ server: spec.id, connections, instructionsPerRoundTrip: count, overNative: NaN });
+        const [main, others] = await countOne(spec, connections, options, path.join(directory, `${spec.id.replace(/\W/g, '-')}-${connections}.out`));
+        cell.push({ server: spec.id, connections, instructionsPerRoundTrip: main, otherThreadsPerRoundTrip: others, overNative: NaN });
       }
       for (const result of cell) {
         const native = cell.find((other) => other.server === `${result.server.split('/')[0]}/native`);
@@ -70,8 +76,9 @@ export async function countInstructions(options: InstructionOptions, reported: (
 }
 
 // One server under callgrind: warmed up, then counted from `callgrind_control -i on` to `-i off`.
-async function countOne(spec: ServerSpec, connections: number, options: InstructionOptions, outFile: string): Promise<number> {
-  const valgrind = ['valgrind', '--quiet', '--tool=callgrind', '--instr-atstart=no', `--callgrind-out-file=${outFile}`];
+// Counted per thread: [main thread, all others], per round trip.
+async function countOne(spec: ServerSpec, connections: number, options: InstructionOptions, outFile: string): Promise<[number, number]> {
+  const valgrind = ['valgrind', '--quiet', '--tool=callgrind', '--instr-atstart=no', '--separate-threads=yes', `--callgrind-out-file=${outFile}`];
   const server = await ServerProcess.start(spec, null, [], valgrind);
   let roundTrips = 0;
   try {
@@ -85,7 +92,12 @@ async function countOne(spec: ServerSpec, connections: number, options: Instruct
   } finally {
     await server.stop();  // callgrind writes its file as the server exits
   }
-  return totalInstructions(await readFile(outFile, 'utf8')) / roundTrips;
+  // callgrind names each thread's file after the out file: <file>-01 for the main thread, -02, …
+  const files = (await readdir(path.dirname(outFile))).filter((name) => name.startsWith(`${path.basename(outFile)}-`)).sort();
+  const counts = await Promise.all(files.map(async (name) => totalInstructions(await readFile(path.join(path.dirname(outFile), name), 'utf8'))));
+  if (counts.length === 0) throw new Error(`callgrind wrote no profile for ${spec.id}`);
+  const [main, ...others] = counts;
+  return [main! / roundTrips, others.reduce((sum, count) => sum + count, 0) / roundTrips];
 }
 
 // callgrind's out file ends with `totals: <Ir>` (an earlier `summary:` line can be a part's).
@@ -101,8 +113,9 @@ export function instructionTable(results: InstructionResult[]): string {
     result.server,
     Math.round(result.instructionsPerRoundTrip).toLocaleString('en'),
     Number.isNaN(result.overNative) ? '—' : `+${Math.round(result.overNative).toLocaleString('en')}`,
+    Math.round(result.otherThreadsPerRoundTrip).toLocaleString('en'),
   ]);
-  const header = ['connections', 'server', 'instructions/rt', 'over native'];
+  const header = ['connections', 'server', 'instructions/rt', 'over native', 'other threads'];
   const widths = header.map((title, column) => Math.max(title.length, ...rows.map((row) => row[column]!.length)));
   const line = (cells: string[]) => `| ${cells.map((cell, column) => (column < 2 ? cell.padEnd(widths[column]!) : cell.padStart(widths[column]!))).join(' | ')} |`;
   return [line(header), `|${widths.map((width, column) => (column < 2 ? ` ${'-'.repeat(width)} ` : ` ${'-'.repeat(width - 1)}: `)).join('|')}|`, ...rows.map(line)].join('\n');
