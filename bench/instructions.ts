@@ -10,6 +10,7 @@ import path from 'node:path';
 import { promisify } from 'node:util';
 
 import { startLoadgen } from './lib/loadgen.js';
+import type { Table } from './lib/table.js';
 import { ServerProcess, type ServerSpec } from './lib/server.js';
 
 const run = promisify(execFile);
@@ -30,7 +31,7 @@ export interface InstructionResult {
   instructionsPerRoundTrip: number;
   /**
    * Those of its other threads: V8's compiler and GC helpers. Under valgrind's slowness the JIT
-   * is still compiling after the warm-up (~1 000-2 000 a round trip), which a server at full
+   * is still compiling after the warm-up (~1 200-2 500 a round trip), which a server at full
    * speed has long done; so they are shown apart, not added.
    */
   otherThreadsPerRoundTrip: number;
@@ -107,16 +108,15 @@ function totalInstructions(profile: string): number {
   return Number(totals[1]);
 }
 
-export function instructionTable(results: InstructionResult[]): string {
-  const rows = results.map((result) => [
-    `${result.connections}`,
-    result.server,
-    Math.round(result.instructionsPerRoundTrip).toLocaleString('en'),
-    Number.isNaN(result.overNative) ? '—' : `+${Math.round(result.overNative).toLocaleString('en')}`,
-    Math.round(result.otherThreadsPerRoundTrip).toLocaleString('en'),
-  ]);
-  const header = ['connections', 'server', 'instructions/rt', 'over native', 'other threads'];
-  const widths = header.map((title, column) => Math.max(title.length, ...rows.map((row) => row[column]!.length)));
-  const line = (cells: string[]) => `| ${cells.map((cell, column) => (column < 2 ? cell.padEnd(widths[column]!) : cell.padStart(widths[column]!))).join(' | ')} |`;
-  return [line(header), `|${widths.map((width, column) => (column < 2 ? ` ${'-'.repeat(width)} ` : ` ${'-'.repeat(width - 1)}: `)).join('|')}|`, ...rows.map(line)].join('\n');
+export function instructionTable(results: InstructionResult[]): Table {
+  return {
+    header: ['connections', 'server', 'instructions/rt', 'over native', 'other threads'],
+    rows: results.map((result) => [
+      `${result.connections}`,
+      result.server,
+      Math.round(result.instructionsPerRoundTrip).toLocaleString('en'),
+      Number.isNaN(result.overNative) ? '—' : `+${Math.round(result.overNative).toLocaleString('en')}`,
+      Math.round(result.otherThreadsPerRoundTrip).toLocaleString('en'),
+    ]),
+  };
 }

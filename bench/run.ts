@@ -24,7 +24,7 @@ import { costOf, summarize, type Measurement } from './lib/results.js';
 import { ServerProcess, type ServerSpec } from './lib/server.js';
 import { benchmarkFiles, fileTable } from './files.js';
 import { callgrindAvailable, countInstructions, instructionTable } from './instructions.js';
-import { echoView, httpView, idleSummary, liveHeader, liveRow, loadSummary, textTable, type View } from './lib/table.js';
+import { echoView, httpView, idleSummary, liveHeader, liveRow, loadSummary, markdownTable, textTable, type View } from './lib/table.js';
 import { ensureWrk } from './lib/wrk.js';
 
 const usage = `usage: npm run bench -- [options]
@@ -327,11 +327,11 @@ async function runInstructionCount(): Promise<void> {
     ),
   );
   const table = instructionTable(results);
-  console.log(`\n${table}`);
+  console.log(`\n${textTable(table)}`);
   const stamp = new Date().toISOString().replace(/[:.]/g, '-').slice(0, 19);
   await mkdir(resultsDir, { recursive: true });
   await writeFile(path.join(resultsDir, `${stamp}-instructions.json`), `${JSON.stringify({ results }, null, 2)}\n`);
-  await writeFile(path.join(resultsDir, `${stamp}-instructions.md`), `# twinloop instructions per round trip — ${stamp}\n\n${table}\n`);
+  await writeFile(path.join(resultsDir, `${stamp}-instructions.md`), `# twinloop instructions per round trip — ${stamp}\n\n${markdownTable(table)}\n`);
   console.log(`wrote bench/results/${stamp}-instructions.json and .md`);
 }
 
