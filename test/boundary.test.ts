@@ -361,6 +361,23 @@ describe.each(backends)('one reader per socket on %s', (backend) => {
   });
 });
 
+describe.each(backends)('operation ids on %s', (backend) => {
+  it('the native side refuses an id whose slot an operation in flight holds, under that id or another generation', () => {
+    // A second lease in one slot would drop the first one's memory while the kernel may still use it.
+    const raw = rawNativeLoop(backend);
+    try {
+      const slot = 7;
+      const id = (1 << 20) | slot;
+      expect(raw.startTimer(60_000, id)).toBeGreaterThanOrEqual(0);
+      expect(() => raw.startTimer(60_000, id)).toThrow('operation id already in flight');
+      expect(() => raw.startTimer(60_000, (2 << 20) | slot)).toThrow('operation id already in flight');
+      expect(raw.startTimer(60_000, (1 << 20) | (slot + 1))).toBeGreaterThanOrEqual(0);
+    } finally {
+      raw.close();
+    }
+  });
+});
+
 describe('the README', () => {
   it('shows examples/readme.ts verbatim as its example', () => {
     const readme = readFileSync(path.join(root, 'README.md'), 'utf8');
