@@ -11,6 +11,7 @@
 
 #include <cstdint>
 #include <deque>
+#include <memory>
 #include <vector>
 
 #include "backend.h"
@@ -32,15 +33,15 @@ class HandleTable {
   // Returns the new handle, or -EMFILE when all 2^20 slots are in use (the state is dropped).
   HandleId insert(State state) {
     uint32_t slot;
-    if (free_.size() >= kReuseDistance || (!free_.empty() && slots_.size() > kSlotMask)) {
+    if (free_.size() >= kReuseDistance || (!free_.empty() && slot_count_ > kSlotMask)) {
       slot = free_.front();
       free_.pop_front();
     } else {
-      if (slots_.size() > kSlotMask) return kEMFILE;
-      slot = static_cast<uint32_t>(slots_.size());
-      slots_.emplace_back();
+      if (slot_count_ > kSlotMask) return kEMFILE;
+      slot = static_cast<uint32_t>(slot_count_++);
+      if ((slot & kBlockMask) == 0) blocks_.push_back(std::make_unique<Slot[]>(kBlockSlots));
     }
-    Slot& entry = slots_[slot];
+    Slot& entry = at(slot);
     entry.state = std::move(state);
     entry.live = true;
     ++live_count_;
@@ -52,8 +53,8 @@ class HandleTable {
     if (handle < 0) return nullptr;
     uint32_t slot = static_cast<uint32_t>(handle) & kSlotMask;
     uint32_t generation = static_cast<uint32_t>(handle) >> kSlotBits;
-    if (slot >= slots_.size()) return nullptr;
-    Slot& entry = slots_[slot];
+    if (slot >= slot_count_) return nullptr;
+    Slot& entry = at(slot);
     if (!entry.live || entry.generation != generation) return nullptr;
     return &entry.state;
   }
@@ -68,7 +69,7 @@ class HandleTable {
 
   void erase(HandleId handle) {
     uint32_t slot = static_cast<uint32_t>(handle) & kSlotMask;
-    Slot& entry = slots_[slot];
+    Slot& entry = at(slot);
     entry.state = State{};
     entry.live = false;
     entry.generation = (entry.generation + 1) & kGenerationMask;
@@ -80,8 +81,9 @@ class HandleTable {
 
   template <typename Fn>
   void for_each(Fn&& fn) {
-    for (uint32_t slot = 0; slot < slots_.size(); ++slot) {
-      if (slots_[slot].live) fn(static_cast<HandleId>((slots_[slot].generation << kSlotBits) | slot), slots_[slot].state);
+    for (uint32_t slot = 0; slot < slot_count_; ++slot) {
+      Slot& entry = at(slot);
+      if (entry.live) fn(static_cast<HandleId>((entry.generation << kSlotBits) | slot), entry.state);
     }
   }
 
@@ -91,7 +93,16 @@ class HandleTable {
     uint32_t generation = 0;
     bool live = false;
   };
-  std::vector<Slot> slots_;
+  // The slots in blocks that never move, instead of one vector: growing a vector copies it into
+  // one twice its size, and glibc keeps the old copy (freeing an mmap'd block raises its mmap
+  // threshold to that size, so the next ones come from the heap and stay): ~100 bytes of RSS an
+  // idle connection at 19 000 (the idle benchmark). A State& also stays valid across inserts.
+  static constexpr uint32_t kBlockBits = 8;
+  static constexpr uint32_t kBlockSlots = 1u << kBlockBits;
+  static constexpr uint32_t kBlockMask = kBlockSlots - 1;
+  Slot& at(uint32_t slot) { return blocks_[slot >> kBlockBits][slot & kBlockMask]; }
+  std::vector<std::unique_ptr<Slot[]>> blocks_;
+  size_t slot_count_ = 0;
   std::deque<uint32_t> free_;
   size_t live_count_ = 0;
 };

@@ -88,3 +88,14 @@ TEST(for_each_visits_the_live_entries) {
   CHECK_EQ(seen.size(), size_t{6});
   for (int i = 0; i < 10; ++i) CHECK(seen.contains(handles[static_cast<size_t>(i)]) == (i % 3 != 0));
 }
+
+TEST(a_state_stays_where_it_is_while_the_table_grows) {
+  // The slots live in blocks that never move: growing copies nothing (and leaves malloc no old
+  // copy to keep), and what find() returned stays valid while more sockets are accepted.
+  Table table;
+  HandleId first = table.insert("first");
+  std::string* state = table.find(first);
+  for (int i = 0; i < 5000; ++i) table.insert(std::to_string(i));
+  CHECK(table.find(first) == state);
+  CHECK(*state == "first");
+}
