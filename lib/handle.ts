@@ -49,7 +49,7 @@ export abstract class Handle extends EventEmitter {
 
   /** Closes the descriptor now. Operations still in flight fail with `ERR_SOCKET_CLOSED`. */
   close(): void {
-    this.#release(false);
+    this.closeWithReset(false);
   }
 
   /**
@@ -91,12 +91,8 @@ export abstract class Handle extends EventEmitter {
     return result;
   }
 
-  /** @internal */
+  /** @internal close(), with an RST if `reset`. (No private method here: a class with one gives each instance a brand field, 8 bytes of every idle connection.) */
   closeWithReset(reset: boolean): void {
-    this.#release(reset);
-  }
-
-  #release(reset: boolean): void {
     if (this.#closed) return;
     this.#closed = true;
     this.core.closeHandle(this.handle, reset);

@@ -79,18 +79,15 @@ export class Server extends Handle {
     try {
       outcome = this.#handler!(socket);
     } catch (error) {
-      this.#connectionFailed(error, socket);
+      this.#connectionFailed(socket, error);
       return;
     }
-    if (outcome instanceof Promise) {
-      outcome.then(
-        () => socket.end().catch(() => {}).finally(() => socket.close()),
-        (error: unknown) => this.#connectionFailed(error, socket),
-      );
-    }
+    // Bound functions, not closures: a connection whose handler awaits keeps them as long, and
+    // two closures with their context take 160 bytes where these take 120.
+    if (outcome instanceof Promise) outcome.then(endConnection.bind(socket), this.#connectionFailed.bind(this, socket));
   }
 
-  #connectionFailed(error: unknown, socket: Socket): void {
+  #connectionFailed(socket: Socket, error: unknown): void {
     socket.close();
     // Closing the loop fails whatever a handler awaits (a sleep, a read) with ERR_LOOP_CLOSED: that
     // is the normal end of its connection, not an error to report or to crash the process with.
@@ -106,6 +103,13 @@ export class Server extends Handle {
       if (!this.closed) this.core.acceptStart(this.handle);
     }, kAcceptRetryMs).unref();
   }
+}
+
+// The handler's promise resolved: its connection ends after the writes it queued, then closes.
+function endConnection(this: Socket): void {
+  this.end()
+    .catch(() => {})
+    .finally(() => this.close());
 }
 
 // A peer that resets or vanishes is normal life for a server, not a bug to crash on.
