@@ -254,14 +254,14 @@ int IoUringBackend::submit_read(HandleId handle, std::span<uint8_t> buffer, int3
   return 0;
 }
 
-int IoUringBackend::submit_write(HandleId handle, std::span<const uint8_t> buffer, int32_t op_id) {
+int IoUringBackend::submit_write(HandleId handle, std::span<const uint8_t> buffer, int32_t op_id, WriteKeep keep) {
   Socket* s = find(handle);
   if (!s) return kEBADF;
   if (s->listener) return kEINVAL;
   if (int rc = s->check_write(); rc < 0) return rc;
   // No inline fast path: the send goes out with the batch's one io_uring_enter, and completes
   // there when the socket has room (its CQE is reaped by the next drain).
-  s->writes.push_back({buffer, op_id});
+  s->writes.push_back({keep(buffer), op_id});
   mark_dirty(handle, *s);
   return 0;
 }

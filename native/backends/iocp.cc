@@ -261,13 +261,13 @@ int IocpBackend::submit_read(HandleId handle, std::span<uint8_t> buffer, int32_t
   return rc;
 }
 
-int IocpBackend::submit_write(HandleId handle, std::span<const uint8_t> buffer, int32_t op_id) {
+int IocpBackend::submit_write(HandleId handle, std::span<const uint8_t> buffer, int32_t op_id, WriteKeep keep) {
   Socket* s = sockets_.find(handle);
   if (!s) return kEBADF;
   if (int rc = s->check_write(); rc < 0) return rc;
   if (!s->connected) return kENOTCONN;
   if (s->send != nullptr || !s->writes.empty()) {
-    s->writes.push_back({buffer, op_id});
+    s->writes.push_back({keep(buffer), op_id});
     return 0;
   }
   // Speculative send, as on epoll: bytes the send buffer takes now need no completion at all.
@@ -280,6 +280,7 @@ int IocpBackend::submit_write(HandleId handle, std::span<const uint8_t> buffer, 
   }
   if (buffer.empty()) return 1;
   // What went out already counts if it is cancelled: the peer may have those bytes.
+  buffer = keep(buffer);
   s->writes.push_back({buffer, op_id, size - buffer.size()});
   Operation* op = acquire(OpKind::kSend, handle, op_id);
   if (int rc = post_send(*s, op, buffer); rc < 0) {

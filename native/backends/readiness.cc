@@ -109,7 +109,7 @@ int ReadinessBackend::submit_read(HandleId handle, std::span<uint8_t> buffer, in
   });
 }
 
-int ReadinessBackend::submit_write(HandleId handle, std::span<const uint8_t> buffer, int32_t op_id) {
+int ReadinessBackend::submit_write(HandleId handle, std::span<const uint8_t> buffer, int32_t op_id, WriteKeep keep) {
   Socket* s = sockets_.find(handle);
   if (!s) return kEBADF;
   if (int rc = s->check_write(); rc < 0) return rc;
@@ -124,9 +124,13 @@ int ReadinessBackend::submit_write(HandleId handle, std::span<const uint8_t> buf
     }
     if (buffer.empty()) return 1;
   }
-  s->writes.push_back({buffer, op_id, size - buffer.size()});
-  int rc = update_interest(handle, *s, Interest::kNone);
-  return rc < 0 ? rc : 0;
+  s->writes.push_back({keep(buffer), op_id, size - buffer.size()});
+  if (int rc = update_interest(handle, *s, Interest::kNone); rc < 0) {
+    // Nothing would send the rest: the write fails now, and its kept copy is not used again.
+    s->writes.pop_back();
+    return rc;
+  }
+  return 0;
 }
 
 int ReadinessBackend::submit_accept(HandleId handle, int32_t op_id) {

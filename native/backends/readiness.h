@@ -55,7 +55,7 @@ class ReadinessBackend : public PooledFileOperations<ReadinessBackend> {
   int try_accept(HandleId handle) override;
 
   int submit_read(HandleId handle, std::span<uint8_t> buffer, int32_t op_id) override;
-  int submit_write(HandleId handle, std::span<const uint8_t> buffer, int32_t op_id) override;
+  int submit_write(HandleId handle, std::span<const uint8_t> buffer, int32_t op_id, WriteKeep keep) override;
   int submit_accept(HandleId handle, int32_t op_id) override;
   int set_streaming(HandleId handle, Stream stream, bool on) override;
 

@@ -351,11 +351,11 @@ class ThreadsBackend final : private WakeDescriptors, public PooledFileOperation
     return 0;
   }
 
-  int submit_write(HandleId handle, std::span<const uint8_t> buffer, int32_t op_id) override {
+  int submit_write(HandleId handle, std::span<const uint8_t> buffer, int32_t op_id, WriteKeep keep) override {
     Socket* s = sockets_.find(handle);
     if (!s) return kEBADF;
     if (int rc = s->check_write(); rc < 0) return rc;
-    s->writes.push_back({buffer, op_id});
+    s->writes.push_back({keep(buffer), op_id});
     hand_over(handle, *s);
     return 0;
   }

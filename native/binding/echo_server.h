@@ -108,7 +108,7 @@ class EchoServer {
     }
     bytes.assign(arena_.begin() + offset, arena_.begin() + offset + length);
     int32_t op = next_op_++;
-    int rc = backend_->submit_write(connection, bytes, op);
+    int rc = backend_->submit_write(connection, bytes, op, WriteKeep::in_place());
     if (rc == 0) {
       writes_.emplace(op, std::move(bytes));
       return;

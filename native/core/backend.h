@@ -153,6 +153,25 @@ struct BackendInfo {
   std::vector<std::string> features;
 };
 
+// What a write leaves for later goes through this first: submit_write gets the caller's bytes,
+// valid only while it runs, so what it sends inside the call needs no copy (an echo's write on
+// epoll, nearly always); the bytes it keeps past the call, it keeps from what this returns — a
+// copy in memory the caller owns until the write's completion (DESIGN.md, "The boundary").
+class WriteKeep {
+ public:
+  using Copy = std::span<const uint8_t> (*)(void* context, std::span<const uint8_t> rest);
+  WriteKeep(Copy copy, void* context) : copy_(copy), context_(context) {}
+  // For bytes that already live until the completion: kept where they are.
+  static WriteKeep in_place() {
+    return {[](void*, std::span<const uint8_t> rest) { return rest; }, nullptr};
+  }
+  std::span<const uint8_t> operator()(std::span<const uint8_t> rest) const { return copy_(context_, rest); }
+
+ private:
+  Copy copy_;
+  void* context_;
+};
+
 class Backend {
  public:
   virtual ~Backend() = default;
@@ -191,8 +210,9 @@ class Backend {
 
   // Proactor. The caller keeps every buffer alive until the operation's completion.
   virtual int submit_read(HandleId handle, std::span<uint8_t> buffer, int32_t op_id) = 0;
-  // Returns 1 when the whole buffer was taken at once (no event follows), 0 when an event will.
-  virtual int submit_write(HandleId handle, std::span<const uint8_t> buffer, int32_t op_id) = 0;
+  // Returns 1 when the whole buffer was taken at once (no event follows), 0 when an event will:
+  // then `keep` was called, and the backend holds only what it returned (see WriteKeep).
+  virtual int submit_write(HandleId handle, std::span<const uint8_t> buffer, int32_t op_id, WriteKeep keep) = 0;
   virtual int submit_accept(HandleId handle, int32_t op_id) = 0;
   // read_start/read_stop (Stream::kRead) and accept_start/accept_stop (Stream::kAccept).
   virtual int set_streaming(HandleId handle, Stream stream, bool on) = 0;
