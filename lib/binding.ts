@@ -46,8 +46,9 @@ export interface NativeLoop {
   /** Reads a `SocketOption` back as the OS has it (for tests). */
   socketOption(handle: number, option: number): number;
   watch(handle: number, interest: number): number;
-  tryRead(handle: number, buffer: Uint8Array): number;
-  tryWrite(handle: number, buffer: Uint8Array): number;
+  /** The whole buffer, or its `length` bytes from `offset`. */
+  tryRead(handle: number, buffer: Uint8Array, offset?: number, length?: number): number;
+  tryWrite(handle: number, buffer: Uint8Array, offset?: number, length?: number): number;
   tryAccept(handle: number): number;
   read(handle: number, buffer: Uint8Array, opId: number): number;
   write(handle: number, buffer: Uint8Array, opId: number): number;

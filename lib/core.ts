@@ -341,11 +341,12 @@ export class LoopCore {
   watch(handle: number, interest: number): number {
     return this.#native.watch(handle, interest);
   }
-  tryRead(handle: number, buffer: Uint8Array): number {
-    return this.#native.tryRead(handle, buffer);
+  /** Into the whole `buffer`, or into its `length` bytes from `offset` when both are given. */
+  tryRead(handle: number, buffer: Uint8Array, offset: number | undefined, length: number | undefined): number {
+    return offset === undefined ? this.#native.tryRead(handle, buffer) : this.#native.tryRead(handle, buffer, offset, length);
   }
-  tryWrite(handle: number, buffer: Uint8Array): number {
-    return this.#native.tryWrite(handle, buffer);
+  tryWrite(handle: number, buffer: Uint8Array, offset: number | undefined, length: number | undefined): number {
+    return offset === undefined ? this.#native.tryWrite(handle, buffer) : this.#native.tryWrite(handle, buffer, offset, length);
   }
   tryAccept(handle: number): number {
     return this.#native.tryAccept(handle);

@@ -82,6 +82,17 @@ export function validateInteger(name: string, value: unknown, min: number, max: 
   if (!Number.isInteger(value) || value < min || value > max) throw outOfRange(name, `an integer >= ${min} and <= ${max}`, value);
 }
 
+/**
+ * The length of the part of `buffer` that `offset` and `length` name, as node:fs's read and write
+ * take them (`length` omitted: the rest of the buffer); a RangeError names the one out of range.
+ */
+export function validateRange(buffer: Uint8Array, offset: unknown, length: unknown): number {
+  validateInteger('offset', offset, 0, buffer.length);
+  const count = length ?? buffer.length - offset;
+  validateInteger('length', count, 0, buffer.length - offset);
+  return count;
+}
+
 export function validatePort(name: string, value: unknown): asserts value is number {
   validateInteger(name, value, 0, 65535);
 }

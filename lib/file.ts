@@ -12,6 +12,7 @@ import {
   validateAbortSignal,
   validateBuffer,
   validateInteger,
+  validateRange,
   validateObject,
 } from './errors.js';
 
@@ -156,7 +157,7 @@ export class File {
   async read<T extends Uint8Array>(
     buffer: T,
     offset = 0,
-    length = buffer.byteLength - offset,
+    length?: number,
     position: number | null = null,
     options: FileOperationOptions = {},
   ): Promise<{ bytesRead: number; buffer: T }> {
@@ -169,7 +170,7 @@ export class File {
   async write<T extends Uint8Array>(
     buffer: T,
     offset = 0,
-    length = buffer.byteLength - offset,
+    length?: number,
     position: number | null = null,
     options: FileOperationOptions = {},
   ): Promise<{ bytesWritten: number; buffer: T }> {
@@ -211,11 +212,10 @@ export class File {
     return promiseOf(operation, start(operation));
   }
 
-  #slice(name: string, buffer: Uint8Array, offset: number, length: number, position: number | null): Uint8Array {
+  #slice(name: string, buffer: Uint8Array, offset: number, length: number | undefined, position: number | null): Uint8Array {
     validateBuffer(name, buffer);
-    validateInteger('offset', offset, 0, buffer.byteLength);
-    validateInteger('length', length, 0, buffer.byteLength - offset);
+    const count = validateRange(buffer, offset, length);
     if (position !== null) validateInteger('position', position, 0, Number.MAX_SAFE_INTEGER);
-    return buffer.subarray(offset, offset + length);
+    return buffer.subarray(offset, offset + count);
   }
 }

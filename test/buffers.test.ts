@@ -96,6 +96,50 @@ describe.each(backends)('buffers on %s', (backend) => {
     expect(Buffer.from(second).equals(data)).toBe(true);
   });
 
+  it('tryRead and tryWrite move only the offset and length they are given, and refuse a range outside the buffer', async () => {
+    const data = randomBytes(100);
+    expect(loop.reactor.tryWrite(client, data, 10, 30)).toBe(30);
+    expect(loop.reactor.tryWrite(client, data, 95)).toBe(5);  // the length defaults to the rest
+    const into = Buffer.alloc(64, 0xee);
+    let got = 0;
+    while (got < 35) {
+      const n = loop.reactor.tryRead(peer, into, 20 + got, 35 - got);
+      if (n === null) await tick();
+      else got += n!;
+    }
+    expect(into.subarray(20, 55).equals(Buffer.concat([data.subarray(10, 40), data.subarray(95)]))).toBe(true);
+    expect(into.subarray(0, 20).every((byte) => byte === 0xee) && into.subarray(55).every((byte) => byte === 0xee)).toBe(true);
+    const range = (name: string) => expect.objectContaining({ code: 'ERR_OUT_OF_RANGE', message: expect.stringContaining(`"${name}"`) });
+    expect(() => loop.reactor.tryWrite(client, data, 101)).toThrow(range('offset'));
+    expect(() => loop.reactor.tryWrite(client, data, -1, 1)).toThrow(range('offset'));
+    expect(() => loop.reactor.tryWrite(client, data, 90, 11)).toThrow(range('length'));
+    expect(() => loop.reactor.tryRead(peer, into, 1.5)).toThrow(range('offset'));
+    expect(() => loop.reactor.tryRead(peer, into, 64)).toThrow(range('length'));  // 0 bytes would look like EOF
+    expect(() => loop.reactor.tryRead(peer, into, 0, 2 ** 32)).toThrow(range('length'));
+    expect(() => loop.reactor.tryWrite(client, data, '1' as never)).toThrow(expect.objectContaining({ code: 'ERR_INVALID_ARG_TYPE' }));
+  });
+
+  it('a view whose length getter lies reaches no byte past its real end: the native side checks the range too', async () => {
+    class Liar extends Uint8Array {
+      override get length(): number {
+        return 1 << 20;
+      }
+    }
+    const liar = new Liar(16);
+    expect(() => loop.reactor.tryWrite(client, liar, 0, 4096)).toThrow(TypeError);
+    expect(() => loop.reactor.tryRead(client, liar, 8, 4096)).toThrow(TypeError);
+    const raw = rawNativeLoop(backend);
+    try {
+      expect(() => raw.tryWrite(0, Buffer.alloc(8), 4, 5)).toThrow(TypeError);
+      expect(() => raw.tryWrite(0, Buffer.alloc(8), 2 ** 53, 1)).toThrow(TypeError);
+      expect(() => raw.tryRead(0, Buffer.alloc(8), 1)).toThrow(TypeError);
+    } finally {
+      raw.close();
+    }
+    await client.write('after');
+    expect(String(await peerReads(5))).toBe('after');
+  });
+
   it('a resizable ArrayBuffer view is written and read as its current bytes', async () => {
     const data = randomBytes(4096);
     await client.write(resizableCopy(data));

@@ -77,7 +77,7 @@ async function reactorEcho(loop: Loop, where: Listen): Promise<Server> {
         const n = reactor.tryRead(socket, buffer);
         if (n === null) return;
         if (n === 0) return closeConnection(socket);
-        const rest = sendSome(loop, socket, buffer.subarray(0, n));
+        const rest = sendSome(loop, socket, buffer, n);
         if (rest === null) return;
         unsent = Buffer.from(rest);
         reactor.unwatch(socket, 'readable');
@@ -94,10 +94,11 @@ async function reactorEcho(loop: Loop, where: Listen): Promise<Server> {
   return server;
 }
 
-// Writes what the socket takes of `bytes`: the rest, or null once all of it is sent.
-function sendSome(loop: Loop, socket: Socket, bytes: Buffer): Buffer | null {
-  const n = loop.reactor.tryWrite(socket, bytes) ?? 0;
-  return n === bytes.length ? null : bytes.subarray(n);
+// Writes what the socket takes of the first `length` bytes of `bytes` (an offset and a length
+// rather than a subarray per chunk): the rest, or null once all of it is sent.
+function sendSome(loop: Loop, socket: Socket, bytes: Buffer, length = bytes.length): Buffer | null {
+  const n = loop.reactor.tryWrite(socket, bytes, 0, length) ?? 0;
+  return n === length ? null : bytes.subarray(n, length);
 }
 
 function closeConnection(socket: Socket): void {

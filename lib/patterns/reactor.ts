@@ -1,6 +1,6 @@
 import { InterestBits, native } from '../binding.js';
 import type { LoopCore } from '../core.js';
-import { errnoOf, invalidArgValue, socketReadBusy, systemError, validateBuffer, validateFunction, validateReadBuffer } from '../errors.js';
+import { errnoOf, invalidArgValue, outOfRange, socketReadBusy, systemError, validateBuffer, validateFunction, validateRange, validateReadBuffer } from '../errors.js';
 import { Handle, validateHandle } from '../handle.js';
 import { Server } from '../net/server.js';
 import { Socket } from '../net/socket.js';
@@ -57,26 +57,40 @@ export class ReactorApi {
   }
 
   /**
-   * Reads what is there into `buffer`: the byte count, 0 at EOF, or null if nothing is ready. An
-   * empty `buffer` is a RangeError: its 0 could not be told from EOF. A socket the net layer
-   * reads (`socket.read()`, for await) is an `ERR_SOCKET_BUSY` error: one API reads a socket.
+   * Reads what is there into `buffer` — or into its `length` bytes from `offset` (as
+   * `fs.readSync`; `length` defaults to the rest): the byte count, 0 at EOF, or null if nothing is
+   * ready. An empty `buffer` or a `length` of 0 is a RangeError: its 0 could not be told from
+   * EOF. A socket the net layer reads (`socket.read()`, for await) is an `ERR_SOCKET_BUSY`
+   * error: one API reads a socket.
    */
-  tryRead(socket: Socket, buffer: Uint8Array): number | null {
+  tryRead(socket: Socket, buffer: Uint8Array, offset?: number, length?: number): number | null {
     validateHandle(this.#core, 'socket', socket, Socket.isSocket, 'a twinloop Socket');
     validateReadBuffer('buffer', buffer);
+    if (offset !== undefined || length !== undefined) {
+      offset ??= 0;
+      length = validateRange(buffer, offset, length);
+      if (length === 0) throw outOfRange('length', '>= 1 (a read of 0 bytes cannot be told from EOF)', 0);
+    }
     socket.assertOpen();
-    const n = this.#core.tryRead(socket.handle, buffer);
+    const n = this.#core.tryRead(socket.handle, buffer, offset, length);
     if (n === EAGAIN) return null;
     if (n === EBUSY) throw socketReadBusy('loop.reactor.tryRead');
     return socket.check(n, 'read');
   }
 
-  /** Writes what the socket takes now: the byte count, or null if it takes nothing. */
-  tryWrite(socket: Socket, buffer: Uint8Array): number | null {
+  /**
+   * Writes what the socket takes now of `buffer` — or of its `length` bytes from `offset`, which
+   * spares a `subarray()` per chunk: the byte count, or null if it takes nothing.
+   */
+  tryWrite(socket: Socket, buffer: Uint8Array, offset?: number, length?: number): number | null {
     validateHandle(this.#core, 'socket', socket, Socket.isSocket, 'a twinloop Socket');
     validateBuffer('buffer', buffer);
+    if (offset !== undefined || length !== undefined) {
+      offset ??= 0;
+      length = validateRange(buffer, offset, length);
+    }
     socket.assertOpen();
-    const n = this.#core.tryWrite(socket.handle, buffer);
+    const n = this.#core.tryWrite(socket.handle, buffer, offset, length);
     if (n === EAGAIN) return null;
     return socket.check(n, 'write');
   }

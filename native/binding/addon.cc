@@ -250,11 +250,11 @@ class NativeLoop : public Napi::ObjectWrap<NativeLoop> {
   static bool view_of(napi_env env, napi_value value, std::span<uint8_t>& out) {
     void* data = nullptr;
     size_t bytes = 0;
-    bool is_typed_array = false, is_data_view = false;
-    if (napi_is_typedarray(env, value, &is_typed_array) == napi_ok && is_typed_array) {
-      napi_typedarray_type type;
-      size_t length = 0;
-      if (napi_get_typedarray_info(env, value, &type, &length, &data, nullptr, nullptr) != napi_ok) return false;
+    bool is_data_view = false;
+    napi_typedarray_type type;
+    size_t length = 0;
+    // It refuses (napi_invalid_arg) anything but a typed array: no napi_is_typedarray call first.
+    if (napi_get_typedarray_info(env, value, &type, &length, &data, nullptr, nullptr) == napi_ok) {
       size_t element_size = element_size_of(type);
       if (element_size == 0) return false;
       bytes = length * element_size;
@@ -626,16 +626,32 @@ class NativeLoop : public Napi::ObjectWrap<NativeLoop> {
     return result(backend_->watch(int_arg(info, 0), interest_from_bits(static_cast<uint32_t>(int_arg(info, 1)))));
   }
 
+  // tryRead(handle, buffer[, offset, length]) and tryWrite(…): the whole view, or its bytes
+  // [offset, offset + length) — which saves a caller the view per chunk that a subarray() is.
   Napi::Value try_read(const Napi::CallbackInfo& info) {
     std::span<uint8_t> view;
-    if (!view_args_ok(info, 2, view)) return Env().Undefined();
+    if (!view_args_ok(info, 2, view) || !range_arg(info, view)) return Env().Undefined();
     return result(backend_->try_read(int_arg(info, 0), view.first(std::min(view.size(), kMaxTransfer))));
   }
 
   Napi::Value try_write(const Napi::CallbackInfo& info) {
     std::span<uint8_t> view;
-    if (!view_args_ok(info, 2, view)) return Env().Undefined();
+    if (!view_args_ok(info, 2, view) || !range_arg(info, view)) return Env().Undefined();
     return result(backend_->try_write(int_arg(info, 0), view.first(std::min(view.size(), kMaxTransfer))));
+  }
+
+  // Narrows `view` to (offset, length) at info[2] and info[3], when given: checked against the
+  // view's real size now, which a caller's own `length` getter may have lied about.
+  bool range_arg(const Napi::CallbackInfo& info, std::span<uint8_t>& view) {
+    if (info.Length() < 3) return true;
+    int64_t offset = -1, length = -1;
+    bool numbers = info.Length() >= 4 && napi_get_value_int64(Env(), info[2], &offset) == napi_ok &&
+                   napi_get_value_int64(Env(), info[3], &length) == napi_ok;
+    if (!check(numbers, "expected an offset and a length")) return false;
+    auto size = static_cast<int64_t>(view.size());
+    if (!check(offset >= 0 && length >= 0 && offset <= size && length <= size - offset, "offset and length out of the view")) return false;
+    view = view.subspan(static_cast<size_t>(offset), static_cast<size_t>(length));
+    return true;
   }
 
   Napi::Value try_accept(const Napi::CallbackInfo& info) {
