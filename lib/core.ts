@@ -165,6 +165,9 @@ export class LoopCore {
   readonly #targets = new SlotMap<EventTarget>();
   readonly #operations = new OperationTable<Operation>();
   #weakOperations = 0;
+  /** While a batch is being delivered: `defer`'s callbacks wait here, as (callback, error, value). */
+  #dispatching = false;
+  readonly #deferred: unknown[] = [];
   /** Open handles that `unref()` told not to keep Node's process alive. */
   readonly #unreferencedTargets = new Set<number>();
   /** `loop.unref()`: nothing of the loop keeps the process alive. */
@@ -406,8 +409,20 @@ export class LoopCore {
     this.#native.setLiveness(referenced, held);
   }
 
+  /**
+   * Calls `callback(error, value)` soon but never inside its caller, as `process.nextTick` does:
+   * for a callback API's operation that was refused or done at once. Within a batch it runs once
+   * the batch's events are delivered — where its tick would have run, but without one per
+   * operation (the Proactor API's echo on epoll writes at once, every round trip).
+   */
+  defer<V>(callback: (error: Error | null, value: V) => void, error: Error | null, value: V): void {
+    if (this.#dispatching) this.#deferred.push(callback, error, value);
+    else process.nextTick(callback, error, value);
+  }
+
   #dispatch(count: number): void {
     const events = this.#events;
+    this.#dispatching = true;
     for (let i = 0; i < count * kEventInts; i += kEventInts) {
       try {
         this.#deliver(events[i]!, events[i + 1]!, events[i + 2]!, events[i + 3]!);
@@ -415,6 +430,17 @@ export class LoopCore {
         reportLater(error);
       }
     }
+    // As the tick queue: what these callbacks defer runs in this drain too.
+    const deferred = this.#deferred;
+    for (let i = 0; i < deferred.length; i += 3) {
+      try {
+        (deferred[i] as (error: unknown, value: unknown) => void)(deferred[i + 1], deferred[i + 2]);
+      } catch (error) {
+        reportLater(error);
+      }
+    }
+    deferred.length = 0;
+    this.#dispatching = false;
     this.#updateReference();
   }
 

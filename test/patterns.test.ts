@@ -255,6 +255,40 @@ describe.each(backends)('patterns on %s', (backend) => {
     await expect(loop.proactor.read(socket)).rejects.toMatchObject({ code: 'ERR_SOCKET_CLOSED' });
   });
 
+  it('proactor: callbacks of writes made inside a batch come after their caller returns, in order, and one that throws costs the others nothing', async () => {
+    const server = await listenEcho(loop);
+    const socket = await loop.connect({ host: '127.0.0.1', port: server.port });
+    const listeners = process.listeners('uncaughtException');
+    process.removeAllListeners('uncaughtException');
+    const caught: unknown[] = [];
+    process.on('uncaughtException', (error) => caught.push(error));
+    const order: string[] = [];
+    try {
+      await new Promise<void>((resolve) => {
+        loop.proactor.read(socket, () => {
+          loop.proactor.write(socket, Buffer.from('a'), () => order.push('a'));
+          loop.proactor.write(socket, Buffer.from('b'), () => {
+            order.push('b');
+            throw new Error('thrown by b');
+          });
+          loop.proactor.write(socket, Buffer.from('c'), () => {
+            order.push('c');
+            setImmediate(resolve);
+          });
+          order.push('read callback returned');
+        });
+        void loop.proactor.write(socket, Buffer.from('x'));  // the echo's reply is the read's batch
+      });
+      await new Promise((resolve) => setImmediate(resolve));
+    } finally {
+      process.removeAllListeners('uncaughtException');
+      for (const listener of listeners) process.on('uncaughtException', listener);
+    }
+    expect(order).toEqual(['read callback returned', 'a', 'b', 'c']);
+    expect(caught).toEqual([expect.objectContaining({ message: 'thrown by b' })]);
+    socket.close();
+  });
+
   it('proactor: an accept in flight fails cleanly when its server closes', async () => {
     const server = await loop.listen({ host: '127.0.0.1', port: 0 });
     const accept = loop.proactor.accept(server);

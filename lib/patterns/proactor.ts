@@ -149,12 +149,12 @@ export class ProactorApi {
         : undefined;
     operation.done = (error, value) => (error === null ? settle(null, toResult(value)) : settle(error));
     if (target.closed && !operation.signal?.aborted) {
-      process.nextTick(settle, target.closedError());
+      this.#core.defer(settle, target.closedError(), undefined);
       return promise;
     }
     const rc = start(operation);
-    if (rc === kDone) process.nextTick(operation.done, null, operation.value(0));
-    else if (rc !== kInFlight) process.nextTick(operation.done, operation.error(rc), 0);
+    if (rc === kDone) this.#core.defer(operation.done, null, operation.value(0));
+    else if (rc !== kInFlight) this.#core.defer(operation.done, operation.error(rc), 0);
     return promise;
   }
 }
@@ -208,10 +208,10 @@ function readPooled(socket: Socket, signal: AbortSignal | undefined, callback: C
   // As every proactor operation on a closed socket (socket.read() would see the end of the stream).
   if (socket.closed && !signal?.aborted) {
     if (callback === undefined) return Promise.reject(socket.closedError());
-    return void process.nextTick(callback, socket.closedError());
+    return void socket.core.defer(callback, socket.closedError(), undefined);
   }
   if (callback === undefined) return new Promise((resolve, reject) => socket.readNext({ resolve, reject }, signal, caller));
-  const read = new PooledRead(callback);
+  const read = new PooledRead(socket.core, callback);
   socket.readNext(read, signal, caller);
   read.synchronous = false;
 }
@@ -221,15 +221,18 @@ function readPooled(socket: Socket, signal: AbortSignal | undefined, callback: C
 class PooledRead implements ReadWaiter {
   synchronous = true;
 
-  constructor(readonly callback: Completion<Buffer | null>) {}
+  constructor(
+    readonly core: LoopCore,
+    readonly callback: Completion<Buffer | null>,
+  ) {}
 
   resolve(chunk: Buffer | null): void {
-    if (this.synchronous) process.nextTick(this.callback, null, chunk);
+    if (this.synchronous) this.core.defer(this.callback, null, chunk);
     else this.callback(null, chunk);
   }
 
   reject(error: Error): void {
-    if (this.synchronous) process.nextTick(this.callback, error);
+    if (this.synchronous) this.core.defer(this.callback, error, undefined);
     else this.callback(error);
   }
 }
