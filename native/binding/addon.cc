@@ -493,7 +493,12 @@ class NativeLoop : public Napi::ObjectWrap<NativeLoop> {
     leases_.insert(op_id, std::move(lease));
     return result(rc);
   }
-  Napi::Value result(int value) { return Napi::Number::New(Env(), value); }
+  // An int32, so V8 makes it a small integer at once (Number::New takes a double and tests it).
+  Napi::Value result(int value) {
+    napi_value out = nullptr;
+    napi_create_int32(Env(), value, &out);
+    return {Env(), out};
+  }
   bool transfer_ok(size_t bytes) {
     if (bytes <= kMaxTransfer) return true;
     Napi::RangeError::New(Env(), "a write moves at most 1 GiB (lib/ splits longer ones)").ThrowAsJavaScriptException();
