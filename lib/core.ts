@@ -413,10 +413,12 @@ export class LoopCore {
    * Calls `callback(error, value)` soon but never inside its caller, as `process.nextTick` does:
    * for a callback API's operation that was refused or done at once. Within a batch it runs once
    * the batch's events are delivered — where its tick would have run, but without one per
-   * operation (the Proactor API's echo on epoll writes at once, every round trip).
+   * operation (the Proactor API's echo on epoll writes at once, every round trip). An undefined
+   * `value` is not passed: an error alone is `callback(error)`, as Node calls back.
    */
   defer<V>(callback: (error: Error | null, value: V) => void, error: Error | null, value: V): void {
     if (this.#dispatching) this.#deferred.push(callback, error, value);
+    else if (value === undefined) process.nextTick(callback, error);
     else process.nextTick(callback, error, value);
   }
 
@@ -433,8 +435,10 @@ export class LoopCore {
     // As the tick queue: what these callbacks defer runs in this drain too.
     const deferred = this.#deferred;
     for (let i = 0; i < deferred.length; i += 3) {
+      const callback = deferred[i] as (error: unknown, value?: unknown) => void;
       try {
-        (deferred[i] as (error: unknown, value: unknown) => void)(deferred[i + 1], deferred[i + 2]);
+        if (deferred[i + 2] === undefined) callback(deferred[i + 1]);
+        else callback(deferred[i + 1], deferred[i + 2]);
       } catch (error) {
         reportLater(error);
       }

@@ -201,12 +201,13 @@ describe.each(backends)('patterns on %s', (backend) => {
     const socket = await loop.connect({ host: '127.0.0.1', port: server.port });
     socket.close();
     let synchronous = true;
-    const error = await new Promise<Error | null>((resolve) => {
-      loop.proactor.read(socket, Buffer.alloc(8), (err) => resolve(err));
+    const args = await new Promise<unknown[]>((resolve) => {
+      loop.proactor.read(socket, Buffer.alloc(8), (...received) => resolve(received));
       synchronous = false;
     });
     expect(synchronous).toBe(false);
-    expect(error).toMatchObject({ code: 'ERR_SOCKET_CLOSED' });
+    expect(args).toHaveLength(1);  // the error alone, as Node calls back
+    expect(args[0]).toMatchObject({ code: 'ERR_SOCKET_CLOSED' });
   });
 
   it('proactor: the pooled read (no buffer) echoes 8 MiB from 10 clients byte for byte, then null at EOF', async () => {
@@ -258,22 +259,31 @@ describe.each(backends)('patterns on %s', (backend) => {
   it('proactor: callbacks of writes made inside a batch come after their caller returns, in order, and one that throws costs the others nothing', async () => {
     const server = await listenEcho(loop);
     const socket = await loop.connect({ host: '127.0.0.1', port: server.port });
+    const closed = await loop.connect({ host: '127.0.0.1', port: server.port });
+    closed.close();
     const listeners = process.listeners('uncaughtException');
     process.removeAllListeners('uncaughtException');
     const caught: unknown[] = [];
     process.on('uncaughtException', (error) => caught.push(error));
     const order: string[] = [];
+    let closedArgs: unknown[] = [];
     try {
       await new Promise<void>((resolve) => {
+        let waiting = 2;  // c's callback and the closed socket's: in flight or done at once, by backend
+        const settled = (): void => void (--waiting === 0 && setImmediate(resolve));
         loop.proactor.read(socket, () => {
-          loop.proactor.write(socket, Buffer.from('a'), () => order.push('a'));
+          loop.proactor.write(socket, Buffer.from('a'), (...args) => order.push(`a ${JSON.stringify(args)}`));
           loop.proactor.write(socket, Buffer.from('b'), () => {
             order.push('b');
             throw new Error('thrown by b');
           });
           loop.proactor.write(socket, Buffer.from('c'), () => {
             order.push('c');
-            setImmediate(resolve);
+            settled();
+          });
+          loop.proactor.read(closed, Buffer.alloc(1), (...args) => {
+            closedArgs = args;
+            settled();
           });
           order.push('read callback returned');
         });
@@ -284,7 +294,9 @@ describe.each(backends)('patterns on %s', (backend) => {
       process.removeAllListeners('uncaughtException');
       for (const listener of listeners) process.on('uncaughtException', listener);
     }
-    expect(order).toEqual(['read callback returned', 'a', 'b', 'c']);
+    expect(order).toEqual(['read callback returned', 'a [null,1]', 'b', 'c']);
+    expect(closedArgs).toHaveLength(1);  // the error alone, as Node calls back
+    expect(closedArgs[0]).toMatchObject({ code: 'ERR_SOCKET_CLOSED' });
     expect(caught).toEqual([expect.objectContaining({ message: 'thrown by b' })]);
     socket.close();
   });
