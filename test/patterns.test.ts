@@ -48,11 +48,15 @@ function proactorEcho(loop: Loop, server: Server): void {
   acceptNext();
   async function serve(socket: Socket): Promise<void> {
     const buffer = Buffer.alloc(64 * 1024);
-    for (;;) {
-      const n = await loop.proactor.read(socket, buffer).catch(() => 0);
-      if (n === 0) return socket.close();
-      await loop.proactor.write(socket, buffer.subarray(0, n));
+    try {
+      for (let n = await loop.proactor.read(socket, buffer); n > 0; n = await loop.proactor.read(socket, buffer)) {
+        await loop.proactor.write(socket, buffer.subarray(0, n));
+      }
+    } catch {
+      // The test is over: its client has every byte, and the loop closed with this connection's
+      // last write completion not yet delivered (an unhandled rejection, once in a few runs).
     }
+    socket.close();
   }
 }
 
