@@ -165,6 +165,7 @@ export class LoopCore {
   readonly #targets = new SlotMap<EventTarget>();
   readonly #operations = new OperationTable<Operation>();
   #weakOperations = 0;
+  #writeInFlight = 0;  // the id of the write startWrite last submitted
   /** While a batch is being delivered: `defer`'s callbacks wait here, as (callback, error, value). */
   #dispatching = false;
   readonly #deferred: unknown[] = [];
@@ -225,14 +226,32 @@ export class LoopCore {
     return this.#refused(operation) || this.#submitted(operation, this.#native.read(operation.handle, buffer, operation.id));
   }
 
-  /** Writes `bytes`, or the buffers of an array back to back in one send (the native side sends a copy). */
+  /** Writes `bytes`, or the buffers of an array back to back in one send (see startWrite). */
   write(operation: WriteOperation, bytes: Uint8Array | readonly Uint8Array[]): number {
-    const refused = this.#refused(operation);
-    if (refused < 0) return refused;
-    const rc = Array.isArray(bytes)
-      ? this.#native.writeGathered(operation.handle, bytes, operation.id)
-      : this.#native.write(operation.handle, bytes as Uint8Array, operation.id);
-    return rc === kDone ? kDone : this.#submitted(operation, rc);
+    const rc = this.startWrite(operation.handle, operation.signal, bytes);
+    if (rc === kInFlight) this.keepWrite(operation);
+    return rc;
+  }
+
+  /**
+   * `write` in two halves, for a caller that makes the write's operation only if it is needed:
+   * on a readiness backend the kernel takes almost every write whole inside the call (kDone),
+   * and its operation would be made for nothing (~750 instructions of the net layer's echo).
+   * The native side sends from `bytes` what it can and copies only what it keeps. On kInFlight,
+   * `keepWrite` must follow at once, before any other submission: the write has the id that
+   * the next operation would otherwise take.
+   */
+  startWrite(handle: number, signal: AbortSignal | undefined, bytes: Uint8Array | readonly Uint8Array[]): number {
+    const id = this.#reserve(signal);
+    if (id < 0) return id;
+    this.#writeInFlight = id;
+    return Array.isArray(bytes) ? this.#native.writeGathered(handle, bytes, id) : this.#native.write(handle, bytes as Uint8Array, id);
+  }
+
+  /** The operation of the write `startWrite` just left in flight, kept until its completion. */
+  keepWrite(operation: WriteOperation): void {
+    operation.id = this.#writeInFlight;
+    this.#submitted(operation, kInFlight);
   }
 
   accept(operation: SocketOperation): number {
@@ -300,9 +319,17 @@ export class LoopCore {
   // error) and never reaches the native side; any other gets its id (ENOBUFS with 2^20 of them
   // in flight). 0 when it may go ahead.
   #refused(operation: Operation): number {
-    if (operation.signal?.aborted || this.#closed) return ECANCELED;
-    operation.id = this.#operations.nextId();
-    return operation.id === 0 ? ENOBUFS : 0;
+    const id = this.#reserve(operation.signal);
+    if (id < 0) return id;
+    operation.id = id;
+    return 0;
+  }
+
+  // The id the operation takes (> 0), or why it is refused (< 0).
+  #reserve(signal: AbortSignal | undefined): number {
+    if (signal?.aborted || this.#closed) return ECANCELED;
+    const id = this.#operations.nextId();
+    return id === 0 ? ENOBUFS : id;
   }
 
   // The second half: `rc` is what the native call returned. An operation in flight is kept until

@@ -304,12 +304,14 @@ export class Socket extends Handle implements AsyncIterable<Buffer> {
     if (this.#ending !== null) return Promise.reject(codedError('ERR_STREAM_WRITE_AFTER_END', 'write after end'));
     if (bytes.length === 0) return resolved;
     if (bytes.length > maxTransfer) return this.#writeInPieces(bytes, options);
-    const write = new SocketWrite(this, bytes.length, signal, ignore);
-    const rc = this.#submitWrite(write, bytes);
+    // No closure here may name `bytes`: the write's callback would keep the caller's buffer, and
+    // so would an error made on its completion (see Operation).
+    const { length } = bytes;
+    const rc = this.#startWrite(bytes, length, signal);
     if (rc === kDone) return resolved;
-    if (rc !== kInFlight) return Promise.reject(write.error(rc));
+    if (rc !== kInFlight) return Promise.reject(new SocketWrite(this, length, signal, ignore).error(rc));
     return new Promise((resolve, reject) => {
-      write.done = (error) => (error === null ? resolve() : reject(error));
+      this.#keepWrite(length, signal, (error) => (error === null ? resolve() : reject(error)));
     });
   }
 
@@ -323,24 +325,29 @@ export class Socket extends Handle implements AsyncIterable<Buffer> {
     if (this.closed) throw this.closedError();
     if (this.#ending !== null) throw codedError('ERR_STREAM_WRITE_AFTER_END', 'write after end');
     const length = Array.isArray(bytes) ? bytes.reduce((sum: number, piece: Uint8Array) => sum + piece.length, 0) : (bytes as Uint8Array).length;
-    const write = new SocketWrite(this, length, undefined, done);
-    const rc = this.#submitWrite(write, bytes);
+    const rc = this.#startWrite(bytes, length, undefined);
     if (rc === kDone) return true;
-    if (rc !== kInFlight) throw write.error(rc);
+    if (rc !== kInFlight) throw new SocketWrite(this, length, undefined, done).error(rc);
+    this.#keepWrite(length, undefined, done);
     return false;
   }
 
-  // Both forms of a write, on LoopCore's one submission path; counts what is queued meanwhile.
-  #submitWrite(write: SocketWrite, bytes: Uint8Array | readonly Uint8Array[]): number {
-    const rc = this.core.write(write, bytes);
+  // Both forms of a write, on LoopCore's one submission path (startWrite, then keepWrite for one
+  // left in flight): the write's operation is made only when the kernel did not take it whole.
+  #startWrite(bytes: Uint8Array | readonly Uint8Array[], length: number, signal: AbortSignal | undefined): number {
+    const rc = this.core.startWrite(this.handle, signal, bytes);
     if (rc === kDone) {
       this.#active = true;
-      this.#bytesWritten += write.length;
-    } else if (rc === kInFlight) {
-      this.#writesInFlight += 1;
-      this.#writableLength += write.length;
+      this.#bytesWritten += length;
     }
     return rc;
+  }
+
+  // Counts what is queued meanwhile.
+  #keepWrite(length: number, signal: AbortSignal | undefined, done: (error: Error | null) => void): void {
+    this.core.keepWrite(new SocketWrite(this, length, signal, done));
+    this.#writesInFlight += 1;
+    this.#writableLength += length;
   }
 
   /** @internal A write in flight completed with `result` (see WriteOperation), before its caller is told. */
