@@ -378,6 +378,36 @@ describe.each(backends)('operation ids on %s', (backend) => {
   });
 });
 
+describe.each(backends)('native arguments on %s', (backend) => {
+  it('every number the native side takes is checked as it is read: a non-number or a missing one is a TypeError, and nothing starts', () => {
+    const raw = rawNativeLoop(backend);
+    const buffer = Buffer.alloc(8);
+    try {
+      const calls: (() => unknown)[] = [
+        () => raw.write('0' as never, buffer, 1),
+        () => raw.write(0, buffer, undefined as never),
+        () => (raw.read as (...args: unknown[]) => unknown)(0, buffer),
+        () => raw.writeGathered(0, [buffer], {} as never),
+        () => raw.accept(0, null as never),
+        () => raw.cancel(0, '1' as never),
+        () => raw.startTimer('5' as never, 1),
+        () => raw.startTimer(5, undefined as never),
+        () => raw.fileRead(0, buffer, '0' as never, 1),
+        () => raw.fileOpen('/dev/null', 1, '0' as never, 1),
+        () => (raw.watch as (...args: unknown[]) => unknown)(0),
+        () => (raw.setSocketOption as (...args: unknown[]) => unknown)(0, 1),
+        () => raw.tryAccept(undefined as never),
+        () => raw.setThreadPoolSize('2' as never),
+      ];
+      for (const call of calls) expect(call).toThrow(TypeError);
+      // The ids those calls named were never taken.
+      expect(raw.startTimer(60_000, 1)).toBeGreaterThanOrEqual(0);
+    } finally {
+      raw.close();
+    }
+  });
+});
+
 describe('the README', () => {
   it('shows examples/readme.ts verbatim as its example', () => {
     const readme = readFileSync(path.join(root, 'README.md'), 'utf8');

@@ -447,22 +447,23 @@ class NativeLoop : public Napi::ObjectWrap<NativeLoop> {
     return ok;
   }
   [[gnu::cold, gnu::noinline]] void throw_type_error(const char* what) { Napi::TypeError::New(Env(), what).ThrowAsJavaScriptException(); }
-  static int32_t int_arg(const Napi::CallbackInfo& info, size_t i) { return info[i].As<Napi::Number>().Int32Value(); }
-  bool args_ok(const Napi::CallbackInfo& info, size_t numbers) {
-    if (!check(backend_ != nullptr, "the loop is closed")) return false;
-    if (!check(info.Length() >= numbers, "missing arguments")) return false;
-    for (size_t i = 0; i < numbers; ++i) {
-      if (!check(info[i].IsNumber(), "expected a number")) return false;
-    }
-    return true;
+  // The arguments from index `first` on, as int32s (an argument left out is undefined, refused
+  // too): each read once, as napi_get_value_int32 refuses a non-number itself, where a test of
+  // its type and then a read were two calls (~32 instructions per argument of every call).
+  template <typename... Ints>
+  bool ints_at(const Napi::CallbackInfo& info, size_t first, Ints&... out) {
+    size_t i = first;
+    return (check(napi_get_value_int32(Env(), info[i++], &out) == napi_ok, "expected a number") && ...);
   }
-  // (handle, view, numbers…): the view at index 1, numbers everywhere else.
-  bool view_args_ok(const Napi::CallbackInfo& info, size_t count, std::span<uint8_t>& view) {
-    if (!args_ok(info, 1) || !check(info.Length() >= count, "missing arguments")) return false;
-    for (size_t i = 2; i < count; ++i) {
-      if (!check(info[i].IsNumber(), "expected a number")) return false;
-    }
-    return check(view_of(Env(), info[1], view), "expected a TypedArray or DataView");
+  // The loop is open, and the first arguments are int32s (a handle, an operation id…).
+  template <typename... Ints>
+  bool args_ok(const Napi::CallbackInfo& info, Ints&... out) {
+    return check(backend_ != nullptr, "the loop is closed") && ints_at(info, 0, out...);
+  }
+  // (handle, view, int32s…)
+  template <typename... Ints>
+  bool view_args_ok(const Napi::CallbackInfo& info, int32_t& handle, std::span<uint8_t>& view, Ints&... rest) {
+    return args_ok(info, handle) && check(view_of(Env(), info[1], view), "expected a TypedArray or DataView") && ints_at(info, 2, rest...);
   }
 
 
@@ -553,7 +554,7 @@ class NativeLoop : public Napi::ObjectWrap<NativeLoop> {
       return Env().Undefined();
     }
     ListenOptions options;
-    if (info.Length() > 3 && info[3].IsNumber()) options.backlog = int_arg(info, 3);
+    if (info.Length() > 3 && info[3].IsNumber()) options.backlog = info[3].As<Napi::Number>().Int32Value();
     options.reuse_port = info.Length() > 4 && info[4].ToBoolean().Value();
     options.ipv6_only = info.Length() > 5 && info[5].ToBoolean().Value();
     return result(backend_->listen(address, options));
@@ -563,11 +564,10 @@ class NativeLoop : public Napi::ObjectWrap<NativeLoop> {
   // family), the socket is bound to it, on any port, before connecting.
   Napi::Value connect(const Napi::CallbackInfo& info) {
     SocketAddress address;
-    if (!check(backend_ != nullptr, "the loop is closed") || !check(address_arg(info, address), "bad address") ||
-        !check(info.Length() > 3 && info[3].IsNumber(), "expected an operation id")) {
+    int32_t op_id = 0;
+    if (!check(backend_ != nullptr, "the loop is closed") || !check(address_arg(info, address), "bad address") || !ints_at(info, 3, op_id)) {
       return Env().Undefined();
     }
-    int32_t op_id = int_arg(info, 3);
     SocketAddress local;
     bool bind_local = info.Length() > 4 && !info[4].IsUndefined();
     if (bind_local) {
@@ -582,40 +582,44 @@ class NativeLoop : public Napi::ObjectWrap<NativeLoop> {
   // setSocketOption(handle, option, value) / socketOption(handle, option): option as SocketOption
   // numbers it (1 noDelay, 2 keepAlive, 3 keepAliveIdle, in seconds).
   Napi::Value set_socket_option(const Napi::CallbackInfo& info) {
+    int32_t handle = 0, option_number = 0, value = 0;
     SocketOption option;
-    if (!args_ok(info, 3) || !option_arg(info, option)) return Env().Undefined();
-    return result(backend_->set_socket_option(int_arg(info, 0), option, int_arg(info, 2)));
+    if (!args_ok(info, handle, option_number, value) || !option_arg(option_number, option)) return Env().Undefined();
+    return result(backend_->set_socket_option(handle, option, value));
   }
 
   Napi::Value socket_option(const Napi::CallbackInfo& info) {
+    int32_t handle = 0, option_number = 0;
     SocketOption option;
-    if (!args_ok(info, 2) || !option_arg(info, option)) return Env().Undefined();
-    return result(backend_->socket_option(int_arg(info, 0), option));
+    if (!args_ok(info, handle, option_number) || !option_arg(option_number, option)) return Env().Undefined();
+    return result(backend_->socket_option(handle, option));
   }
 
-  bool option_arg(const Napi::CallbackInfo& info, SocketOption& out) {
-    int32_t value = int_arg(info, 1);
+  bool option_arg(int32_t value, SocketOption& out) {
     if (!check(value >= 1 && value <= 3, "unknown socket option")) return false;
     out = static_cast<SocketOption>(value);
     return true;
   }
 
   Napi::Value shutdown(const Napi::CallbackInfo& info) {
-    if (!args_ok(info, 1)) return Env().Undefined();
-    return result(backend_->shutdown(int_arg(info, 0)));
+    int32_t handle = 0;
+    if (!args_ok(info, handle)) return Env().Undefined();
+    return result(backend_->shutdown(handle));
   }
 
   // closeHandle(handle, reset)
   Napi::Value close_handle(const Napi::CallbackInfo& info) {
-    if (!args_ok(info, 1)) return Env().Undefined();
-    return result(backend_->close(int_arg(info, 0), info.Length() > 1 && info[1].ToBoolean().Value()));
+    int32_t handle = 0;
+    if (!args_ok(info, handle)) return Env().Undefined();
+    return result(backend_->close(handle, info.Length() > 1 && info[1].ToBoolean().Value()));
   }
 
   // address(handle, peer) → { family, address, port } or a negative errno
   Napi::Value address(const Napi::CallbackInfo& info) {
-    if (!args_ok(info, 1)) return Env().Undefined();
+    int32_t handle = 0;
+    if (!args_ok(info, handle)) return Env().Undefined();
     SocketAddress out;
-    int rc = backend_->address(int_arg(info, 0), info.Length() > 1 && info[1].ToBoolean().Value(), out);
+    int rc = backend_->address(handle, info.Length() > 1 && info[1].ToBoolean().Value(), out);
     if (rc < 0) return result(rc);
     auto object = Napi::Object::New(Env());
     object.Set("family", out.family == SocketAddress::Family::kIPv4   ? "IPv4"
@@ -627,22 +631,25 @@ class NativeLoop : public Napi::ObjectWrap<NativeLoop> {
   }
 
   Napi::Value watch(const Napi::CallbackInfo& info) {
-    if (!args_ok(info, 2)) return Env().Undefined();
-    return result(backend_->watch(int_arg(info, 0), interest_from_bits(static_cast<uint32_t>(int_arg(info, 1)))));
+    int32_t handle = 0, interest = 0;
+    if (!args_ok(info, handle, interest)) return Env().Undefined();
+    return result(backend_->watch(handle, interest_from_bits(static_cast<uint32_t>(interest))));
   }
 
   // tryRead(handle, buffer[, offset, length]) and tryWrite(…): the whole view, or its bytes
   // [offset, offset + length) — which saves a caller the view per chunk that a subarray() is.
   Napi::Value try_read(const Napi::CallbackInfo& info) {
+    int32_t handle = 0;
     std::span<uint8_t> view;
-    if (!view_args_ok(info, 2, view) || !range_arg(info, view)) return Env().Undefined();
-    return result(backend_->try_read(int_arg(info, 0), view.first(std::min(view.size(), kMaxTransfer))));
+    if (!view_args_ok(info, handle, view) || !range_arg(info, view)) return Env().Undefined();
+    return result(backend_->try_read(handle, view.first(std::min(view.size(), kMaxTransfer))));
   }
 
   Napi::Value try_write(const Napi::CallbackInfo& info) {
+    int32_t handle = 0;
     std::span<uint8_t> view;
-    if (!view_args_ok(info, 2, view) || !range_arg(info, view)) return Env().Undefined();
-    return result(backend_->try_write(int_arg(info, 0), view.first(std::min(view.size(), kMaxTransfer))));
+    if (!view_args_ok(info, handle, view) || !range_arg(info, view)) return Env().Undefined();
+    return result(backend_->try_write(handle, view.first(std::min(view.size(), kMaxTransfer))));
   }
 
   // Narrows `view` to (offset, length) at info[2] and info[3], when given: checked against the
@@ -660,25 +667,24 @@ class NativeLoop : public Napi::ObjectWrap<NativeLoop> {
   }
 
   Napi::Value try_accept(const Napi::CallbackInfo& info) {
-    if (!args_ok(info, 1)) return Env().Undefined();
-    return result(backend_->try_accept(int_arg(info, 0)));
+    int32_t handle = 0;
+    if (!args_ok(info, handle)) return Env().Undefined();
+    return result(backend_->try_accept(handle));
   }
 
   // read(handle, buffer, opId): reads at most 1 GiB.
   Napi::Value submit_read(const Napi::CallbackInfo& info) {
+    int32_t handle = 0, op_id = 0;
     std::span<uint8_t> view;
-    if (!view_args_ok(info, 3, view)) return Env().Undefined();
-    HandleId handle = int_arg(info, 0);
-    int32_t op_id = int_arg(info, 2);
+    if (!view_args_ok(info, handle, view, op_id)) return Env().Undefined();
     return submit_leased(info, view, op_id, true, [&](std::span<uint8_t> bytes) { return backend_->submit_read(handle, bytes, op_id); });
   }
 
   // write(handle, buffer, opId) → 1 when taken at once, 0 when a completion will follow
   Napi::Value submit_write(const Napi::CallbackInfo& info) {
+    int32_t handle = 0, op_id = 0;
     std::span<uint8_t> view;
-    if (!view_args_ok(info, 3, view)) return Env().Undefined();
-    HandleId handle = int_arg(info, 0);
-    int32_t op_id = int_arg(info, 2);
+    if (!view_args_ok(info, handle, view, op_id)) return Env().Undefined();
     if (!id_is_free(op_id) || !transfer_ok(view.size())) return Env().Undefined();
     // The backend sends from the caller's view what it can inside the call; only what it keeps
     // for later is copied, into a lease held until the completion. An echo's write on epoll goes
@@ -704,7 +710,8 @@ class NativeLoop : public Napi::ObjectWrap<NativeLoop> {
   // block and sent as one write. SocketStream's _writev: a response's head and body go in one
   // send without a JavaScript concatenation, whose fresh buffer per response the GC pays for.
   Napi::Value submit_write_gathered(const Napi::CallbackInfo& info) {
-    if (!args_ok(info, 1) || !check(info.Length() >= 3 && info[1].IsArray() && info[2].IsNumber(), "expected (handle, array of views, opId)")) {
+    int32_t handle = 0, op_id = 0;
+    if (!args_ok(info, handle) || !check(info[1].IsArray(), "expected (handle, array of views, opId)") || !ints_at(info, 2, op_id)) {
       return Env().Undefined();
     }
     Napi::Array list = info[1].As<Napi::Array>();
@@ -714,8 +721,6 @@ class NativeLoop : public Napi::ObjectWrap<NativeLoop> {
       if (!check(view_of(Env(), list.Get(i), views[i]), "expected a TypedArray or DataView")) return Env().Undefined();
       total += views[i].size();
     }
-    HandleId handle = int_arg(info, 0);
-    int32_t op_id = int_arg(info, 2);
     if (!id_is_free(op_id)) return Env().Undefined();
     if (!transfer_ok(total)) return Env().Undefined();
     Lease lease;
@@ -729,26 +734,27 @@ class NativeLoop : public Napi::ObjectWrap<NativeLoop> {
   }
 
   Napi::Value submit_accept(const Napi::CallbackInfo& info) {
-    if (!args_ok(info, 2)) return Env().Undefined();
-    int32_t op_id = int_arg(info, 1);
-    return track(op_id, [&] { return backend_->submit_accept(int_arg(info, 0), op_id); });
+    int32_t handle = 0, op_id = 0;
+    if (!args_ok(info, handle, op_id)) return Env().Undefined();
+    return track(op_id, [&] { return backend_->submit_accept(handle, op_id); });
   }
 
   // readStart/readStop/acceptStart/acceptStop(handle).
   template <Stream stream, bool on>
   Napi::Value set_streaming(const Napi::CallbackInfo& info) {
-    if (!args_ok(info, 1)) return Env().Undefined();
-    return result(backend_->set_streaming(int_arg(info, 0), stream, on));
+    int32_t handle = 0;
+    if (!args_ok(info, handle)) return Env().Undefined();
+    return result(backend_->set_streaming(handle, stream, on));
   }
 
   // fileOpen(path, flags, mode, opId): flags as lib/file.ts packs them (kFile* below).
   Napi::Value file_open(const Napi::CallbackInfo& info) {
-    if (!check(backend_ != nullptr, "the loop is closed") ||
-        !check(info.Length() >= 4 && info[0].IsString() && info[1].IsNumber() && info[2].IsNumber() && info[3].IsNumber(),
-               "fileOpen(path, flags, mode, opId)")) {
+    int32_t flag_bits = 0, mode = 0, op_id = 0;
+    if (!check(backend_ != nullptr, "the loop is closed") || !check(info[0].IsString(), "fileOpen(path, flags, mode, opId)") ||
+        !ints_at(info, 1, flag_bits, mode, op_id)) {
       return Env().Undefined();
     }
-    uint32_t flags = static_cast<uint32_t>(int_arg(info, 1));
+    auto flags = static_cast<uint32_t>(flag_bits);
     FileOpenOptions options;
     options.read = flags & kFileRead;
     options.write = flags & kFileWrite;
@@ -757,8 +763,7 @@ class NativeLoop : public Napi::ObjectWrap<NativeLoop> {
     options.append = flags & kFileAppend;
     options.exclusive = flags & kFileExclusive;
     options.direct = flags & kFileDirect;
-    options.mode = int_arg(info, 2);
-    int32_t op_id = int_arg(info, 3);
+    options.mode = mode;
     std::string path = info[0].As<Napi::String>().Utf8Value();
     // The kernel would open the path only up to a NUL: 'secret\0.txt' is 'secret'.
     if (!check(path.find('\0') == std::string::npos, "path must not contain null bytes")) return Env().Undefined();
@@ -770,15 +775,17 @@ class NativeLoop : public Napi::ObjectWrap<NativeLoop> {
   Napi::Value file_write(const Napi::CallbackInfo& info) { return file_transfer(info, false); }
 
   Napi::Value file_transfer(const Napi::CallbackInfo& info, bool read) {
+    int32_t file = 0, op_id = 0;
     std::span<uint8_t> view;
-    if (!view_args_ok(info, 4, view)) return Env().Undefined();
-    double position = info[2].As<Napi::Number>().DoubleValue();
+    double position = 0;
+    if (!view_args_ok(info, file, view) || !check(napi_get_value_double(Env(), info[2], &position) == napi_ok, "expected a number") ||
+        !ints_at(info, 3, op_id)) {
+      return Env().Undefined();
+    }
     if (!check(position >= -1 && position <= 9007199254740991.0 && position == static_cast<double>(static_cast<int64_t>(position)),
                "position must be an integer >= -1")) {
       return Env().Undefined();
     }
-    HandleId file = int_arg(info, 0);
-    int32_t op_id = int_arg(info, 3);
     auto at = static_cast<int64_t>(position);
     // A file write may be short, as pwrite's is (bytesWritten says so): clamped, not refused.
     if (!read) view = view.first(std::min(view.size(), kMaxTransfer));
@@ -789,29 +796,28 @@ class NativeLoop : public Napi::ObjectWrap<NativeLoop> {
 
   // fileSync(file, dataOnly, opId)
   Napi::Value file_sync(const Napi::CallbackInfo& info) {
-    if (!args_ok(info, 1) || !check(info.Length() > 2 && info[2].IsNumber(), "expected an operation id")) {
-      return Env().Undefined();
-    }
-    int32_t op_id = int_arg(info, 2);
-    return track(op_id, [&] { return backend_->file_sync(int_arg(info, 0), info[1].ToBoolean().Value(), op_id); });
+    int32_t file = 0, op_id = 0;
+    if (!args_ok(info, file) || !ints_at(info, 2, op_id)) return Env().Undefined();
+    return track(op_id, [&] { return backend_->file_sync(file, info[1].ToBoolean().Value(), op_id); });
   }
 
   Napi::Value file_close(const Napi::CallbackInfo& info) {
-    if (!args_ok(info, 2)) return Env().Undefined();
-    int32_t op_id = int_arg(info, 1);
-    return track(op_id, [&] { return backend_->file_close(int_arg(info, 0), op_id); });
+    int32_t file = 0, op_id = 0;
+    if (!args_ok(info, file, op_id)) return Env().Undefined();
+    return track(op_id, [&] { return backend_->file_close(file, op_id); });
   }
 
   // fileCancel(file, opId): file -1 for an open. The operation still completes, with -ECANCELED
   // only if it really was cancelled.
   Napi::Value file_cancel(const Napi::CallbackInfo& info) {
-    if (!args_ok(info, 2)) return Env().Undefined();
-    return result(backend_->file_cancel(int_arg(info, 0), int_arg(info, 1)));
+    int32_t file = 0, op_id = 0;
+    if (!args_ok(info, file, op_id)) return Env().Undefined();
+    return result(backend_->file_cancel(file, op_id));
   }
 
   Napi::Value set_thread_pool_size(const Napi::CallbackInfo& info) {
-    if (!args_ok(info, 1)) return Env().Undefined();
-    int threads = int_arg(info, 0);
+    int32_t threads = 0;
+    if (!args_ok(info, threads)) return Env().Undefined();
     if (!check(threads >= 1 && threads <= 1024, "threads must be 1 to 1024")) return Env().Undefined();
     backend_->set_thread_pool_size(threads);
     return Env().Undefined();
@@ -820,16 +826,20 @@ class NativeLoop : public Napi::ObjectWrap<NativeLoop> {
   // cancel(handle, opId): handle -1 for a timer. The operation still completes (with -ECANCELED,
   // or its real result if it finished first), so lib/ keeps its buffer until then.
   Napi::Value cancel(const Napi::CallbackInfo& info) {
-    if (!args_ok(info, 2)) return Env().Undefined();
-    return result(backend_->cancel(int_arg(info, 0), int_arg(info, 1)));
+    int32_t handle = 0, op_id = 0;
+    if (!args_ok(info, handle, op_id)) return Env().Undefined();
+    return result(backend_->cancel(handle, op_id));
   }
 
   // startTimer(delayMs, opId): completes as operation opId with 0 once delayMs have passed.
   Napi::Value start_timer(const Napi::CallbackInfo& info) {
-    if (!args_ok(info, 2)) return Env().Undefined();
-    double delay = info[0].As<Napi::Number>().DoubleValue();
+    double delay = 0;
+    int32_t op_id = 0;
+    if (!check(backend_ != nullptr, "the loop is closed") || !check(napi_get_value_double(Env(), info[0], &delay) == napi_ok, "expected a number") ||
+        !ints_at(info, 1, op_id)) {
+      return Env().Undefined();
+    }
     if (!check(delay >= 0 && delay <= 9007199254740991.0, "delayMs must be >= 0")) return Env().Undefined();
-    int32_t op_id = int_arg(info, 1);
     return track(op_id, [&] { return backend_->start_timer(static_cast<uint64_t>(delay), op_id); });
   }
 
