@@ -285,7 +285,7 @@ int IocpBackend::submit_write(HandleId handle, std::span<const uint8_t> buffer, 
   Operation* op = acquire(OpKind::kSend, handle, op_id);
   if (int rc = post_send(*s, op, buffer); rc < 0) {
     release(op);
-    s->writes.pop_back();
+    s->unqueue_last_write();
     return rc;
   }
   return 0;

@@ -172,8 +172,7 @@ void IocpBackend::complete_send(HandleId handle, Socket& s, Operation* op, int e
     if (head.cancelled && (error == 0 || error == kECANCELED)) {
       s.settle_cancelled_writes(handle, outbox_);  // withdrawn whole, or torn (see Backend::cancel)
     } else {
-      outbox_.post({handle, EventKind::kCompleted, error, head.op_id});
-      s.writes.erase(s.writes.begin());
+      s.fail_head_write(handle, error, outbox_);
     }
   }
   release(op);

@@ -189,8 +189,7 @@ void IocpBackend::post_writes(HandleId handle, Socket& s) {
     Operation* op = acquire(OpKind::kSend, handle, head.op_id);
     if (int rc = post_send(s, op, head.rest); rc < 0) {
       release(op);
-      outbox_.post({handle, EventKind::kCompleted, rc, head.op_id});
-      s.writes.erase(s.writes.begin());
+      s.fail_head_write(handle, rc, outbox_);
     }
   }
 }

@@ -112,6 +112,15 @@ void SocketOperations::fail_writes(HandleId handle, int32_t error, EventOutbox& 
   writes.clear();
 }
 
+void SocketOperations::fail_head_write(HandleId handle, int32_t error, EventOutbox& out) {
+  if (writes.front().sent > 0) {
+    write_torn = true;
+    return fail_writes(handle, error, out);
+  }
+  out.post({handle, EventKind::kCompleted, error, writes.front().op_id});
+  writes.erase(writes.begin());
+}
+
 void SocketOperations::settle_cancelled_writes(HandleId handle, EventOutbox& out) {
   for (size_t i = 0; i < writes.size();) {
     if (!writes[i].cancelled) {

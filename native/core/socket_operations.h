@@ -81,6 +81,17 @@ struct SocketOperations {
   void account_sent(HandleId handle, size_t carried, size_t bytes, EventOutbox& out);
   // The connection broke: every queued write fails with `error`, in order.
   void fail_writes(HandleId handle, int32_t error, EventOutbox& out);
+  // The head write failed with `error` on a connection that may go on (a send the kernel
+  // refused for want of memory): the writes behind it are still sent. Unless part of it had gone
+  // out: then the peer has a torn message, so the writes behind it fail with the same error and
+  // later ones with EPIPE, rather than land after the gap.
+  void fail_head_write(HandleId handle, int32_t error, EventOutbox& out);
+  // The write just queued could not be started, and the backend returns the error for it: it
+  // leaves the queue, and the stream is torn if a speculative send had put part of it out.
+  void unqueue_last_write() {
+    if (writes.back().sent > 0) write_torn = true;
+    writes.pop_back();
+  }
   // Writes cancelled while the kernel held them, once it has let go: withdrawn if none of their
   // bytes went out, else torn.
   void settle_cancelled_writes(HandleId handle, EventOutbox& out);

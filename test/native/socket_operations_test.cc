@@ -142,6 +142,50 @@ TEST(a_short_send_keeps_the_rest_at_the_head) {
   check_completion(events[1], twinloop::kECONNRESET, 2);
 }
 
+TEST(a_write_that_fails_before_any_byte_went_out_leaves_the_writes_behind_it_queued) {
+  Harness h;
+  SocketOperations s;
+  s.writes.push_back({bytes(10), 1});
+  s.writes.push_back({bytes(10), 2});
+  s.fail_head_write(kHandle, twinloop::kENOBUFS, h.out);
+  CHECK_EQ(s.writes.size(), size_t{1});
+  CHECK_EQ(s.writes[0].op_id, 2);
+  CHECK(!s.write_torn);
+  std::vector<Event> events = h.take();
+  CHECK_EQ(events.size(), size_t{1});
+  check_completion(events[0], twinloop::kENOBUFS, 1);
+}
+
+TEST(a_write_that_fails_half_sent_tears_the_stream) {
+  // The peer has a prefix of write 1: write 2's bytes must not follow it, nor any later write's.
+  Harness h;
+  SocketOperations s;
+  s.writes.push_back({bytes(10), 1});
+  s.writes.push_back({bytes(10), 2});
+  s.account_sent(kHandle, 1, 4, h.out);
+  s.fail_head_write(kHandle, twinloop::kENOBUFS, h.out);
+  CHECK(s.writes.empty());
+  CHECK(s.write_torn);
+  CHECK_EQ(s.check_write(), twinloop::kEPIPE);
+  std::vector<Event> events = h.take();
+  CHECK_EQ(events.size(), size_t{2});
+  check_completion(events[0], twinloop::kENOBUFS, 1);
+  check_completion(events[1], twinloop::kENOBUFS, 2);
+}
+
+TEST(a_write_that_cannot_be_started_after_a_speculative_prefix_tears_the_stream) {
+  SocketOperations whole;
+  whole.writes.push_back({bytes(10), 1});
+  whole.unqueue_last_write();
+  CHECK(whole.writes.empty());
+  CHECK_EQ(whole.check_write(), 0);  // nothing of it went out: the next write may go
+  SocketOperations torn;
+  torn.writes.push_back({bytes(6), 1, 4});  // 4 bytes went out inside the call
+  torn.unqueue_last_write();
+  CHECK(torn.writes.empty());
+  CHECK_EQ(torn.check_write(), twinloop::kEPIPE);
+}
+
 TEST(close_withdraws_every_operation_the_kernel_does_not_hold) {
   Harness h;
   SocketOperations s;
