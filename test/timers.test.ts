@@ -183,10 +183,13 @@ describe.each(backends)('timers and cancellation on %s', (backend) => {
       expect(collected.deref() === undefined).toBe(true);  // not the buffer itself: a diff of 64 MiB
     });
 
-    it('a proactor write cancelled half-sent reports what was sent, and later writes fail with EPIPE', async () => {
+    it('a proactor write cancelled half-sent reports what was sent, later writes fail with EPIPE, and the buffer is let go', async () => {
       const { client, peer } = await pair();
       const controller = new AbortController();
-      const writing = loop.proactor.write(client, pattern(64 * 1024 * 1024, 0x41), { signal: controller.signal });
+      let big: Buffer | null = pattern(64 * 1024 * 1024, 0x41);
+      const collected = new WeakRef(big);
+      const writing = loop.proactor.write(client, big, { signal: controller.signal });
+      big = null;
       await loop.sleep(30);
       controller.abort();
       const error = (await writing.catch((caught: unknown) => caught)) as Error & { bytesWritten: number };
@@ -195,6 +198,9 @@ describe.each(backends)('timers and cancellation on %s', (backend) => {
       await expect(loop.proactor.write(client, Buffer.from('more'))).rejects.toMatchObject({ code: 'EPIPE' });
       client.close();
       expect((await readAll(peer)).length).toBe(error.bytesWritten);
+      await new Promise((resolve) => setImmediate(resolve));
+      gc();
+      expect(collected.deref() === undefined).toBe(true);  // the error, which is still held, keeps no buffer
     });
   });
 

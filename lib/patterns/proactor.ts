@@ -92,7 +92,10 @@ export class ProactorApi {
     validateReadBuffer('buffer', buffer);
     const optionsOrDone = optionsOrCallback as ProactorOptions | Completion<number> | undefined;
     const operation = new ProactorRead(socket, signalOf(optionsOrDone));
-    return this.#submit(callbackOf(optionsOrDone, callback), socket, operation, (read) => this.#core.read(read, buffer), identity);
+    return this.#submit(callbackOf(optionsOrDone, callback), socket, operation.signal, identity, (done) => {
+      operation.done = done;
+      return refusal(operation, this.#core.read(operation, buffer));
+    });
   }
 
   /**
@@ -114,8 +117,19 @@ export class ProactorApi {
     if (buffer.length > native.maxTransfer) {
       throw outOfRange('buffer.length', `<= ${native.maxTransfer} (one write moves at most 1 GiB; socket.write splits longer data)`, buffer.length);
     }
-    const operation = new WriteOperation(socket.handle, signalOf(optionsOrCallback), buffer.length, ignore);
-    return this.#submit(callbackOf(optionsOrCallback, callback), socket, operation, (write) => this.#core.write(write, buffer), identity);
+    const signal = signalOf(optionsOrCallback);
+    const { handle } = socket;
+    const { length } = buffer;
+    // The write's operation is made only when it is needed: on a readiness backend the kernel
+    // takes almost every write whole inside the call (see LoopCore.startWrite).
+    const submit = (done: NativeCompletion): number | Error => {
+      const rc = this.#core.startWrite(handle, signal, buffer);
+      if (rc === kDone) return rc;
+      const operation = new WriteOperation(handle, signal, length, done);
+      if (rc === kInFlight) this.#core.keepWrite(operation);
+      return refusal(operation, rc);
+    };
+    return this.#submit(callbackOf(optionsOrCallback, callback), socket, signal, identity, submit, length);
   }
 
   /** Accepts one connection. */
@@ -125,19 +139,26 @@ export class ProactorApi {
   accept(server: Server, optionsOrCallback?: ProactorOptions | Completion<Socket>, callback?: Completion<Socket>): Promise<Socket> | void {
     validateHandle(this.#core, 'server', server, Server.isServer, 'a twinloop Server');
     const operation = new SocketOperation('accept', server.handle, signalOf(optionsOrCallback), ignore);
-    return this.#submit(callbackOf(optionsOrCallback, callback), server, operation, (accept) => this.#core.accept(accept), (handle) => server.adoptConnection(handle));
+    const toSocket = (handle: number): Socket => server.adoptConnection(handle);
+    return this.#submit(callbackOf(optionsOrCallback, callback), server, operation.signal, toSocket, (done) => {
+      operation.done = done;
+      return refusal(operation, this.#core.accept(operation));
+    });
   }
 
   // The callback and promise forms of one operation, on LoopCore's one submission path; a
-  // callback is never called synchronously, whatever the outcome.
-  #submit<T, O extends SocketOperation>(
+  // callback is never called synchronously, whatever the outcome. `submit` submits the operation
+  // with `done` as its completion, and returns kInFlight, kDone (a write the kernel took whole,
+  // whose value is `doneValue`) or the error it was refused with. The buffer is the caller's:
+  // only `done` is kept after the submission, by the operation, and it holds no buffer, so that
+  // an error made on completion cannot keep the buffer alive.
+  #submit<T>(
     callback: Completion<T> | undefined,
     target: Socket | Server,
-    operation: O,
-    // Takes the operation as an argument, and the buffer is the caller's: none of these closures
-    // is kept after the submission, so an error made on completion cannot keep the buffer alive.
-    start: (operation: O) => number,
+    signal: AbortSignal | undefined,
     toResult: (value: number) => T,
+    submit: (done: NativeCompletion) => number | Error,
+    doneValue = 0,
   ): Promise<T> | void {
     if (callback !== undefined) validateFunction('callback', callback);
     let settle: Completion<T> = callback!;
@@ -147,14 +168,14 @@ export class ProactorApi {
             settle = (error, result) => (error ? reject(error) : resolve(result as T));
           })
         : undefined;
-    operation.done = (error, value) => (error === null ? settle(null, toResult(value)) : settle(error));
-    if (target.closed && !operation.signal?.aborted) {
+    const done: NativeCompletion = (error, value) => (error === null ? settle(null, toResult(value)) : settle(error));
+    if (target.closed && !signal?.aborted) {
       this.#core.defer(settle, target.closedError(), undefined);
       return promise;
     }
-    const rc = start(operation);
-    if (rc === kDone) this.#core.defer(operation.done, null, operation.value(0));
-    else if (rc !== kInFlight) this.#core.defer(operation.done, operation.error(rc), 0);
+    const rc = submit(done);
+    if (rc === kDone) this.#core.defer(done, null, doneValue);
+    else if (rc !== kInFlight) this.#core.defer(done, rc as Error, 0);
     return promise;
   }
 }
@@ -198,6 +219,11 @@ function callbackOf<T>(optionsOrCallback: ProactorOptions | Completion<T> | unde
 }
 
 const identity = (value: number): number => value;
+
+// What #submit's `submit` returns for an operation LoopCore's submission returned `rc` for.
+function refusal(operation: SocketOperation, rc: number): number | Error {
+  return rc < 0 ? operation.error(rc) : rc;
+}
 
 const isArrayBuffer = (value: unknown): boolean => value instanceof ArrayBuffer || (typeof SharedArrayBuffer === 'function' && value instanceof SharedArrayBuffer);
 
