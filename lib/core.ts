@@ -17,7 +17,7 @@ export interface EventTarget {
   onLoopClose(): void;
 }
 
-const { ECANCELED } = native.errors;
+const { ECANCELED, ETIMEDOUT } = native.errors;
 const ENOBUFS = errnoOf('ENOBUFS');
 
 /** Settles an operation: with its error, or with null and its value (a byte count, a handle, 0). */
@@ -110,18 +110,43 @@ export interface TornWriteError extends Error {
   bytesWritten: number;
 }
 
+/** The net layer's Socket, as its writes' completions update it before their callers hear. */
+export interface WriteOwner {
+  writeCompleted(length: number, result: number): void;
+  close(): void;
+  /** Closed by its idle timeout or deadline: its writes then fail ETIMEDOUT, as its reads. */
+  readonly timedOut: boolean;
+}
+
 /**
  * A socket write of `length` bytes (1 to maxTransfer). It completes with 0 once the kernel took
- * them all, or — cancelled half-sent — with the count the peer got: the stream is torn.
+ * them all, or — cancelled half-sent — with the count the peer got: the stream is torn, and an
+ * `owner` is closed, as later bytes would follow a torn message. (The owner is a field, not a
+ * subclass: V8 does not inline a derived constructor's super() chain, and every write in flight
+ * makes one of these.)
  */
 export class WriteOperation extends SocketOperation {
-  constructor(handle: number, signal: AbortSignal | undefined, readonly length: number, done: Completion) {
+  constructor(
+    handle: number,
+    signal: AbortSignal | undefined,
+    readonly length: number,
+    done: Completion,
+    readonly owner: WriteOwner | undefined = undefined,
+  ) {
     super('write', handle, signal, done);
   }
 
   override complete(result: number): void {
+    if (this.owner !== undefined) {
+      this.owner.writeCompleted(this.length, result);
+      if (result > 0) this.owner.close();
+    }
     if (result > 0 && this.signal !== undefined) this.done(tornWrite(this.signal, result, this.length), result);
     else super.complete(result);
+  }
+
+  protected override closedError(): Error {
+    return this.owner?.timedOut === true ? systemError(ETIMEDOUT, 'write') : super.closedError();
   }
 
   override value(): number {

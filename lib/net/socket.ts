@@ -309,7 +309,7 @@ export class Socket extends Handle implements AsyncIterable<Buffer> {
     const { length } = bytes;
     const rc = this.#startWrite(bytes, length, signal);
     if (rc === kDone) return resolved;
-    if (rc !== kInFlight) return Promise.reject(new SocketWrite(this, length, signal, ignore).error(rc));
+    if (rc !== kInFlight) return Promise.reject(new WriteOperation(this.handle, signal, length, ignore, this).error(rc));
     return new Promise((resolve, reject) => {
       this.#keepWrite(length, signal, (error) => (error === null ? resolve() : reject(error)));
     });
@@ -327,7 +327,7 @@ export class Socket extends Handle implements AsyncIterable<Buffer> {
     const length = Array.isArray(bytes) ? bytes.reduce((sum: number, piece: Uint8Array) => sum + piece.length, 0) : (bytes as Uint8Array).length;
     const rc = this.#startWrite(bytes, length, undefined);
     if (rc === kDone) return true;
-    if (rc !== kInFlight) throw new SocketWrite(this, length, undefined, done).error(rc);
+    if (rc !== kInFlight) throw new WriteOperation(this.handle, undefined, length, done, this).error(rc);
     this.#keepWrite(length, undefined, done);
     return false;
   }
@@ -345,7 +345,7 @@ export class Socket extends Handle implements AsyncIterable<Buffer> {
 
   // Counts what is queued meanwhile.
   #keepWrite(length: number, signal: AbortSignal | undefined, done: (error: Error | null) => void): void {
-    this.core.keepWrite(new SocketWrite(this, length, signal, done));
+    this.core.keepWrite(new WriteOperation(this.handle, signal, length, done, this));
     this.#writesInFlight += 1;
     this.#writableLength += length;
   }
@@ -616,30 +616,6 @@ export class Socket extends Handle implements AsyncIterable<Buffer> {
 }
 
 const ignore = (): void => {};
-
-/**
- * A write of a Socket: its completion updates the socket's counts first. Cancelled half-sent
- * (torn, see WriteOperation), it closes the socket: later bytes would follow a torn message.
- */
-class SocketWrite extends WriteOperation {
-  readonly #socket: Socket;
-
-  constructor(socket: Socket, length: number, signal: AbortSignal | undefined, done: (error: Error | null) => void) {
-    super(socket.handle, signal, length, done);
-    this.#socket = socket;
-  }
-
-  override complete(result: number): void {
-    this.#socket.writeCompleted(this.length, result);
-    if (result > 0) this.#socket.close();
-    super.complete(result);
-  }
-
-  // A socket closed by its timeout fails its writes ETIMEDOUT, as its reads.
-  protected override closedError(): Error {
-    return this.#socket.timedOut ? systemError(ETIMEDOUT, 'write') : super.closedError();
-  }
-}
 
 function refuseStreamEvent(event: string | symbol): string | symbol {
   if (streamEvents.has(event)) throw notAStream(`it never emits '${String(event)}'`);
