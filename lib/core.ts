@@ -251,18 +251,11 @@ export class LoopCore {
     return this.#refused(operation) || this.#submitted(operation, this.#native.read(operation.handle, buffer, operation.id));
   }
 
-  /** Writes `bytes`, or the buffers of an array back to back in one send (see startWrite). */
-  write(operation: WriteOperation, bytes: Uint8Array | readonly Uint8Array[]): number {
-    const rc = this.startWrite(operation.handle, operation.signal, bytes);
-    if (rc === kInFlight) this.keepWrite(operation);
-    return rc;
-  }
-
   /**
-   * `write` in two halves, for a caller that makes the write's operation only if it is needed:
-   * on a readiness backend the kernel takes almost every write whole inside the call (kDone),
-   * and its operation would be made for nothing (~750 instructions of the net layer's echo).
-   * The native side sends from `bytes` what it can and copies only what it keeps. On kInFlight,
+   * Writes `bytes`, or the buffers of an array back to back in one send, in two halves, so that
+   * the caller makes the write's operation only if it is needed: on a readiness backend the
+   * kernel takes almost every write whole inside the call (kDone), and its operation would be
+   * made for nothing (~750 instructions of the net layer's echo). The native side sends from `bytes` what it can and copies only what it keeps. On kInFlight,
    * `keepWrite` must follow at once, before any other submission: the write has the id that
    * the next operation would otherwise take.
    */
