@@ -455,6 +455,10 @@ class NativeLoop : public Napi::ObjectWrap<NativeLoop> {
     size_t i = first;
     return (check(napi_get_value_int32(Env(), info[i++], &out) == napi_ok, "expected a number") && ...);
   }
+  // Argument `i` as a double (a position, a delay), refused as ints_at refuses a non-number.
+  bool double_at(const Napi::CallbackInfo& info, size_t i, double& out) {
+    return check(napi_get_value_double(Env(), info[i], &out) == napi_ok, "expected a number");
+  }
   // The loop is open, and the first arguments are int32s (a handle, an operation id…).
   template <typename... Ints>
   bool args_ok(const Napi::CallbackInfo& info, Ints&... out) {
@@ -778,8 +782,7 @@ class NativeLoop : public Napi::ObjectWrap<NativeLoop> {
     int32_t file = 0, op_id = 0;
     std::span<uint8_t> view;
     double position = 0;
-    if (!view_args_ok(info, file, view) || !check(napi_get_value_double(Env(), info[2], &position) == napi_ok, "expected a number") ||
-        !ints_at(info, 3, op_id)) {
+    if (!view_args_ok(info, file, view) || !double_at(info, 2, position) || !ints_at(info, 3, op_id)) {
       return Env().Undefined();
     }
     if (!check(position >= -1 && position <= 9007199254740991.0 && position == static_cast<double>(static_cast<int64_t>(position)),
@@ -835,8 +838,7 @@ class NativeLoop : public Napi::ObjectWrap<NativeLoop> {
   Napi::Value start_timer(const Napi::CallbackInfo& info) {
     double delay = 0;
     int32_t op_id = 0;
-    if (!check(backend_ != nullptr, "the loop is closed") || !check(napi_get_value_double(Env(), info[0], &delay) == napi_ok, "expected a number") ||
-        !ints_at(info, 1, op_id)) {
+    if (!check(backend_ != nullptr, "the loop is closed") || !double_at(info, 0, delay) || !ints_at(info, 1, op_id)) {
       return Env().Undefined();
     }
     if (!check(delay >= 0 && delay <= 9007199254740991.0, "delayMs must be >= 0")) return Env().Undefined();
