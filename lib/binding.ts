@@ -16,9 +16,8 @@ export interface NativeStats {
   events: number;
   wakes: number;
   /**
-   * Batches of events delivered to JavaScript. Each is one call from native code into JavaScript,
-   * and nothing else calls it (a wake that drains nothing calls nothing): so there is no separate
-   * count of JS calls.
+   * Batches of events delivered to JavaScript (a wake that drains nothing makes none). Each goes
+   * over in calls of up to 64 events, and nothing else calls JavaScript.
    */
   batches: number;
 }
@@ -104,7 +103,7 @@ export interface NativeConstants {
 }
 
 export interface NativeModule {
-  NativeLoop: new (backend: string, events: Int32Array, arena: Uint8Array, dispatch: (count: number) => void) => NativeLoop;
+  NativeLoop: new (backend: string, events: Int32Array, arena: Uint8Array, dispatch: (start: number, end: number) => void) => NativeLoop;
   allocAligned(size: number, alignment: number): ArrayBuffer;
   /** The most bytes one operation moves (1 GiB): longer socket writes are split by lib/. */
   maxTransfer: number;

@@ -186,7 +186,7 @@ export class LoopCore {
   #events: Int32Array;
   #arena: ArrayBuffer;
   /** Referenced only weakly by the native loop while idle (see #updateReference): kept here. */
-  readonly #dispatcher: (count: number) => void;
+  readonly #dispatcher: (start: number, end: number) => void;
   readonly #targets = new SlotMap<EventTarget>();
   readonly #operations = new OperationTable<Operation>();
   #weakOperations = 0;
@@ -204,7 +204,7 @@ export class LoopCore {
   constructor(backend: string, batchSize: number, arenaSize: number, threadPoolSize: number) {
     this.#events = new Int32Array(batchSize * kEventInts);
     this.#arena = new ArrayBuffer(arenaSize);
-    this.#dispatcher = (count) => this.#dispatch(count);
+    this.#dispatcher = (start, end) => this.#dispatch(start, end);
     this.#native = new native.NativeLoop(backend, this.#events, new Uint8Array(this.#arena), this.#dispatcher);
     this.info = this.#native.info();
     this.#native.setThreadPoolSize(threadPoolSize);
@@ -467,10 +467,10 @@ export class LoopCore {
     else process.nextTick(callback, error, value);
   }
 
-  #dispatch(count: number): void {
+  #dispatch(start: number, end: number): void {
     const events = this.#events;
     this.#dispatching = true;
-    for (let i = 0; i < count * kEventInts; i += kEventInts) {
+    for (let i = start * kEventInts; i < end * kEventInts; i += kEventInts) {
       try {
         this.#deliver(events[i]!, events[i + 1]!, events[i + 2]!, events[i + 3]!);
       } catch (error) {

@@ -321,8 +321,8 @@ export class Loop {
   }
 
   /**
-   * Counters since open: syscalls made, events handled, wakes, and batches (each one call into
-   * JavaScript, the only kind there is).
+   * Counters since open: syscalls made, events handled, wakes, and batches (each handed to
+   * JavaScript in calls of up to 64 events, the only calls into it there are).
    */
   stats(): LoopStats {
     return this.#core.stats();

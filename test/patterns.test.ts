@@ -162,6 +162,30 @@ describe.each(backends)('patterns on %s', (backend) => {
     expect(parts.join('')).toBe('abcdef');
   });
 
+  it('a batch reaches JavaScript 64 events at a time, with the microtasks they queue run in between', async () => {
+    const count = 100;  // ready at once, so one drain takes them all (its batch holds 1 024)
+    const server = await loop.listen({ host: '127.0.0.1', port: 0 });
+    const clients = await Promise.all(Array.from({ length: count }, () => loop.connect({ host: '127.0.0.1', port: server.port })));
+    const peers = await Promise.all(clients.map(() => loop.proactor.accept(server)));
+    await Promise.all(clients.map((client) => client.write('x')));  // a resolved write is in the peer's queue
+    let delivered = 0;
+    const deliveredAtMicrotask: number[] = [];
+    await new Promise<void>((resolve) => {
+      for (const peer of peers) {
+        loop.reactor.watch(peer, 'readable', () => {
+          loop.reactor.unwatch(peer, 'readable');
+          delivered += 1;
+          queueMicrotask(() => deliveredAtMicrotask.push(delivered));
+          if (delivered === count) setImmediate(resolve);
+        });
+      }
+    });
+    expect(deliveredAtMicrotask).toHaveLength(count);
+    // The first event's microtask ran before the 65th event was delivered, not after the batch.
+    expect(deliveredAtMicrotask[0]).toBeLessThanOrEqual(64);
+    for (const socket of [...clients, ...peers]) socket.close();
+  });
+
   it('proactor: a write completes only once the kernel has taken every byte', async () => {
     let peer: Socket | undefined;
     const server = await loop.listen({ host: '127.0.0.1', port: 0 }, (socket) => {

@@ -43,11 +43,19 @@ namespace {
 constexpr uint32_t kFileRead = 1, kFileWrite = 2, kFileCreate = 4, kFileTruncate = 8, kFileAppend = 16, kFileExclusive = 32,
                    kFileDirect = 64;
 
+// The events of a batch handed to JavaScript in one call. Between calls Node runs the microtasks
+// the events queued, so a promise-based handler resumes before its connection's objects leave the
+// cache: with the whole batch (1 024 events, ~1 KiB of JavaScript state each) in one call, every
+// one is touched again only after all the others. callgrind's cache model (32 KiB L1, 512 KiB L2),
+// epoll, net layer, 2 000 connections: 48 -> 26 L2 read misses per round trip, the instructions
+// the same (the calls added are ~20 of ~6 800 per round trip); 16 to 256 measure alike.
+constexpr size_t kEventsPerCallback = 64;
+
 class NativeLoop : public Napi::ObjectWrap<NativeLoop> {
  public:
   static Napi::Function define(Napi::Env env) { return DefineClass(env, "NativeLoop", {}); }
 
-  // new NativeLoop(backend: string, events: Int32Array, arena: Uint8Array, dispatch: (n) => void)
+  // new NativeLoop(backend: string, events: Int32Array, arena: Uint8Array, dispatch: (start, end) => void)
   explicit NativeLoop(const Napi::CallbackInfo& info) : Napi::ObjectWrap<NativeLoop>(info) {
     Napi::Env env = info.Env();
     if (info.Length() < 4 || !info[0].IsString() || !info[1].IsTypedArray() || !info[2].IsTypedArray() ||
@@ -363,16 +371,29 @@ class NativeLoop : public Napi::ObjectWrap<NativeLoop> {
     napi_close_handle_scope(env, scope);
   }
 
-  // Hands the batch to JavaScript; false when JavaScript cannot run any more (the environment is
-  // going away: the batch's events are dropped and the watcher stops; teardown closes the rest).
+  // Hands the batch to JavaScript, kEventsPerCallback events a call; false when JavaScript cannot
+  // run any more (the environment is going away: the batch's events are dropped and the watcher
+  // stops; teardown closes the rest).
   bool dispatch(napi_env env) {
-    napi_value function = nullptr, receiver, count, ignored;
+    const size_t count = sink_->count();  // sink_ goes with the loop, which a callback may close
+    for (size_t start = 0; start < count && backend_; start += kEventsPerCallback) {
+      if (!dispatch_events(env, start, std::min(count, start + kEventsPerCallback))) return false;
+    }
+    return true;
+  }
+
+  // Events [start, end) of the batch, in one callback: Node runs the microtasks they queue when it
+  // returns, so a handler's continuation runs while its connection's objects are still in cache.
+  bool dispatch_events(napi_env env, size_t start, size_t end) {
+    napi_value function = nullptr, receiver, ignored;
+    napi_value range[2];
     if (napi_get_reference_value(env, dispatch_, &function) != napi_ok || function == nullptr ||
         napi_get_global(env, &receiver) != napi_ok ||
-        napi_create_double(env, static_cast<double>(sink_->count()), &count) != napi_ok) {
+        napi_create_uint32(env, static_cast<uint32_t>(start), &range[0]) != napi_ok ||
+        napi_create_uint32(env, static_cast<uint32_t>(end), &range[1]) != napi_ok) {
       return stop_waking();
     }
-    if (napi_make_callback(env, async_context_, receiver, function, 1, &count, &ignored) == napi_ok) return true;
+    if (napi_make_callback(env, async_context_, receiver, function, 2, range, &ignored) == napi_ok) return true;
     bool pending = false;
     if (napi_is_exception_pending(env, &pending) != napi_ok || !pending) return stop_waking();
     // What Node does with an exception thrown from any callback: 'uncaughtException' (which
