@@ -1,8 +1,10 @@
 // The instruction-count benchmark: each echo server's user-space instructions per round trip,
-// counted by valgrind's callgrind over a fixed number of round trips. Unlike CPU time, a count
-// does not move with the load of a shared host, so it shows a 3 % change that timing turns
-// cannot; it does not see the kernel (a syscall is one instruction to it) or cache misses, which
-// CPU time does — the two views together say where a server's cost sits.
+// counted by valgrind's callgrind over a fixed number of round trips, and the L2 misses of its
+// loop's thread in callgrind's model of this machine's caches. Unlike CPU time, neither moves
+// with the load of a shared host, so they show a 3 % change that timing turns cannot; they do not
+// see the kernel (a syscall is one instruction to them), which CPU time does — the two views
+// together say where a server's cost sits. The misses are the part of the cost that grows with
+// the connections: at 2 000 the state a round trip touches no longer fits the L2.
 import { execFile } from 'node:child_process';
 import { mkdtemp, readdir, readFile, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
@@ -35,6 +37,8 @@ export interface InstructionResult {
    * speed has long done; so they are shown apart, not added.
    */
   otherThreadsPerRoundTrip: number;
+  /** L2 misses (reads and writes of data, instruction fetches) per round trip of the main thread; NaN without a cache model. */
+  l2MissesPerRoundTrip: number;
   /**
    * This count less that of the backend's native echo (0 for the echo itself; NaN without it):
    * the cost of the JavaScript layers, as the two share the backend's code below them.
@@ -60,8 +64,8 @@ export async function countInstructions(options: InstructionOptions, reported: (
     for (const connections of options.connections) {
       const cell: InstructionResult[] = [];
       for (const spec of options.servers) {
-        const [main, others] = await countOne(spec, connections, options, path.join(directory, `${spec.id.replace(/\W/g, '-')}-${connections}.out`));
-        cell.push({ server: spec.id, connections, instructionsPerRoundTrip: main, otherThreadsPerRoundTrip: others, overNative: NaN });
+        const counted = await countOne(spec, connections, options, path.join(directory, `${spec.id.replace(/\W/g, '-')}-${connections}.out`));
+        cell.push({ server: spec.id, connections, ...counted, overNative: NaN });
       }
       for (const result of cell) {
         const native = cell.find((other) => other.server === `${result.server.split('/')[0]}/native`);
@@ -76,10 +80,13 @@ export async function countInstructions(options: InstructionOptions, reported: (
   return results;
 }
 
-// One server under callgrind: warmed up, then counted from `callgrind_control -i on` to `-i off`.
-// Counted per thread: [main thread, all others], per round trip.
-async function countOne(spec: ServerSpec, connections: number, options: InstructionOptions, outFile: string): Promise<[number, number]> {
-  const valgrind = ['valgrind', '--quiet', '--tool=callgrind', '--instr-atstart=no', '--separate-threads=yes', `--callgrind-out-file=${outFile}`];
+type Counted = Pick<InstructionResult, 'instructionsPerRoundTrip' | 'otherThreadsPerRoundTrip' | 'l2MissesPerRoundTrip'>;
+
+// One server under callgrind: warmed up, then counted from `callgrind_control -i on` to `-i off`,
+// per thread (the main thread, all others), per round trip.
+async function countOne(spec: ServerSpec, connections: number, options: InstructionOptions, outFile: string): Promise<Counted> {
+  const caches = await cacheModel();
+  const valgrind = ['valgrind', '--quiet', '--tool=callgrind', '--instr-atstart=no', '--separate-threads=yes', `--callgrind-out-file=${outFile}`, ...caches];
   const server = await ServerProcess.start(spec, null, [], valgrind);
   let roundTrips = 0;
   try {
@@ -95,27 +102,59 @@ async function countOne(spec: ServerSpec, connections: number, options: Instruct
   }
   // callgrind names each thread's file after the out file: <file>-01 for the main thread, -02, …
   const files = (await readdir(path.dirname(outFile))).filter((name) => name.startsWith(`${path.basename(outFile)}-`)).sort();
-  const counts = await Promise.all(files.map(async (name) => totalInstructions(await readFile(path.join(path.dirname(outFile), name), 'utf8'))));
+  const counts = await Promise.all(files.map(async (name) => totals(await readFile(path.join(path.dirname(outFile), name), 'utf8'))));
   if (counts.length === 0) throw new Error(`callgrind wrote no profile for ${spec.id}`);
   const [main, ...others] = counts;
-  return [main! / roundTrips, others.reduce((sum, count) => sum + count, 0) / roundTrips];
+  // LL is the L2 in the model (cacheModel): ILmr, DLmr and DLmw are its misses.
+  const l2Misses = caches.length === 0 ? NaN : ['ILmr', 'DLmr', 'DLmw'].reduce((sum, event) => sum + (main!.get(event) ?? 0), 0);
+  return {
+    instructionsPerRoundTrip: main!.get('Ir')! / roundTrips,
+    otherThreadsPerRoundTrip: others.reduce((sum, count) => sum + count.get('Ir')!, 0) / roundTrips,
+    l2MissesPerRoundTrip: l2Misses / roundTrips,
+  };
 }
 
-// callgrind's out file ends with `totals: <Ir>` (an earlier `summary:` line can be a part's).
-function totalInstructions(profile: string): number {
-  const totals = [...profile.matchAll(/^totals: (\d+)$/gm)].pop();
-  if (totals === undefined) throw new Error('callgrind wrote no totals');
-  return Number(totals[1]);
+// callgrind's out file names its events (`events: Ir …`) and ends with their `totals:` (an
+// earlier `summary:` line can be a part's).
+function totals(profile: string): Map<string, number> {
+  const events = /^events: (.+)$/m.exec(profile)?.[1]?.trim().split(/\s+/);
+  const values = [...profile.matchAll(/^totals: (.+)$/gm)].pop()?.[1]?.trim().split(/\s+/).map(Number);
+  if (events === undefined || values === undefined || !events.includes('Ir')) throw new Error('callgrind wrote no totals');
+  return new Map(events.map((event, i) => [event, values[i] ?? 0]));
+}
+
+// callgrind's cache simulator set to this machine's first-level caches and per-core L2 (as its
+// last level: the L3 is shared with the load generator and, on a VM, with neighbours), read from
+// sysfs; none (no miss counts) where sysfs does not say or callgrind cannot model it (its
+// caches need a power-of-two number of sets).
+async function cacheModel(): Promise<string[]> {
+  const caches = new Map<string, string | null>();  // '1Data' -> 'bytes,ways,line' (null: not modelled)
+  for (let index = 0; ; index++) {
+    const dir = `/sys/devices/system/cpu/cpu0/cache/index${index}`;
+    let fields: string[];
+    try {
+      fields = (await Promise.all(['level', 'type', 'size', 'ways_of_associativity', 'coherency_line_size'].map((name) => readFile(`${dir}/${name}`, 'utf8')))).map((field) => field.trim());
+    } catch {
+      break;
+    }
+    const [level, type, size, ways, line] = fields as [string, string, string, string, string];
+    const bytes = Number.parseInt(size, 10) * ({ K: 1024, M: 1024 * 1024 }[size.slice(-1)] ?? 1);
+    const sets = bytes / Number(ways) / Number(line);
+    caches.set(`${level}${type}`, Number.isInteger(sets) && (sets & (sets - 1)) === 0 ? `${bytes},${ways},${line}` : null);
+  }
+  const [i1, d1, l2] = ['1Instruction', '1Data', '2Unified'].map((name) => caches.get(name));
+  return i1 && d1 && l2 ? ['--cache-sim=yes', `--I1=${i1}`, `--D1=${d1}`, `--LL=${l2}`] : [];
 }
 
 export function instructionTable(results: InstructionResult[]): Table {
   return {
-    header: ['connections', 'server', 'instructions/rt', 'over native', 'other threads'],
+    header: ['connections', 'server', 'instructions/rt', 'over native', 'L2 misses/rt', 'other threads'],
     rows: results.map((result) => [
       `${result.connections}`,
       result.server,
       Math.round(result.instructionsPerRoundTrip).toLocaleString('en'),
       Number.isNaN(result.overNative) ? '—' : `+${Math.round(result.overNative).toLocaleString('en')}`,
+      Number.isNaN(result.l2MissesPerRoundTrip) ? '—' : result.l2MissesPerRoundTrip.toFixed(1),
       Math.round(result.otherThreadsPerRoundTrip).toLocaleString('en'),
     ]),
   };

@@ -8,7 +8,7 @@
 //   npm run bench -- --backends epoll,io_uring --sizes 64,4096 --connections 50,1000 --duration 5
 //   npm run bench -- --http        HTTP/1.1 keep-alive from wrk: node:http on net and on twinloop
 //   npm run bench -- --workers 1,2 the twinloop servers on 1 and on 2 worker threads (SO_REUSEPORT)
-//   npm run bench -- --instructions  user-space instructions per round trip, under callgrind
+//   npm run bench -- --instructions  user-space instructions and L2 misses per round trip, under callgrind
 import { existsSync } from 'node:fs';
 import { mkdir, writeFile } from 'node:fs/promises';
 import path from 'node:path';
@@ -48,9 +48,10 @@ const usage = `usage: npm run bench -- [options]
                          on Node's net, node:http on twinloop and a minimal responder on twinloop
   --files                the file-I/O benchmark instead: 4 KiB random and 1 MiB sequential reads at
                          queue depths 1/32/128, twinloop (io_uring, thread pool) vs node:fs/promises
-  --instructions         user-space instructions per 64 B echo round trip instead of CPU time, counted
-                         by valgrind's callgrind over 50 000 round trips after 30 000 of warm-up
-                         (--connections default 50): figures the host's load does not move; the
+  --instructions         user-space instructions and L2 misses (callgrind's model of this CPU's
+                         caches) per 64 B echo round trip instead of CPU time, counted by valgrind's
+                         callgrind over 50 000 round trips after 30 000 of warm-up (--connections
+                         default 50, e.g. 50,2000): figures the host's load does not move; the
                          standalone echo, which does not start under valgrind, is left out`;
 
 const { values } = parseArgs({
@@ -323,7 +324,8 @@ async function runInstructionCount(): Promise<void> {
   const results = await countInstructions({ servers, connections, warmupRoundTrips: 30_000, roundTrips: 50_000 }, (result) =>
     console.log(
       `${String(result.connections).padStart(6)} conns  ${result.server.padEnd(22)} ${Math.round(result.instructionsPerRoundTrip).toLocaleString('en').padStart(8)} instructions/rt` +
-        (Number.isNaN(result.overNative) ? '' : `  +${Math.round(result.overNative).toLocaleString('en')} over native`),
+        (Number.isNaN(result.overNative) ? '' : `  +${Math.round(result.overNative).toLocaleString('en')} over native`) +
+        (Number.isNaN(result.l2MissesPerRoundTrip) ? '' : `  ${result.l2MissesPerRoundTrip.toFixed(1)} L2 misses/rt`),
     ),
   );
   const table = instructionTable(results);

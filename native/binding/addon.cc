@@ -46,9 +46,10 @@ constexpr uint32_t kFileRead = 1, kFileWrite = 2, kFileCreate = 4, kFileTruncate
 // The events of a batch handed to JavaScript in one call. Between calls Node runs the microtasks
 // the events queued, so a promise-based handler resumes before its connection's objects leave the
 // cache: with the whole batch (1 024 events, ~1 KiB of JavaScript state each) in one call, every
-// one is touched again only after all the others. callgrind's cache model (32 KiB L1, 512 KiB L2),
-// epoll, net layer, 2 000 connections: 48 -> 26 L2 read misses per round trip, the instructions
-// the same (the calls added are ~20 of ~6 800 per round trip); 16 to 256 measure alike.
+// one is touched again only after all the others. `npm run bench -- --instructions --connections
+// 2000` (callgrind's model of this machine's 48 KiB L1 and 1 MiB L2), L2 misses per round trip:
+// net layer 71 -> 52 on epoll, 110 -> 99 on io_uring; the Proactor API on epoll 41 -> 31. The
+// calls added cost ~20 instructions a round trip, within the counts' run-to-run noise.
 constexpr size_t kEventsPerCallback = 64;
 
 class NativeLoop : public Napi::ObjectWrap<NativeLoop> {
