@@ -35,6 +35,8 @@ describe.skipIf(!built)('the benchmark\'s C++ echoes', () => {
         const after = await server.snapshot();
         expect(after.timeUs).toBeGreaterThan(before.timeUs);
         expect(after.cpuUs).toBeGreaterThan(before.cpuUs);
+        expect(after.userCpuUs).toBeGreaterThanOrEqual(before.userCpuUs);
+        expect(after.userCpuUs).toBeLessThanOrEqual(after.cpuUs);
         expect(after.rssBytes).toBeGreaterThan(0);
         // Each round trip is at least one event (the data) on every backend; the standalone echo
         // publishes its counters after each wake, so they are there once the load has ended.

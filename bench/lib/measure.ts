@@ -29,6 +29,11 @@ export interface LoadResult {
   mbPerS: number;
   /** The primary figure: the server process's user + system CPU per round trip. */
   serverCpuUsPerRoundTrip: number;
+  /**
+   * Of it, user time: what the server's own code costs. The rest is the kernel's work for it,
+   * which grows too when that code touches more memory (the kernel's socket state leaves the cache).
+   */
+  serverUserCpuUsPerRoundTrip: number;
   /** Cores the server kept busy. */
   serverCpuShare: number;
   /** The backend's own syscall count (loop.stats(); not libuv's epoll_wait); null for Node net. */
@@ -103,6 +108,7 @@ export async function measureLoad(
     roundTripsPerS,
     mbPerS: report.mb_per_s_one_way,
     serverCpuUsPerRoundTrip: perRoundTrip((s) => s.cpuUs)!,
+    serverUserCpuUsPerRoundTrip: perRoundTrip((s) => s.userCpuUs)!,
     serverCpuShare: (end.cpuUs - start.cpuUs) / 1e6 / seconds,
     syscallsPerRoundTrip: perRoundTrip((s) => s.loop?.syscalls),
     wakesPerRoundTrip: perRoundTrip((s) => s.loop?.wakes),
@@ -159,6 +165,7 @@ export async function measureHttp(
     roundTripsPerS: requests / seconds,
     mbPerS: report.bytes / (report.duration_us / 1e6) / 1e6,
     serverCpuUsPerRoundTrip: perRequest((s) => s.cpuUs)!,
+    serverUserCpuUsPerRoundTrip: perRequest((s) => s.userCpuUs)!,
     serverCpuShare: (end.cpuUs - start.cpuUs) / 1e6 / seconds,
     syscallsPerRoundTrip: perRequest((s) => s.loop?.syscalls),
     wakesPerRoundTrip: perRequest((s) => s.loop?.wakes),

@@ -33,6 +33,8 @@ export interface SummaryRow {
   /** The standalone echo's CPU ÷ this server's, per round: what Node's loop and the API cost. */
   vsStandalone: Range | null;
   roundTripsPerS: number | null;
+  /** Of the server's CPU per round trip, its user time (median over rounds). */
+  userCpuUsPerRoundTrip: number | null;
   syscallsPerRoundTrip: number | null;
   /** The server process's context switches per round trip (voluntary + involuntary, all threads). */
   contextSwitchesPerRoundTrip: number | null;
@@ -93,6 +95,7 @@ export function summarize(all: Measurement[]): SummaryRow[] {
       vsNative: server.backend === 'node' || workload.kind === 'idle' ? null : range(ratios(ok, all, (m) => `${m.server.backend}/native`)),
       vsStandalone: server.backend === 'node' || workload.kind === 'idle' ? null : range(ratios(ok, all, (m) => `${m.server.backend}/standalone`)),
       roundTripsPerS: median(ok.map((m) => m.load?.roundTripsPerS)),
+      userCpuUsPerRoundTrip: median(ok.map((m) => m.load?.serverUserCpuUsPerRoundTrip)),
       syscallsPerRoundTrip: median(ok.map((m) => m.load?.syscallsPerRoundTrip)),
       contextSwitchesPerRoundTrip: median(ok.map((m) => m.load?.contextSwitchesPerRoundTrip)),
       serverCpuShare: median(ok.map((m) => m.load?.serverCpuShare)),

@@ -34,7 +34,7 @@ const ratio = (value: Range | null, spread: boolean): string =>
 function liveColumns(view: View): [string, number][] {
   const { unit } = view;
   return [
-    ['round', 5], ['cell', 22], ['server', view.unit === 'req' ? 30 : 22], [`${unit}/s`, 9], [`server CPU µs/${unit}`, 16], ['×net', 6],
+    ['round', 5], ['cell', 22], ['server', view.unit === 'req' ? 30 : 22], [`${unit}/s`, 9], [`server CPU µs/${unit}`, 16], [`of it user`, 10], ['×net', 6],
     ...(view.native ? [['×native', 7], ['×alone', 6]] as [string, number][] : []),
     ['server CPU', 10], [`${view.loadgen} CPU`, 11],
     [`syscalls/${unit}`, 11], [`ctx sw/${unit}`, 10], ['p50 µs', 8], ['p99 µs', 8], ['p99.9 µs', 8], view.native ? ['starved', 7] : ['errors', 6],
@@ -68,12 +68,12 @@ export function liveRow(view: View, m: Measurement, { vsNet, vsNative, vsStandal
   if (m.error !== undefined) return `${pad(head, widths)}  failed: ${m.error}  ${progress}`;
   const x = (v: number | null): string => (v === null ? '—' : `${num(v, 2)}×`);
   if (m.idle) {
-    return `${pad([...head, '', `${bytes(m.idle.rssBytesPerConnection)} RSS`, x(vsNet), ...(view.native ? [x(vsNative), x(vsStandalone)] : [])], widths)}  ${progress}`;
+    return `${pad([...head, '', `${bytes(m.idle.rssBytesPerConnection)} RSS`, '', x(vsNet), ...(view.native ? [x(vsNative), x(vsStandalone)] : [])], widths)}  ${progress}`;
   }
   const load = m.load!;
   return `${pad(
     [
-      ...head, num(load.roundTripsPerS), num(load.serverCpuUsPerRoundTrip, 2), x(vsNet),
+      ...head, num(load.roundTripsPerS), num(load.serverCpuUsPerRoundTrip, 2), num(load.serverUserCpuUsPerRoundTrip, 2), x(vsNet),
       ...(view.native ? [x(vsNative), x(vsStandalone)] : []),
       cores(load.serverCpuShare), cores(load.clientCpuShare),
       num(load.syscallsPerRoundTrip, 2), num(load.contextSwitchesPerRoundTrip, 2), num(load.latencyUs.p50), num(load.latencyUs.p99), num(load.latencyUs.p999),
@@ -91,7 +91,7 @@ export interface Table {
 export function loadSummary(rows: SummaryRow[], spread: boolean, view: View): Table {
   const { unit } = view;
   const header = [
-    'cell', 'server', `server CPU µs/${unit}`, '×net', ...(view.native ? ['×native', '×alone'] : []), `${unit}/s`,
+    'cell', 'server', `server CPU µs/${unit}`, 'of it user', '×net', ...(view.native ? ['×native', '×alone'] : []), `${unit}/s`,
     'server CPU', `${view.loadgen} CPU`,
     `syscalls/${unit}`, `ctx sw/${unit}`, 'p50 µs', 'p99 µs', 'p99.9 µs', view.native ? 'starved' : 'errors',
   ];
@@ -105,6 +105,7 @@ export function loadSummary(rows: SummaryRow[], spread: boolean, view: View): Ta
           : [
               row.cell, serverLabel(row.server),
               spread && row.rounds > 1 ? `${num(row.cost.median, 2)} (${num(row.cost.min, 2)}–${num(row.cost.max, 2)})` : num(row.cost.median, 2),
+              num(row.userCpuUsPerRoundTrip, 2),
               ratio(row.vsNet, spread), ...(view.native ? [ratio(row.vsNative, spread), ratio(row.vsStandalone, spread)] : []), num(row.roundTripsPerS),
               cores(row.serverCpuShare), cores(row.clientCpuShare),
               num(row.syscallsPerRoundTrip, 2), num(row.contextSwitchesPerRoundTrip, 2), num(row.latencyUs.p50), num(row.latencyUs.p99), num(row.latencyUs.p999),

@@ -18,6 +18,8 @@ export interface Snapshot extends Counters {
   timeUs: number;
   /** User + system CPU time of the whole process, µs (getrusage). */
   cpuUs: number;
+  /** Of it, user time: the server's own code; the rest is the kernel's work for it. */
+  userCpuUs: number;
   /**
    * Context switches of the whole process so far, voluntary + involuntary (getrusage: every
    * thread's, exited ones included): a thread per connection pays one each time it blocks.
@@ -50,6 +52,7 @@ export function serveControl(ready: Ready, counters: () => Counters | Promise<Co
     const figures = {
       timeUs,
       cpuUs: userCPUTime + systemCPUTime,
+      userCpuUs: userCPUTime,
       contextSwitches: voluntaryContextSwitches + involuntaryContextSwitches,
       rssBytes: rss,
       heapUsedBytes: heapUsed,

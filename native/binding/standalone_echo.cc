@@ -47,6 +47,7 @@ std::string snapshot(const Published& counters) {
   auto relaxed = [](const auto& counter) { return std::to_string(counter.load(std::memory_order_relaxed)); };
   return "{\"timeUs\":" + std::to_string(static_cast<uint64_t>(now.tv_sec) * 1'000'000u + static_cast<uint64_t>(now.tv_nsec) / 1000) +
          ",\"cpuUs\":" + std::to_string(micros(usage.ru_utime) + micros(usage.ru_stime)) +
+         ",\"userCpuUs\":" + std::to_string(micros(usage.ru_utime)) +
          ",\"contextSwitches\":" + std::to_string(usage.ru_nvcsw + usage.ru_nivcsw) +
          ",\"rssBytes\":" + std::to_string(resident_pages * static_cast<uint64_t>(sysconf(_SC_PAGESIZE))) +
          ",\"heapUsedBytes\":0,\"connections\":" + relaxed(counters.connections) + ",\"loop\":{\"syscalls\":" +
