@@ -258,8 +258,13 @@ export class Socket extends Handle implements AsyncIterable<Buffer> {
       this.#streaming = true;
     }
     if (signal === undefined) return this.#addReader(waiter);
-    // No kernel operation per read() here (the socket streams into the loop's buffers): aborting
-    // only withdraws this reader, so a chunk that arrives later goes to the next read().
+    this.#addAbortableReader(waiter, signal);
+  }
+
+  // No kernel operation per read() here (the socket streams into the loop's buffers): aborting
+  // only withdraws this reader, so a chunk that arrives later goes to the next read(). Apart from
+  // readNext, whose every call would otherwise allocate the context these closures share.
+  #addAbortableReader(waiter: ReadWaiter, signal: AbortSignal): void {
     const onAbort = (): void => {
       this.#removeReader(reader);
       waiter.reject(abortError(signal));
