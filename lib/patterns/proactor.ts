@@ -92,10 +92,9 @@ export class ProactorApi {
     validateReadBuffer('buffer', buffer);
     const optionsOrDone = optionsOrCallback as ProactorOptions | Completion<number> | undefined;
     const operation = new ProactorRead(socket, signalOf(optionsOrDone));
-    return this.#submit(callbackOf(optionsOrDone, callback), socket, operation.signal, identity, (done) => {
-      operation.done = done;
-      return refusal(operation, this.#core.read(operation, buffer));
-    });
+    const done = validCallback(callbackOf(optionsOrDone, callback));
+    if (socket.closed && !operation.signal?.aborted) return settleNow(this.#core, done, socket.closedError());
+    return this.#settle(operation, this.#core.read(operation, buffer), done, identity);
   }
 
   /**
@@ -118,18 +117,17 @@ export class ProactorApi {
       throw outOfRange('buffer.length', `<= ${native.maxTransfer} (one write moves at most 1 GiB; socket.write splits longer data)`, buffer.length);
     }
     const signal = signalOf(optionsOrCallback);
+    const done = validCallback(callbackOf(optionsOrCallback, callback));
+    if (socket.closed && !signal?.aborted) return settleNow(this.#core, done, socket.closedError());
     const { handle } = socket;
     const { length } = buffer;
     // The write's operation is made only when it is needed: on a readiness backend the kernel
     // takes almost every write whole inside the call (see LoopCore.startWrite).
-    const submit = (done: NativeCompletion): number | Error => {
-      const rc = this.#core.startWrite(handle, signal, buffer);
-      if (rc === kDone) return rc;
-      const operation = new WriteOperation(handle, signal, length, done);
-      if (rc === kInFlight) this.#core.keepWrite(operation);
-      return refusal(operation, rc);
-    };
-    return this.#submit(callbackOf(optionsOrCallback, callback), socket, signal, identity, submit, length);
+    const rc = this.#core.startWrite(handle, signal, buffer);
+    if (rc === kDone) return settleNow(this.#core, done, null, length);
+    const operation = new WriteOperation(handle, signal, length, ignore);
+    if (rc === kInFlight) this.#core.keepWrite(operation);
+    return this.#settle(operation, rc, done, identity);
   }
 
   /** Accepts one connection. */
@@ -139,45 +137,37 @@ export class ProactorApi {
   accept(server: Server, optionsOrCallback?: ProactorOptions | Completion<Socket>, callback?: Completion<Socket>): Promise<Socket> | void {
     validateHandle(this.#core, 'server', server, Server.isServer, 'a twinloop Server');
     const operation = new SocketOperation('accept', server.handle, signalOf(optionsOrCallback), ignore);
-    const toSocket = (handle: number): Socket => server.adoptConnection(handle);
-    return this.#submit(callbackOf(optionsOrCallback, callback), server, operation.signal, toSocket, (done) => {
-      operation.done = done;
-      return refusal(operation, this.#core.accept(operation));
-    });
+    const done = validCallback(callbackOf(optionsOrCallback, callback));
+    if (server.closed && !operation.signal?.aborted) return settleNow(this.#core, done, server.closedError());
+    return this.#settle(operation, this.#core.accept(operation), done, (handle) => server.adoptConnection(handle));
   }
 
-  // The callback and promise forms of one operation, on LoopCore's one submission path; a
-  // callback is never called synchronously, whatever the outcome. `submit` submits the operation
-  // with `done` as its completion, and returns kInFlight, kDone (a write the kernel took whole,
-  // whose value is `doneValue`) or the error it was refused with. The buffer is the caller's:
-  // only `done` is kept after the submission, by the operation, and it holds no buffer, so that
-  // an error made on completion cannot keep the buffer alive.
-  #submit<T>(
-    callback: Completion<T> | undefined,
-    target: Socket | Server,
-    signal: AbortSignal | undefined,
-    toResult: (value: number) => T,
-    submit: (done: NativeCompletion) => number | Error,
-    doneValue = 0,
-  ): Promise<T> | void {
-    if (callback !== undefined) validateFunction('callback', callback);
-    let settle: Completion<T> = callback!;
-    const promise =
-      callback === undefined
-        ? new Promise<T>((resolve, reject) => {
-            settle = (error, result) => (error ? reject(error) : resolve(result as T));
-          })
-        : undefined;
-    const done: NativeCompletion = (error, value) => (error === null ? settle(null, toResult(value)) : settle(error));
-    if (target.closed && !signal?.aborted) {
-      this.#core.defer(settle, target.closedError(), undefined);
-      return promise;
+  // The callback and promise forms of an operation LoopCore's submission returned `rc` for
+  // (kInFlight, or an errno it was refused with): told on completion, or at once. Only the
+  // completion made here is kept by the operation, and it holds no buffer, so that an error made
+  // on completion cannot keep the caller's buffer alive.
+  #settle<T>(operation: SocketOperation, rc: number, callback: Completion<T> | undefined, toResult: (value: number) => T): Promise<T> | void {
+    if (rc < 0) return settleNow(this.#core, callback, operation.error(rc));
+    if (callback === undefined) {
+      return new Promise<T>((resolve, reject) => {
+        operation.done = (error, value) => (error === null ? resolve(toResult(value)) : reject(error));
+      });
     }
-    const rc = submit(done);
-    if (rc === kDone) this.#core.defer(done, null, doneValue);
-    else if (rc !== kInFlight) this.#core.defer(done, rc as Error, 0);
-    return promise;
+    operation.done = (error, value) => (error === null ? callback(null, toResult(value)) : callback(error));
   }
+}
+
+// What the caller of an operation refused or done at submission is told: a settled promise, or
+// its callback — called soon, never synchronously. These are apart from the closures of
+// #settle, so that a write the kernel took whole costs no closure and no context.
+function settleNow<T>(core: LoopCore, callback: Completion<T> | undefined, error: Error | null, value?: T): Promise<T> | void {
+  if (callback === undefined) return error === null ? Promise.resolve(value as T) : Promise.reject(error);
+  core.defer(callback, error, value);
+}
+
+function validCallback<T>(callback: Completion<T> | undefined): Completion<T> | undefined {
+  if (callback !== undefined) validateFunction('callback', callback);
+  return callback;
 }
 
 const ignore: NativeCompletion = () => {};
@@ -220,26 +210,24 @@ function callbackOf<T>(optionsOrCallback: ProactorOptions | Completion<T> | unde
 
 const identity = (value: number): number => value;
 
-// What #submit's `submit` returns for an operation LoopCore's submission returned `rc` for.
-function refusal(operation: SocketOperation, rc: number): number | Error {
-  return rc < 0 ? operation.error(rc) : rc;
-}
-
 const isArrayBuffer = (value: unknown): boolean => value instanceof ArrayBuffer || (typeof SharedArrayBuffer === 'function' && value instanceof SharedArrayBuffer);
 
 // The pooled read, on the socket's own streaming read (the net layer's): one waiter per call.
 function readPooled(socket: Socket, signal: AbortSignal | undefined, callback: Completion<Buffer | null> | undefined): Promise<Buffer | null> | void {
-  const caller = 'loop.proactor.read';
-  if (callback !== undefined) validateFunction('callback', callback);
+  validCallback(callback);
   // As every proactor operation on a closed socket (socket.read() would see the end of the stream).
-  if (socket.closed && !signal?.aborted) {
-    if (callback === undefined) return Promise.reject(socket.closedError());
-    return void socket.core.defer(callback, socket.closedError(), undefined);
-  }
-  if (callback === undefined) return new Promise((resolve, reject) => socket.readNext({ resolve, reject }, signal, caller));
+  if (socket.closed && !signal?.aborted) return settleNow(socket.core, callback, socket.closedError());
+  if (callback === undefined) return readPooledPromise(socket, signal);
   const read = new PooledRead(socket.core, callback);
-  socket.readNext(read, signal, caller);
+  socket.readNext(read, signal, kPooledCaller);
   read.synchronous = false;
+}
+
+const kPooledCaller = 'loop.proactor.read';
+
+// The promise form, apart from readPooled: its closure's context would be made on every call.
+function readPooledPromise(socket: Socket, signal: AbortSignal | undefined): Promise<Buffer | null> {
+  return new Promise((resolve, reject) => socket.readNext({ resolve, reject }, signal, kPooledCaller));
 }
 
 // The callback form's waiter, one object (a connection waiting for data holds it): its callback,
