@@ -477,8 +477,7 @@ export class LoopCore {
       deferred[at + 1] = error;
       deferred[at + 2] = value;
       this.#deferredLength = at + 3;
-    }
-    else if (value === undefined) process.nextTick(callback, error);
+    } else if (value === undefined) process.nextTick(callback, error);
     else process.nextTick(callback, error, value);
   }
 
