@@ -111,8 +111,9 @@ describe.each(backends)('faults on %s', (backend) => {
     });
     child.command('connected');
     const during = await child.report<{ cpuFraction: number; errorsWhileFull: number; codes: string[] }>();
-    // Backing off 100 ms between attempts: about 10 failed accepts a second, not a spinning core.
-    expect(during.cpuFraction).toBeLessThan(0.3);
+    // Backing off 100 ms between attempts: about 10 failed accepts a second, not a spinning core
+    // (~1.0). The child's CPU counts its JIT and GC threads: 0.34 in a loaded full run.
+    expect(during.cpuFraction).toBeLessThan(0.5);
     expect(during.errorsWhileFull).toBeGreaterThanOrEqual(1);
     expect(during.errorsWhileFull).toBeLessThanOrEqual(30);
     expect(during.codes).toEqual(['EMFILE']);

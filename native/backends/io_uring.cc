@@ -65,10 +65,8 @@ int IoUringBackend::init(std::string& reason, unsigned max_buffers, unsigned cq_
     reason = std::string("no provided-buffer ring (IORING_REGISTER_PBUF_RING, Linux 5.19): ") + std::strerror(-rc);
     return rc;
   }
-  // Node's loop watches an eventfd, not the ring fd. With DEFER_TASKRUN a completion that arrives
-  // from the network only queues task work: the kernel signals a registered eventfd for it, but
-  // does not wake epoll waiters on the ring fd (poll() reports POLLIN when asked, epoll is never
-  // told). Seen here: a connect completing in softirq left Node's uv_poll asleep for ever.
+  // Node's loop watches an eventfd that the kernel signals as it posts CQEs: the completion work
+  // of COOP_TASKRUN wakes this thread out of epoll_wait and runs on its way out (Ring::setup).
   event_fd_.reset(::eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC));
   if (!event_fd_) {
     reason = std::string("eventfd failed: ") + std::strerror(errno);
@@ -83,10 +81,7 @@ int IoUringBackend::init(std::string& reason, unsigned max_buffers, unsigned cq_
   info_ = {"io_uring", "proactor", {}};
   auto& list = info_.features;
   if (f.setup_flags & IORING_SETUP_SINGLE_ISSUER) list.push_back("single-issuer");
-  if (f.defer_taskrun()) list.push_back("defer-taskrun");
-  if (f.setup_flags & IORING_SETUP_COOP_TASKRUN) list.push_back("coop-taskrun");
-  if (f.taskrun_flag()) list.push_back("taskrun-flag");
-  if (f.setup_flags & IORING_SETUP_SUBMIT_ALL) list.push_back("submit-all");
+  list.insert(list.end(), {"coop-taskrun", "taskrun-flag", "submit-all"});
   if (f.registered_ring_fd) list.push_back("registered-ring-fd");
   if (f.kernel_features & IORING_FEAT_NODROP) list.push_back("cq-nodrop");
   if (f.kernel_features & IORING_FEAT_FAST_POLL) list.push_back("fast-poll");

@@ -150,7 +150,7 @@ class IoUringBackend final : public Backend {
 
   // Completion (io_uring_dispatch.cc).
   void signal_wake();
-  bool reap(unsigned& reaped);
+  bool reap();
   void reap_discarding();
   void wait_for_completion();
   bool complete_one(const io_uring_cqe& cqe, bool discarding);

@@ -18,11 +18,9 @@
 namespace twinloop::iouring {
 namespace {
 
-// The kernel runs at most ~20 deferred completions per GETEVENTS enter (IO_LOCAL_TW_DEFAULT_MAX,
-// measured here: 100 ready recvs → 20 CQEs per enter); a drain enters again while the kernel says
-// more wait (IORING_SQ_TASKRUN), up to this bound so a flood cannot starve Node's loop.
+// A drain enters again while the kernel says completion work waits (IORING_SQ_TASKRUN: it kept
+// arriving while the last enter ran it), up to this bound so a flood cannot starve Node's loop.
 constexpr int kMaxEntersPerDrain = 32;
-constexpr unsigned kTaskRunCap = 20;
 
 void recycle_buffer(BufferRing& buffers, const io_uring_cqe& cqe) {
   if (cqe.flags & IORING_CQE_F_BUFFER) buffers.recycle(cqe.flags >> IORING_CQE_BUFFER_SHIFT);
@@ -38,22 +36,19 @@ void IoUringBackend::drain(BatchSink& sink) {
   outbox_.begin_drain(sink);
   if (!outbox_.full()) {
     pump_dirty();
-    // One GETEVENTS enter carries the pending submissions and, with DEFER_TASKRUN, runs the
-    // completion work that the eventfd announced but the CQ does not show yet.
+    // One GETEVENTS enter carries the pending submissions and runs the completion work that
+    // waits, so its CQEs are in the CQ below.
     enter(true);
-    unsigned reaped = 0;
-    for (int enters = 1; reap(reaped) && enters < kMaxEntersPerDrain; ++enters) {
-      // More completion work waits (the kernel caps each enter), or completions overflowed the
-      // CQ (IORING_FEAT_NODROP keeps them on a list that a GETEVENTS enter flushes). Without
-      // IORING_SETUP_TASKRUN_FLAG a full pass is the only hint.
-      bool more = ring_.features().taskrun_flag() ? (ring_.sq_flags() & IORING_SQ_TASKRUN) : reaped >= kTaskRunCap;
-      if (!more && !(ring_.sq_flags() & IORING_SQ_CQ_OVERFLOW)) break;
+    for (int enters = 1; reap() && enters < kMaxEntersPerDrain; ++enters) {
+      // More completion work waits, or completions overflowed the CQ (IORING_FEAT_NODROP keeps
+      // them on a list that a GETEVENTS enter flushes).
+      if (!(ring_.sq_flags() & (IORING_SQ_TASKRUN | IORING_SQ_CQ_OVERFLOW))) break;
       enter(true);
     }
   }
   outbox_.end_drain();  // signals for the events it still holds
-  // The kernel signals the eventfd when work first queues up, not again while it waits; so what
-  // this drain leaves in the kernel (a full batch, capped task work) needs our own signal.
+  // What this drain leaves behind (a full batch, work that kept arriving) needs our own signal:
+  // the kernel signals the eventfd as it posts CQEs, not for those already posted.
   if (ring_.cq_head() != ring_.cq_tail() || (ring_.sq_flags() & (IORING_SQ_TASKRUN | IORING_SQ_CQ_OVERFLOW))) {
     signal_wake();
   }
@@ -79,7 +74,7 @@ void IoUringBackend::signal_wake() {
 
 // Moves CQEs into the batch; false when it stopped because the batch is full (the CQEs left in
 // the CQ, and the part of a recv already copied, are picked up by the next drain).
-bool IoUringBackend::reap(unsigned& reaped) {
+bool IoUringBackend::reap() {
   unsigned head = ring_.cq_head();
   unsigned tail = ring_.cq_tail();
   bool complete = true;
@@ -93,8 +88,7 @@ bool IoUringBackend::reap(unsigned& reaped) {
     // bytes off the front of the next socket's data (seen with clients resetting mid-transfer).
     partial_ = 0;
   }
-  reaped = head - ring_.cq_head();
-  ring_.cq_advance(reaped);
+  ring_.cq_advance(head - ring_.cq_head());
   return complete;
 }
 

@@ -49,6 +49,7 @@ int sys_setup(unsigned entries, io_uring_params* params) {
 // Why io_uring_setup was refused, in words: the answer users need to fix their host.
 std::string explain_setup_failure(int error) {
   if (error == kENOSYS) return "io_uring_setup: ENOSYS (kernel built without io_uring, or an emulator such as qemu-user)";
+  if (error == kEINVAL) return "io_uring_setup: EINVAL (kernel older than 5.19, without COOP_TASKRUN)";
   if (error == kENOMEM) return "io_uring_setup: ENOMEM (RLIMIT_MEMLOCK too low for the rings on kernels < 5.12?)";
   if (error != kEPERM) return std::string("io_uring_setup failed: ") + std::strerror(-error);
   int disabled = -1;
@@ -86,18 +87,18 @@ int Ring::open(unsigned sq_entries, unsigned cq_entries, std::string& reason) {
 }
 
 int Ring::setup(unsigned sq_entries, unsigned cq_entries, std::string& reason) {
-  // Best first. DEFER_TASKRUN runs completion work only when this thread asks (GETEVENTS), never
-  // as an interrupting task_work; it requires SINGLE_ISSUER (6.1). COOP_TASKRUN (5.19) is the
-  // next best. TASKRUN_FLAG tells us, without a syscall, that completions wait for an enter.
+  // COOP_TASKRUN (5.19): completion work runs as task work that never interrupts this thread
+  // while it runs, only wakes it while it sleeps (Node's loop in epoll_wait), and runs on its way
+  // back to user space, where the CQEs it posts signal the registered eventfd at once (see init()
+  // in io_uring.cc). Not DEFER_TASKRUN: its work waits for a GETEVENTS enter, and the eventfd
+  // signal for work queued from softirq (a network completion) is deferred by the kernel to
+  // an RCU callback (perf: woken from rcu_do_batch -> io_eventfd_do_signal), 14-16 ms on Linux
+  // 6.18: each request to an otherwise idle loop waited that long. SINGLE_ISSUER (6.0) spares
+  // the submission lock; TASKRUN_FLAG tells us, without a syscall, that completion work waits;
   // SUBMIT_ALL (5.18) keeps one bad SQE from leaving the rest of the batch unsubmitted.
-  constexpr uint32_t kBase = IORING_SETUP_CQSIZE | IORING_SETUP_CLAMP;
-  constexpr uint32_t kAttempts[] = {
-      IORING_SETUP_SINGLE_ISSUER | IORING_SETUP_DEFER_TASKRUN | IORING_SETUP_TASKRUN_FLAG | IORING_SETUP_SUBMIT_ALL,
-      IORING_SETUP_SINGLE_ISSUER | IORING_SETUP_DEFER_TASKRUN | IORING_SETUP_SUBMIT_ALL,
-      IORING_SETUP_COOP_TASKRUN | IORING_SETUP_TASKRUN_FLAG | IORING_SETUP_SUBMIT_ALL,
-      IORING_SETUP_COOP_TASKRUN | IORING_SETUP_SUBMIT_ALL,
-      0,
-  };
+  constexpr uint32_t kBase = IORING_SETUP_CQSIZE | IORING_SETUP_CLAMP | IORING_SETUP_COOP_TASKRUN |
+                             IORING_SETUP_TASKRUN_FLAG | IORING_SETUP_SUBMIT_ALL;
+  constexpr uint32_t kAttempts[] = {IORING_SETUP_SINGLE_ISSUER, 0};
   int rc = kEINVAL;
   for (uint32_t flags : kAttempts) {
     params_ = {};

@@ -54,9 +54,6 @@ struct RingFeatures {
   bool registered_ring_fd = false;
   bool multishot_accept = false;
   bool multishot_recv = false;
-  bool defer_taskrun() const { return setup_flags & IORING_SETUP_DEFER_TASKRUN; }
-  // The kernel sets IORING_SQ_TASKRUN when completions wait for a GETEVENTS enter.
-  bool taskrun_flag() const { return setup_flags & IORING_SETUP_TASKRUN_FLAG; }
 };
 
 class Ring {
