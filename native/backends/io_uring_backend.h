@@ -140,7 +140,6 @@ class IoUringBackend final : public Backend {
   void pump_dirty();
   void pump(HandleId handle, Socket& s);
   void requeue(HandleId handle, Socket& s);
-  uint16_t recv_flags() const;
   void pump_reads(HandleId handle, Socket& s);
   void pump_accepts(HandleId handle, Socket& s);
   void pump_poll(HandleId handle, Socket& s);

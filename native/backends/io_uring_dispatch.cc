@@ -37,8 +37,9 @@ void IoUringBackend::drain(BatchSink& sink) {
   if (!outbox_.full()) {
     pump_dirty();
     // One GETEVENTS enter carries the pending submissions and runs the completion work that
-    // waits, so its CQEs are in the CQ below.
-    enter(true);
+    // waits. Work that woke this thread has already run on its way back from a syscall (the
+    // eventfd read above at the latest): its CQEs are in the CQ, and no enter is needed for them.
+    if (ring_.pending() > 0 || (ring_.sq_flags() & (IORING_SQ_TASKRUN | IORING_SQ_CQ_OVERFLOW))) enter(true);
     for (int enters = 1; reap() && enters < kMaxEntersPerDrain; ++enters) {
       // More completion work waits, or completions overflowed the CQ (IORING_FEAT_NODROP keeps
       // them on a list that a GETEVENTS enter flushes).

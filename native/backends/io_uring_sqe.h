@@ -56,13 +56,13 @@ uint64_t address_of(T* pointer) {
   return reinterpret_cast<uint64_t>(pointer);
 }
 
-// Sockets. `ioprio` carries the recv/send flags (IORING_RECVSEND_POLL_FIRST, IORING_RECV_MULTISHOT).
-inline void prep_recv(io_uring_sqe* sqe, int fd, std::span<uint8_t> buffer, uint16_t ioprio) {
+// Sockets.
+inline void prep_recv(io_uring_sqe* sqe, int fd, std::span<uint8_t> buffer) {
   prep_rw(sqe, IORING_OP_RECV, fd, address_of(buffer.data()), static_cast<uint32_t>(buffer.size()), 0);
-  sqe->ioprio = ioprio;
 }
 
-// A recv into a buffer the kernel picks from the provided-buffer ring `group`.
+// A recv into a buffer the kernel picks from the provided-buffer ring `group`; `ioprio` carries
+// the recv flags (IORING_RECV_MULTISHOT).
 inline void prep_recv_select(io_uring_sqe* sqe, int fd, uint16_t group, uint16_t ioprio) {
   prep_rw(sqe, IORING_OP_RECV, fd, 0, 0, 0);
   sqe->flags = IOSQE_BUFFER_SELECT;

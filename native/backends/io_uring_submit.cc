@@ -110,32 +110,19 @@ void IoUringBackend::pump(HandleId handle, Socket& s) {
 
 void IoUringBackend::requeue(HandleId handle, Socket& s) { mark_dirty(handle, s); }
 
-// A recv whose bytes are already there completes within the enter that submits it, straight
-// into the CQ; one that had to wait is completed by deferred task work, of which a GETEVENTS
-// enter runs only ~20 (kTaskRunCap), and drain() enters again only once the CQ is empty. Under
-// load a flush posts about as many inline completions as the batch before it consumed, so the
-// CQ never emptied and waiting recvs got 20 completions a drain: with 10 000 clients, ~5 000
-// had recvs seconds old. So while deferred completions wait (IORING_SQ_TASKRUN), a recv polls
-// first: data already there queues it behind them instead of overtaking them. Sends still
-// complete inline: each answers a request whose recv has had its turn, and polling first would
-// cost every send a poll (measured: twice the enters, more CPU per round trip).
-uint16_t IoUringBackend::recv_flags() const {
-  return (ring_.sq_flags() & IORING_SQ_TASKRUN) ? IORING_RECVSEND_POLL_FIRST : 0;
-}
-
 void IoUringBackend::pump_reads(HandleId handle, Socket& s) {
   bool reading = s.in_flight & (kRecv | kRecvStream);
   if (!s.reads.empty() && !reading) {
     io_uring_sqe* entry = sqe();
     if (entry == nullptr) return requeue(handle, s);
     std::span<uint8_t> buffer = s.reads.front().buffer;
-    prep_recv(entry, s.fd.get(), buffer.first(clamp(buffer.size())), recv_flags());
+    prep_recv(entry, s.fd.get(), buffer.first(clamp(buffer.size())));
     start(handle, s, kRecv, entry);
   } else if (s.streaming_read && !reading) {
     io_uring_sqe* entry = sqe();
     if (entry == nullptr) return requeue(handle, s);
     prep_recv_select(entry, s.fd.get(), BufferRing::kGroup,
-                     recv_flags() | (ring_.features().multishot_recv ? IORING_RECV_MULTISHOT : 0));
+                     ring_.features().multishot_recv ? IORING_RECV_MULTISHOT : 0);
     start(handle, s, kRecvStream, entry);
   } else if (!s.streaming_read && (s.in_flight & kRecvStream) && !(s.cancelling & kRecvStream)) {
     cancel(handle, s, kRecvStream);
