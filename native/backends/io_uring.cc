@@ -43,9 +43,13 @@ constexpr unsigned kSqEntries = 1024;
 // (16 B per entry: 128 KiB).
 constexpr unsigned kCqEntries = 8192;
 // 8 KiB holds a typical request whole while keeping the pool small; see BufferRing for why the
-// pool grows on demand (128 buffers = 1 MiB at start, at most 4096 = 32 MiB under load).
+// pool grows on demand (128 buffers = 1 MiB at start). COOP_TASKRUN completes a recv as soon as
+// its data arrives, and the buffer stays taken until its CQE is reaped: under a burst, one buffer
+// per connection with data. Capped at 4096, 10 000 clients ran the pool dry and half of them
+// starved for seconds; so the cap is what a buffer ring holds (32768 = 256 MiB of address space,
+// of which only the buffers ever in use at once are resident).
 constexpr unsigned kBufferSize = 8 * 1024;
-constexpr unsigned kMaxBuffers = 4096;
+constexpr unsigned kMaxBuffers = 32768;
 // How long teardown waits for the kernel to give back what it holds (DESIGN: bounded teardown).
 constexpr uint64_t kTeardownBoundMs = 1000;
 
@@ -359,7 +363,7 @@ unsigned from_environment(const char* name, long low, long high, unsigned fallba
 }
 
 std::unique_ptr<Backend> make_io_uring_backend(int& error, std::string& reason) {
-  // TWINLOOP_IO_URING_BUFFERS=n caps the provided-buffer pool (default 4096): tests use a tiny pool
+  // TWINLOOP_IO_URING_BUFFERS=n caps the provided-buffer pool (default 32768): tests use a tiny pool
   // to make the kernel run out (ENOBUFS) and check that no byte is lost.
   unsigned max_buffers = from_environment("TWINLOOP_IO_URING_BUFFERS", 1, 32768, kMaxBuffers);
   // TWINLOOP_IO_URING_CQ_ENTRIES=n shrinks the completion queue (and the submission queue with it,
