@@ -22,10 +22,6 @@ namespace {
 // arriving while the last enter ran it), up to this bound so a flood cannot starve Node's loop.
 constexpr int kMaxEntersPerDrain = 32;
 
-void recycle_buffer(BufferRing& buffers, const io_uring_cqe& cqe) {
-  if (cqe.flags & IORING_CQE_F_BUFFER) buffers.recycle(cqe.flags >> IORING_CQE_BUFFER_SHIFT);
-}
-
 }  // namespace
 
 void IoUringBackend::drain(BatchSink& sink) {
@@ -124,7 +120,7 @@ bool IoUringBackend::complete_one(const io_uring_cqe& cqe, bool discarding) {
   Socket* s = sockets_.find(handle);
   bool final = !(cqe.flags & IORING_CQE_F_MORE);
   if (s == nullptr) {  // cannot happen: slots outlive their operations; recover the buffer anyway
-    recycle_buffer(buffers_, cqe);
+    buffers_.release(cqe);
     return true;
   }
   if (s->closing || discarding) {
@@ -178,7 +174,7 @@ void IoUringBackend::let_go(Socket& s, Tag op) {
 // The socket was closed (or the backend is going away): every operation ends as ECANCELED, and
 // whatever the kernel produced meanwhile is released.
 void IoUringBackend::finish_cancelled(HandleId handle, Socket& s, Tag op, const io_uring_cqe& cqe) {
-  recycle_buffer(buffers_, cqe);
+  buffers_.release(cqe);
   bool accepted = (op == kAccept || op == kAcceptStream) && cqe.res >= 0;
   if (accepted) {
     ++stats_.syscalls;
@@ -209,11 +205,10 @@ bool IoUringBackend::on_stream_data(HandleId handle, Socket& s, const io_uring_c
   BatchSink& sink = *outbox_.sink();
   bool final = !(cqe.flags & IORING_CQE_F_MORE);
   if (cqe.res > 0 && (cqe.flags & IORING_CQE_F_BUFFER)) {
-    unsigned id = cqe.flags >> IORING_CQE_BUFFER_SHIFT;
     auto total = static_cast<size_t>(cqe.res);
     std::span<uint8_t> space = sink.arena_space(total - partial_);
     if (space.empty()) return false;
-    std::memcpy(space.data(), buffers_.data(id) + partial_, space.size());
+    std::memcpy(space.data(), buffers_.received(cqe) + partial_, space.size());
     int32_t offset = sink.commit_arena(space.size());
     outbox_.post({handle, EventKind::kData, static_cast<int32_t>(space.size()), offset});
     partial_ += space.size();
@@ -224,11 +219,11 @@ bool IoUringBackend::on_stream_data(HandleId handle, Socket& s, const io_uring_c
     partial_ = 0;
     // Bytes that were already in the kernel's hands when read_stop() ran are delivered, not
     // dropped: JavaScript buffers them like any chunk received before its pause.
-    buffers_.recycle(id);
+    buffers_.release(cqe);
     if (final && s.streaming_read) mark_dirty(handle, s);
     return true;
   }
-  recycle_buffer(buffers_, cqe);
+  buffers_.release(cqe);
   if (cqe.res == kENOBUFS) {
     // The pool ran dry: nothing was lost (the bytes wait in the socket) and the multishot recv
     // ended; more buffers, and the re-arm on the final CQE, carry on.

@@ -207,6 +207,27 @@ int Ring::register_op(unsigned opcode, void* arg, unsigned count) {
   return rc >= 0 ? static_cast<int>(rc) : -errno;
 }
 
+namespace {
+
+// Incremental consumption of provided buffers (Linux 6.12) is newer than the uapi headers of the
+// oldest build hosts; these are its values in the kernel's ABI.
+constexpr uint16_t kPbufRingIncremental = 2;  // IOU_PBUF_RING_INC
+constexpr uint32_t kCqeBufferMore = 1U << 4;  // IORING_CQE_F_BUF_MORE
+
+unsigned buffer_id(const io_uring_cqe& cqe) { return cqe.flags >> IORING_CQE_BUFFER_SHIFT; }
+
+// The registration's flags field, which uapi headers before Linux 6.4 call `pad`.
+template <typename Registration>
+void set_flags(Registration& reg, uint16_t flags) {
+  if constexpr (requires { reg.flags; }) {
+    reg.flags = flags;
+  } else {
+    reg.pad = flags;
+  }
+}
+
+}  // namespace
+
 int BufferRing::open(Ring& ring, unsigned max_buffers, unsigned buffer_size) {
   entries_ = 1;
   while (entries_ < max_buffers) entries_ <<= 1;
@@ -216,12 +237,20 @@ int BufferRing::open(Ring& ring, unsigned max_buffers, unsigned buffer_size) {
   size_t ring_bytes = (entries_ * sizeof(io_uring_buf) + 4095) & ~size_t{4095};
   if (int rc = Mapping::anonymous(ring_bytes, ring_memory_); rc < 0) return rc;
   if (int rc = Mapping::anonymous(size_t{max_buffers} * buffer_size, data_); rc < 0) return rc;
+  if (int rc = Mapping::anonymous(size_t{max_buffers} * sizeof(uint32_t), offsets_); rc < 0) return rc;
   ring_ = reinterpret_cast<io_uring_buf_ring*>(ring_memory_.get());
   io_uring_buf_reg reg{};
   reg.ring_addr = reinterpret_cast<uint64_t>(ring_);
   reg.ring_entries = entries_;
   reg.bgid = kGroup;
-  if (int rc = ring.register_op(IORING_REGISTER_PBUF_RING, &reg, 1); rc < 0) return rc;
+  set_flags(reg, kPbufRingIncremental);
+  int rc = ring.register_op(IORING_REGISTER_PBUF_RING, &reg, 1);
+  incremental_ = rc == 0;
+  if (rc == kEINVAL) {  // a kernel before 6.12: every recv takes a whole buffer
+    set_flags(reg, 0);
+    rc = ring.register_op(IORING_REGISTER_PBUF_RING, &reg, 1);
+  }
+  if (rc < 0) return rc;
   grow();
   return 0;
 }
@@ -238,8 +267,24 @@ void BufferRing::add(unsigned id) {
   ++tail_;
 }
 
-void BufferRing::recycle(unsigned id) {
+const uint8_t* BufferRing::received(const io_uring_cqe& cqe) const {
+  unsigned id = buffer_id(cqe);
+  const uint8_t* start = data_.get() + size_t{id} * buffer_size_;
+  return incremental_ ? start + reinterpret_cast<const uint32_t*>(offsets_.get())[id] : start;
+}
+
+void BufferRing::release(const io_uring_cqe& cqe) {
+  if (!(cqe.flags & IORING_CQE_F_BUFFER)) return;
+  unsigned id = buffer_id(cqe);
   if (id >= provided_) return;
+  if (incremental_) {
+    uint32_t& offset = reinterpret_cast<uint32_t*>(offsets_.get())[id];
+    if (cqe.flags & kCqeBufferMore) {  // the kernel goes on filling it from there
+      offset += static_cast<uint32_t>(cqe.res);
+      return;
+    }
+    offset = 0;
+  }
   add(id);
   __atomic_store_n(&ring_->tail, tail_, __ATOMIC_RELEASE);
 }

@@ -131,7 +131,11 @@ class Ring {
 // The kernel takes buffers from the head in ring order and we return them at the tail, so every
 // buffer ever provided is eventually written to. The pool therefore starts small and doubles only
 // when the kernel runs out (ENOBUFS): its RSS is the peak number of buffers in use at once, not
-// the maximum (8 KiB x 4096 = 32 MiB reserved address space, 1 MiB used at start).
+// the maximum (8 KiB x 32768 = 256 MiB reserved address space, 1 MiB used at start).
+//
+// Where the kernel consumes buffers incrementally (IOU_PBUF_RING_INC, Linux 6.12), a recv takes
+// only the bytes it received from the head buffer, and the next recv, of any socket, goes on from
+// there: small messages from many connections pack into one buffer instead of taking one each.
 class BufferRing {
  public:
   static constexpr uint16_t kGroup = 0;
@@ -141,9 +145,12 @@ class BufferRing {
   unsigned buffer_size() const { return buffer_size_; }
   unsigned provided() const { return provided_; }
   unsigned max_buffers() const { return max_buffers_; }
-  const uint8_t* data(unsigned id) const { return data_.get() + size_t{id} * buffer_size_; }
-  // Hands a buffer the kernel filled back to the kernel.
-  void recycle(unsigned id);
+  bool incremental() const { return incremental_; }
+  // Where the bytes of a CQE that carries a buffer (IORING_CQE_F_BUFFER) start.
+  const uint8_t* received(const io_uring_cqe& cqe) const;
+  // Done with what a CQE received, if it carries a buffer: the buffer goes back to the kernel
+  // once the kernel has used it up.
+  void release(const io_uring_cqe& cqe);
   // Provides more buffers after an ENOBUFS; false when the pool is at its maximum.
   bool grow();
 
@@ -152,12 +159,15 @@ class BufferRing {
 
   Mapping ring_memory_;
   Mapping data_;
+  // With incremental consumption: how far into each buffer the kernel has filled it.
+  Mapping offsets_;
   io_uring_buf_ring* ring_ = nullptr;
   unsigned entries_ = 0;
   unsigned max_buffers_ = 0;
   unsigned buffer_size_ = 0;
   unsigned provided_ = 0;
   uint16_t tail_ = 0;
+  bool incremental_ = false;
 };
 
 }  // namespace twinloop
