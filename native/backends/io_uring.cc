@@ -42,15 +42,7 @@ constexpr unsigned kSqEntries = 1024;
 // Multishot operations post many CQEs per SQE; a deep CQ keeps bursts off the overflow list
 // (16 B per entry: 128 KiB).
 constexpr unsigned kCqEntries = 8192;
-// 8 KiB holds a typical request whole while keeping the pool small; see BufferRing for why the
-// pool grows on demand (128 buffers = 1 MiB at start). COOP_TASKRUN completes a recv as soon as
-// its data arrives, and its bytes stay in the pool until its CQE is reaped: under a burst, one
-// buffer per connection with data where each recv takes a whole one (before Linux 6.12). Capped
-// at 4096, 10 000 clients ran the pool dry and half of them starved for seconds; so the cap is
-// what a buffer ring holds (32768 = 256 MiB of address space, of which only the buffers ever in
-// use at once are resident). Consumed incrementally, the same burst fills a buffer per 128
-// 64-byte messages.
-constexpr unsigned kBufferSize = 8 * 1024;
+// A buffer ring's limit; BufferRing says why the pool may need it all.
 constexpr unsigned kMaxBuffers = 32768;
 // How long teardown waits for the kernel to give back what it holds (DESIGN: bounded teardown).
 constexpr uint64_t kTeardownBoundMs = 1000;
@@ -67,7 +59,7 @@ int IoUringBackend::init(std::string& reason, unsigned max_buffers, unsigned cq_
       return kENOSYS;
     }
   }
-  if (int rc = buffers_.open(ring_, max_buffers, kBufferSize); rc < 0) {
+  if (int rc = buffers_.open(ring_, max_buffers); rc < 0) {
     reason = std::string("no provided-buffer ring (IORING_REGISTER_PBUF_RING, Linux 5.19): ") + std::strerror(-rc);
     return rc;
   }
@@ -93,8 +85,8 @@ int IoUringBackend::init(std::string& reason, unsigned max_buffers, unsigned cq_
   if (f.kernel_features & IORING_FEAT_FAST_POLL) list.push_back("fast-poll");
   list.push_back(f.multishot_accept ? "multishot-accept" : "accept");
   list.push_back(f.multishot_recv ? "multishot-recv" : "recv-buffer-select");
-  list.push_back("provided-buffer-ring:" + std::to_string(max_buffers) + "x" + std::to_string(kBufferSize / 1024) +
-                 "KiB");
+  list.push_back("provided-buffer-ring:" + std::to_string(buffers_.max_buffers()) + "x" +
+                 std::to_string(buffers_.buffer_size() / 1024) + "KiB");
   if (buffers_.incremental()) list.push_back("incremental-buffers");
   list.push_back("multishot-poll");
   list.push_back("eventfd-wake");

@@ -228,16 +228,12 @@ void set_flags(Registration& reg, uint16_t flags) {
 
 }  // namespace
 
-int BufferRing::open(Ring& ring, unsigned max_buffers, unsigned buffer_size) {
+int BufferRing::open(Ring& ring, unsigned max_buffers) {
   entries_ = 1;
   while (entries_ < max_buffers) entries_ <<= 1;
   if (entries_ > 32768) return kEINVAL;  // the kernel's limit on a buffer ring
-  max_buffers_ = max_buffers;
-  buffer_size_ = buffer_size;
   size_t ring_bytes = (entries_ * sizeof(io_uring_buf) + 4095) & ~size_t{4095};
   if (int rc = Mapping::anonymous(ring_bytes, ring_memory_); rc < 0) return rc;
-  if (int rc = Mapping::anonymous(size_t{max_buffers} * buffer_size, data_); rc < 0) return rc;
-  if (int rc = Mapping::anonymous(size_t{max_buffers} * sizeof(uint32_t), offsets_); rc < 0) return rc;
   ring_ = reinterpret_cast<io_uring_buf_ring*>(ring_memory_.get());
   io_uring_buf_reg reg{};
   reg.ring_addr = reinterpret_cast<uint64_t>(ring_);
@@ -251,6 +247,10 @@ int BufferRing::open(Ring& ring, unsigned max_buffers, unsigned buffer_size) {
     rc = ring.register_op(IORING_REGISTER_PBUF_RING, &reg, 1);
   }
   if (rc < 0) return rc;
+  buffer_size_ = incremental_ ? kIncrementalBufferSize : kWholeBufferSize;
+  max_buffers_ = std::min<unsigned>(max_buffers, kPoolReserve / buffer_size_);
+  if (int rc = Mapping::anonymous(size_t{max_buffers_} * buffer_size_, data_); rc < 0) return rc;
+  if (int rc = Mapping::anonymous(size_t{max_buffers_} * sizeof(uint32_t), offsets_); rc < 0) return rc;
   grow();
   return 0;
 }
@@ -290,9 +290,8 @@ void BufferRing::release(const io_uring_cqe& cqe) {
 }
 
 bool BufferRing::grow() {
-  constexpr unsigned kInitialBuffers = 128;
   if (provided_ >= max_buffers_) return false;
-  unsigned target = provided_ == 0 ? kInitialBuffers : provided_ * 2;
+  unsigned target = provided_ == 0 ? std::max(1U, kInitialBytes / buffer_size_) : provided_ * 2;
   if (target > max_buffers_) target = max_buffers_;
   for (unsigned id = provided_; id < target; ++id) add(id);
   provided_ = target;

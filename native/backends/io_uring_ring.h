@@ -11,6 +11,7 @@
 #include <string>
 #include <utility>
 
+#include "../core/limits.h"
 #include "posix_socket.h"
 
 namespace twinloop {
@@ -129,18 +130,30 @@ class Ring {
 // every socket of the loop, instead of a buffer per connection.
 //
 // The kernel takes buffers from the head in ring order and we return them at the tail, so every
-// buffer ever provided is eventually written to. The pool therefore starts small and doubles only
-// when the kernel runs out (ENOBUFS): its RSS is the peak number of buffers in use at once, not
-// the maximum (8 KiB x 32768 = 256 MiB reserved address space, 1 MiB used at start).
+// buffer ever provided is eventually written to. The pool therefore starts at 1 MiB and doubles
+// only when the kernel runs out (ENOBUFS): its RSS is the peak of the buffers in use at once, not
+// the 256 MiB of address space it may grow to.
 //
 // Where the kernel consumes buffers incrementally (IOU_PBUF_RING_INC, Linux 6.12), a recv takes
 // only the bytes it received from the head buffer, and the next recv, of any socket, goes on from
 // there: small messages from many connections pack into one buffer instead of taking one each.
+// A buffer then costs nothing for being large, and each is as large as a readiness backend's read
+// (64 KiB, kMaxStreamRead): a 64 KiB message arrives as one or two CQEs, each one chunk and one
+// send of an echo, instead of eight. Consumed whole (before 6.12), a buffer is 8 KiB, which holds
+// a typical request while keeping the pool small. COOP_TASKRUN completes a recv as soon as its
+// data arrives, and its buffer stays taken until the CQE is reaped, so a burst takes one buffer
+// per connection with data there: the pool may grow to a buffer ring's limit (32768), as 4096 ran
+// dry at 10 000 clients and half of them starved for seconds.
 class BufferRing {
  public:
   static constexpr uint16_t kGroup = 0;
+  static constexpr unsigned kIncrementalBufferSize = kMaxStreamRead;
+  static constexpr unsigned kWholeBufferSize = 8 * 1024;
+  static constexpr size_t kPoolReserve = size_t{256} << 20;
+  static constexpr unsigned kInitialBytes = 1U << 20;
 
-  int open(Ring& ring, unsigned max_buffers, unsigned buffer_size);
+  // Registers a ring of up to `max_buffers` (at most 32768) and provides the first of them.
+  int open(Ring& ring, unsigned max_buffers);
 
   unsigned buffer_size() const { return buffer_size_; }
   unsigned provided() const { return provided_; }

@@ -64,8 +64,9 @@ class BatchSink {
   std::span<Event> filled() const { return events_.first(count_); }
   void push(const Event& event) {
     // Received bytes of one socket often come as several reads in one drain (io_uring's provided
-    // buffers are 8 KiB): bytes that continue the previous event in the arena extend it, so
-    // JavaScript gets one chunk instead of one per kernel buffer.
+    // buffers, 8 KiB each where the kernel cannot consume them incrementally, and a message that
+    // spans two): bytes that continue the previous event in the arena extend it, so JavaScript
+    // gets one chunk instead of one per kernel buffer.
     if (event.kind == EventKind::kData && event.result > 0 && count_ > 0) {
       Event& last = events_[count_ - 1];
       if (last.kind == EventKind::kData && last.handle == event.handle && last.result > 0 &&
