@@ -3,7 +3,7 @@ import type { EventEmitter } from 'node:events';
 
 import type { NativeAddress } from '../binding.js';
 import { native, SocketOption } from '../binding.js';
-import { kDone, kInFlight, WriteOperation, type LoopCore } from '../core.js';
+import { awaitCompletion, kDone, kInFlight, resolveEmpty, withResolvers, WriteOperation, type LoopCore } from '../core.js';
 import {
   abortError,
   codedError,
@@ -233,7 +233,9 @@ export class Socket extends Handle implements AsyncIterable<Buffer> {
    */
   read(options?: SocketOperationOptions): Promise<Buffer | null> {
     const signal = options === undefined ? undefined : validateOperationOptions(options);
-    return new Promise((resolve, reject) => this.readNext({ resolve, reject }, signal, 'socket.read()'));
+    const waiter = withResolvers<Buffer | null>();
+    this.readNext(waiter, signal, 'socket.read()');
+    return waiter.promise;
   }
 
   /**
@@ -315,9 +317,10 @@ export class Socket extends Handle implements AsyncIterable<Buffer> {
     const rc = this.#startWrite(bytes, length, signal);
     if (rc === kDone) return resolved;
     if (rc !== kInFlight) return Promise.reject(new WriteOperation(this.handle, signal, length, ignore, this).error(rc));
-    return new Promise((resolve, reject) => {
-      this.#keepWrite(length, signal, (error) => (error === null ? resolve() : reject(error)));
-    });
+    const operation = new WriteOperation(this.handle, signal, length, ignore, this);
+    const written = awaitCompletion<void>(operation, resolveEmpty);
+    this.#keepWrite(operation);
+    return written;
   }
 
   /**
@@ -333,7 +336,7 @@ export class Socket extends Handle implements AsyncIterable<Buffer> {
     const rc = this.#startWrite(bytes, length, undefined);
     if (rc === kDone) return true;
     if (rc !== kInFlight) throw new WriteOperation(this.handle, undefined, length, done, this).error(rc);
-    this.#keepWrite(length, undefined, done);
+    this.#keepWrite(new WriteOperation(this.handle, undefined, length, done, this));
     return false;
   }
 
@@ -349,10 +352,10 @@ export class Socket extends Handle implements AsyncIterable<Buffer> {
   }
 
   // Counts what is queued meanwhile.
-  #keepWrite(length: number, signal: AbortSignal | undefined, done: (error: Error | null) => void): void {
-    this.core.keepWrite(new WriteOperation(this.handle, signal, length, done, this));
+  #keepWrite(operation: WriteOperation): void {
+    this.core.keepWrite(operation);
     this.#writesInFlight += 1;
-    this.#writableLength += length;
+    this.#writableLength += operation.length;
   }
 
   /** @internal A write in flight completed with `result` (see WriteOperation), before its caller is told. */

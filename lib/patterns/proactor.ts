@@ -1,5 +1,5 @@
 import { native } from '../binding.js';
-import { kDone, kInFlight, SocketOperation, WriteOperation, type Completion as NativeCompletion, type LoopCore } from '../core.js';
+import { kDone, kInFlight, SocketOperation, withResolvers, WriteOperation, type Completion as NativeCompletion, type LoopCore } from '../core.js';
 import {
   errnoOf,
   outOfRange,
@@ -225,9 +225,10 @@ function readPooled(socket: Socket, signal: AbortSignal | undefined, callback: C
 
 const kPooledCaller = 'loop.proactor.read';
 
-// The promise form, apart from readPooled: its closure's context would be made on every call.
 function readPooledPromise(socket: Socket, signal: AbortSignal | undefined): Promise<Buffer | null> {
-  return new Promise((resolve, reject) => socket.readNext({ resolve, reject }, signal, kPooledCaller));
+  const waiter = withResolvers<Buffer | null>();
+  socket.readNext(waiter, signal, kPooledCaller);
+  return waiter.promise;
 }
 
 // The callback form's waiter, one object (a connection waiting for data holds it): its callback,
