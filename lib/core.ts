@@ -41,9 +41,14 @@ export class Operation {
   id = 0;
   /** LoopCore's abort listener while it is in flight with a signal. */
   onAbort: (() => void) | undefined = undefined;
-  /** Its promise's resolving functions, while its caller awaits one (`awaitCompletion`). */
+  /**
+   * Whom its completion tells, kept here rather than closed over (a function and a context per
+   * operation): its promise's resolving functions (`awaitCompletion`), or a callback API's
+   * callback (`callBack`).
+   */
   resolve: ((value?: number) => void) | undefined = undefined;
   reject: ((reason: Error) => void) | undefined = undefined;
+  callback: ((error: Error | null, value?: number) => void) | undefined = undefined;
 
   constructor(
     /** What failed, in its errors: 'read', 'connect', 'open', … */
@@ -215,6 +220,13 @@ export function resolveWithValue(this: Operation, error: Error | null, value: nu
 export function resolveEmpty(this: Operation, error: Error | null): void {
   if (error === null) this.resolve!();
   else this.reject!(error);
+}
+
+/** The completion that calls `operation.callback` as Node does: `(null, value)`, or the error alone. */
+export function callBack(this: Operation, error: Error | null, value: number): void {
+  const callback = this.callback!;  // called unbound: its `this` is not the operation
+  if (error === null) callback(null, value);
+  else callback(error);
 }
 
 const kEventInts = 4;

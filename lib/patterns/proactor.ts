@@ -1,5 +1,16 @@
 import { native } from '../binding.js';
-import { kDone, kInFlight, SocketOperation, withResolvers, WriteOperation, type Completion as NativeCompletion, type LoopCore } from '../core.js';
+import {
+  awaitCompletion,
+  callBack,
+  kDone,
+  kInFlight,
+  resolveWithValue,
+  SocketOperation,
+  withResolvers,
+  WriteOperation,
+  type Completion as NativeCompletion,
+  type LoopCore,
+} from '../core.js';
 import {
   errnoOf,
   outOfRange,
@@ -94,7 +105,7 @@ export class ProactorApi {
     const operation = new ProactorRead(socket, signalOf(optionsOrDone));
     const done = validCallback(callbackOf(optionsOrDone, callback));
     if (socket.closed && !operation.signal?.aborted) return settleNow(this.#core, done, socket.closedError());
-    return this.#settle(operation, this.#core.read(operation, buffer), done, identity);
+    return this.#settle(operation, this.#core.read(operation, buffer), done);
   }
 
   /**
@@ -127,7 +138,7 @@ export class ProactorApi {
     if (rc === kDone) return settleNow(this.#core, done, null, length);
     const operation = new WriteOperation(handle, signal, length, ignore);
     if (rc === kInFlight) this.#core.keepWrite(operation);
-    return this.#settle(operation, rc, done, identity);
+    return this.#settle(operation, rc, done);
   }
 
   /** Accepts one connection. */
@@ -143,11 +154,18 @@ export class ProactorApi {
   }
 
   // The callback and promise forms of an operation LoopCore's submission returned `rc` for
-  // (kInFlight, or an errno it was refused with): told on completion, or at once. Only the
-  // completion made here is kept by the operation, and it holds no buffer, so that an error made
-  // on completion cannot keep the caller's buffer alive.
-  #settle<T>(operation: SocketOperation, rc: number, callback: Completion<T> | undefined, toResult: (value: number) => T): Promise<T> | void {
+  // (kInFlight, or an errno it was refused with): told on completion, or at once. A count (a read's
+  // or a write's) needs no closure: the operation keeps the callback or the resolving functions,
+  // and a completion shared by all calls them. An accept's handle becomes its Socket in a closure.
+  // Neither holds the operation's buffer, so that an error made on completion cannot keep it alive.
+  #settle<T>(operation: SocketOperation, rc: number, callback: Completion<T> | undefined, toResult?: (value: number) => T): Promise<T> | void {
     if (rc < 0) return settleNow(this.#core, callback, operation.error(rc));
+    if (toResult === undefined) {
+      if (callback === undefined) return awaitCompletion<T>(operation, resolveWithValue);
+      operation.callback = callback as Completion<number>;
+      operation.done = callBack;
+      return;
+    }
     if (callback === undefined) {
       return new Promise<T>((resolve, reject) => {
         operation.done = (error, value) => (error === null ? resolve(toResult(value)) : reject(error));
@@ -207,8 +225,6 @@ function signalOf(optionsOrCallback: ProactorOptions | Completion<never> | undef
 function callbackOf<T>(optionsOrCallback: ProactorOptions | Completion<T> | undefined, callback: Completion<T> | undefined): Completion<T> | undefined {
   return typeof optionsOrCallback === 'function' ? optionsOrCallback : callback;
 }
-
-const identity = (value: number): number => value;
 
 const isArrayBuffer = (value: unknown): boolean => value instanceof ArrayBuffer || (typeof SharedArrayBuffer === 'function' && value instanceof SharedArrayBuffer);
 
