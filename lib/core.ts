@@ -64,7 +64,11 @@ export class Operation {
      * done it first: then it completes with that real result.
      */
     readonly signal: AbortSignal | undefined,
-    /** Told once how it ended, when it completes (LoopCore's submissions say when not). */
+    /**
+     * Told once how it ended, when it completes (LoopCore's submissions say when not). Always
+     * called as `this.done(…)`: the shared completions (`resolveWithValue`, `callBack`) find
+     * the operation as `this`.
+     */
     public done: Completion,
     /** Does not keep Node's loop alive (the idle sweep, `sleep(ms, { ref: false })`). */
     readonly weak = false,
