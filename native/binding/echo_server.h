@@ -5,9 +5,11 @@
 // primitive alone). Both run the same batches, so their difference is Node's loop and nothing else.
 #pragma once
 
+#include <algorithm>
 #include <cstdint>
 #include <cstring>
 #include <memory>
+#include <span>
 #include <string>
 #include <unordered_map>
 #include <utility>
@@ -63,8 +65,11 @@ class EchoServer {
       backend_->drain(sink_);
       if (sink_.count() == 0) break;
       ++batches_;
-      for (const Event& event : sink_.filled()) handle(event);
-      backend_->flush();
+      std::span<const Event> events = sink_.filled();
+      for (size_t start = 0; start < events.size(); start += kEventsPerFlush) {
+        for (const Event& event : events.subspan(start, std::min(kEventsPerFlush, events.size() - start))) handle(event);
+        backend_->flush();
+      }
       if (!sink_.full()) break;
     }
   }
