@@ -5,6 +5,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <bit>
 #include <cerrno>
 #include <cstdio>
 #include <cstring>
@@ -229,9 +230,24 @@ void set_flags(Registration& reg, uint16_t flags) {
 }  // namespace
 
 int BufferRing::open(Ring& ring, unsigned max_buffers) {
-  entries_ = 1;
-  while (entries_ < max_buffers) entries_ <<= 1;
-  if (entries_ > 32768) return kEINVAL;  // the kernel's limit on a buffer ring
+  if (max_buffers == 0 || max_buffers > 32768) return kEINVAL;  // the kernel's limit on a buffer ring
+  int rc = register_ring(ring, max_buffers, kIncrementalBufferSize, kPbufRingIncremental);
+  incremental_ = rc == 0;
+  if (rc == kEINVAL) rc = register_ring(ring, max_buffers, kWholeBufferSize, 0);  // before 6.12: every recv takes a whole buffer
+  if (rc < 0) return rc;
+  if (int rc = Mapping::anonymous(size_t{max_buffers_} * buffer_size_, data_); rc < 0) return rc;
+  if (int rc = Mapping::anonymous(size_t{max_buffers_} * sizeof(uint32_t), offsets_); rc < 0) return rc;
+  grow();
+  return 0;
+}
+
+// A ring with an entry for each buffer of `buffer_size` the pool can hold, no more: the tail walks
+// every entry in turn, so entries no buffer can fill would still become resident (448 KiB of
+// 32768 where 4096 buffers of 64 KiB fill the pool).
+int BufferRing::register_ring(Ring& ring, unsigned max_buffers, unsigned buffer_size, uint16_t flags) {
+  buffer_size_ = buffer_size;
+  max_buffers_ = std::min<unsigned>(max_buffers, kPoolReserve / buffer_size);
+  entries_ = std::bit_ceil(max_buffers_);
   size_t ring_bytes = (entries_ * sizeof(io_uring_buf) + 4095) & ~size_t{4095};
   if (int rc = Mapping::anonymous(ring_bytes, ring_memory_); rc < 0) return rc;
   ring_ = reinterpret_cast<io_uring_buf_ring*>(ring_memory_.get());
@@ -239,20 +255,8 @@ int BufferRing::open(Ring& ring, unsigned max_buffers) {
   reg.ring_addr = reinterpret_cast<uint64_t>(ring_);
   reg.ring_entries = entries_;
   reg.bgid = kGroup;
-  set_flags(reg, kPbufRingIncremental);
-  int rc = ring.register_op(IORING_REGISTER_PBUF_RING, &reg, 1);
-  incremental_ = rc == 0;
-  if (rc == kEINVAL) {  // a kernel before 6.12: every recv takes a whole buffer
-    set_flags(reg, 0);
-    rc = ring.register_op(IORING_REGISTER_PBUF_RING, &reg, 1);
-  }
-  if (rc < 0) return rc;
-  buffer_size_ = incremental_ ? kIncrementalBufferSize : kWholeBufferSize;
-  max_buffers_ = std::min<unsigned>(max_buffers, kPoolReserve / buffer_size_);
-  if (int rc = Mapping::anonymous(size_t{max_buffers_} * buffer_size_, data_); rc < 0) return rc;
-  if (int rc = Mapping::anonymous(size_t{max_buffers_} * sizeof(uint32_t), offsets_); rc < 0) return rc;
-  grow();
-  return 0;
+  set_flags(reg, flags);
+  return ring.register_op(IORING_REGISTER_PBUF_RING, &reg, 1);
 }
 
 void BufferRing::add(unsigned id) {

@@ -168,6 +168,7 @@ class BufferRing {
   bool grow();
 
  private:
+  int register_ring(Ring& ring, unsigned max_buffers, unsigned buffer_size, uint16_t flags);
   void add(unsigned id);
 
   Mapping ring_memory_;
