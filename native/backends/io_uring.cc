@@ -1,9 +1,9 @@
 // The proactor on Linux: io_uring, with the reactor API emulated on multishot poll.
 //
 // Submissions are prepared lazily. An API call only changes a socket's state and puts it on the
-// dirty list; pump() turns the state into SQEs just before an io_uring_enter — at flush() after
-// each JavaScript call of a batch, or at the start of drain(). So the 16 writes a handler makes
-// in one call go out as one SENDMSG, and every SQE that names a descriptor is handed to the kernel before
+// dirty list; pump() turns the state into SQEs just before an io_uring_enter — at flush() after a
+// JavaScript batch, or at the start of drain(). So the 16 writes a handler makes in one batch go
+// out as one SENDMSG, and every SQE that names a descriptor is handed to the kernel before
 // JavaScript can close that descriptor and let a new socket reuse its number.
 //
 // Ordering of writes: at most one send is in flight per socket; later writes wait natively and

@@ -5,8 +5,8 @@
 // descriptor, or a thread-safe wake-up where there is none) says when there is work. Then the
 // backend drains everything ready into the event buffer and data arena that JavaScript allocated
 // and shares with us, and JavaScript's dispatch function is called once for the whole batch
-// (64 events cost one N-API call: kEventsPerCallback). Submissions made during a call are
-// flushed to the kernel once, after it returns.
+// (N events cost one N-API call). Submissions made during that call are flushed to the kernel
+// once, after it returns.
 //
 // Every method returns a number: >= 0 for success (a handle, a byte count) or a negative errno,
 // which lib/ turns into a Node-style Error. TypeErrors are thrown only for misuse of this internal
@@ -49,9 +49,8 @@ constexpr uint32_t kFileRead = 1, kFileWrite = 2, kFileCreate = 4, kFileTruncate
 // one is touched again only after all the others. `npm run bench -- --instructions --connections
 // 2000` (callgrind's model of this machine's 48 KiB L1 and 1 MiB L2), L2 misses per round trip:
 // net layer 71 -> 52 on epoll, 110 -> 99 on io_uring; the Proactor API on epoll 41 -> 31. The
-// calls added cost ~20 instructions a round trip, within the counts' run-to-run noise. What the
-// events of a call submitted is flushed after it (kEventsPerFlush).
-constexpr size_t kEventsPerCallback = kEventsPerFlush;
+// calls added cost ~20 instructions a round trip, within the counts' run-to-run noise.
+constexpr size_t kEventsPerCallback = 64;
 
 class NativeLoop : public Napi::ObjectWrap<NativeLoop> {
  public:
@@ -367,6 +366,7 @@ class NativeLoop : public Napi::ObjectWrap<NativeLoop> {
       ++batches_;
       if (!dispatch(env)) break;
       if (!backend_) break;  // JavaScript closed the loop during the batch
+      backend_->flush();
       if (!was_full) break;
     }
     napi_close_handle_scope(env, scope);
@@ -379,7 +379,6 @@ class NativeLoop : public Napi::ObjectWrap<NativeLoop> {
     const size_t count = sink_->count();  // sink_ goes with the loop, which a callback may close
     for (size_t start = 0; start < count && backend_; start += kEventsPerCallback) {
       if (!dispatch_events(env, start, std::min(count, start + kEventsPerCallback))) return false;
-      if (backend_) backend_->flush();
     }
     return true;
   }

@@ -5,11 +5,9 @@
 // primitive alone). Both run the same batches, so their difference is Node's loop and nothing else.
 #pragma once
 
-#include <algorithm>
 #include <cstdint>
 #include <cstring>
 #include <memory>
-#include <span>
 #include <string>
 #include <unordered_map>
 #include <utility>
@@ -65,11 +63,8 @@ class EchoServer {
       backend_->drain(sink_);
       if (sink_.count() == 0) break;
       ++batches_;
-      std::span<const Event> events = sink_.filled();
-      for (size_t start = 0; start < events.size(); start += kEventsPerFlush) {
-        for (const Event& event : events.subspan(start, std::min(kEventsPerFlush, events.size() - start))) handle(event);
-        backend_->flush();
-      }
+      for (const Event& event : sink_.filled()) handle(event);
+      backend_->flush();
       if (!sink_.full()) break;
     }
   }

@@ -23,14 +23,6 @@ constexpr int kMaxKernelEvents = 256;
 // its other work first (the benchmark's native echo uses the same, so wake-ups compare one to one).
 constexpr int kMaxRoundsPerWake = 8;
 
-// The events of a batch handled between two flushes of what they submitted: the addon's one
-// JavaScript call (its kEventsPerCallback) and the benchmark's native echo alike. Flushed only
-// after the whole batch (1 024 events), every answer in it waited for the last event to be
-// handled, and the peers meanwhile: io_uring's servers at 2 000 connections were 0.85-0.92 busy
-// while clients waited; flushed every 64 events, 0.94-0.98, and the Proactor API's echo did 20 %
-// more round trips a second at a lower p99 (`npm run bench`, two interleaved runs each).
-constexpr size_t kEventsPerFlush = 64;
-
 // The longest timer delay a backend keeps: years, and small enough that the deadline in
 // nanoseconds (now + delay) cannot wrap around into the past.
 constexpr uint64_t kMaxTimerDelayMs = UINT64_MAX / 1'000'000u / 2;
