@@ -235,8 +235,8 @@ int BufferRing::open(Ring& ring, unsigned max_buffers) {
   incremental_ = rc == 0;
   if (rc == kEINVAL) rc = register_ring(ring, max_buffers, kWholeBufferSize, 0);  // before 6.12: every recv takes a whole buffer
   if (rc < 0) return rc;
-  if (int rc = Mapping::anonymous(size_t{max_buffers_} * buffer_size_, data_); rc < 0) return rc;
-  if (int rc = Mapping::anonymous(size_t{max_buffers_} * sizeof(uint32_t), offsets_); rc < 0) return rc;
+  if ((rc = Mapping::anonymous(size_t{max_buffers_} * buffer_size_, data_)) < 0) return rc;
+  if ((rc = Mapping::anonymous(size_t{max_buffers_} * sizeof(uint32_t), offsets_)) < 0) return rc;
   grow();
   return 0;
 }
