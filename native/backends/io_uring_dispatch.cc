@@ -35,18 +35,17 @@ void IoUringBackend::drain(BatchSink& sink) {
     // One GETEVENTS enter carries the pending submissions and runs the completion work that
     // waits. Work that woke this thread has already run on its way back from a syscall (the
     // eventfd read above at the latest): its CQEs are in the CQ, and no enter is needed for them.
-    if (ring_.pending() > 0 || (ring_.sq_flags() & (IORING_SQ_TASKRUN | IORING_SQ_CQ_OVERFLOW))) enter(true);
+    if (ring_.pending() > 0 || ring_.completions_wait_in_kernel()) enter(true);
     for (int enters = 1; reap() && enters < kMaxEntersPerDrain; ++enters) {
-      // More completion work waits, or completions overflowed the CQ (IORING_FEAT_NODROP keeps
-      // them on a list that a GETEVENTS enter flushes).
-      if (!(ring_.sq_flags() & (IORING_SQ_TASKRUN | IORING_SQ_CQ_OVERFLOW))) break;
+      // Overflowed CQEs are not lost (IORING_FEAT_NODROP): the next enter flushes them.
+      if (!ring_.completions_wait_in_kernel()) break;
       enter(true);
     }
   }
   outbox_.end_drain();  // signals for the events it still holds
   // What this drain leaves behind (a full batch, work that kept arriving) needs our own signal:
   // the kernel signals the eventfd as it posts CQEs, not for those already posted.
-  if (ring_.cq_head() != ring_.cq_tail() || (ring_.sq_flags() & (IORING_SQ_TASKRUN | IORING_SQ_CQ_OVERFLOW))) {
+  if (ring_.cq_head() != ring_.cq_tail() || ring_.completions_wait_in_kernel()) {
     signal_wake();
   }
 }

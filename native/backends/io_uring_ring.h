@@ -83,7 +83,11 @@ class Ring {
   // passed (-1: no limit; a kernel without IORING_FEAT_EXT_ARG waits without one).
   int wait(unsigned min_complete, int timeout_ms);
 
-  uint32_t sq_flags() const { return __atomic_load_n(sq_flags_, __ATOMIC_ACQUIRE); }
+  // Completions that only a GETEVENTS enter brings into the CQ: deferred task work
+  // (IORING_SQ_TASKRUN) or CQEs on the overflow list (IORING_SQ_CQ_OVERFLOW).
+  bool completions_wait_in_kernel() const {
+    return (__atomic_load_n(sq_flags_, __ATOMIC_ACQUIRE) & (IORING_SQ_TASKRUN | IORING_SQ_CQ_OVERFLOW)) != 0;
+  }
 
   // Completion queue: consume in order, publish the head once per reaping pass.
   unsigned cq_head() const { return cq_head_local_; }
