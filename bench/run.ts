@@ -215,8 +215,10 @@ async function attempt(m: Omit<Measurement, 'load' | 'idle' | 'error'>, run: () 
 }
 
 // One long-lived process per server for all load cells: an idle server costs the others nothing.
-// In each round of each cell the servers take turns. A server that cannot start (a backend whose
-// native echo cannot run, say) fails its own turns, with the reason, and the others still run.
+// In each round of each cell the servers take turns, each round starting one server further on,
+// so that no server always runs at the same point of a round (after the same neighbour, at the
+// same stage of a drift in the host's speed). A server that cannot start (a backend whose native
+// echo cannot run, say) fails its own turns, with the reason, and the others still run.
 async function runTurns(
   specs: ServerSpec[],
   cells: Workload[],
@@ -226,7 +228,9 @@ async function runTurns(
   const started = await Promise.allSettled(specs.map((spec) => ServerProcess.start(spec, pinFor(spec)?.server ?? null)));
   for (const workload of cells) {
     for (let round = 1; round <= rounds; round++) {
-      for (const [i, spec] of specs.entries()) {
+      for (let turn = 0; turn < specs.length; turn++) {
+        const i = (turn + round - 1) % specs.length;
+        const spec = specs[i]!;
         const server = started[i]!;
         await attempt({ round, cell: describe(workload), workload, server: spec }, async () => {
           if (server.status === 'rejected') throw server.reason;
