@@ -151,7 +151,7 @@ export class WriteOperation extends SocketOperation {
   override complete(result: number): void {
     if (this.owner !== undefined) {
       this.owner.writeCompleted(this.length, result);
-      if (result > 0) this.owner.close();
+      if (result > 0) closeTorn(this.owner);
     }
     if (result > 0 && this.signal !== undefined) this.done(tornWrite(this.signal, result, this.length), result);
     else super.complete(result);
@@ -163,6 +163,16 @@ export class WriteOperation extends SocketOperation {
 
   override value(): number {
     return this.length;
+  }
+}
+
+// A torn stream's owner closes before the write's caller hears: its 'close' listener, if it
+// throws, is reported, and the write still settles. Apart from complete(), which every write runs.
+function closeTorn(owner: WriteOwner): void {
+  try {
+    owner.close();
+  } catch (error) {
+    reportLater(error);
   }
 }
 
@@ -486,7 +496,16 @@ export class LoopCore {
   close(): void {
     if (this.#closed) return;
     this.#closed = true;
-    for (const target of this.#targets.live()) target.onLoopClose();
+    // Teardown completes whatever user code does: a handle's 'close' listener, or a pooled read's
+    // callback run from it, that throws is reported, and the native loop still closes and every
+    // operation still settles (else the loop stays half-closed, and the process alive, for ever).
+    for (const target of this.#targets.live()) {
+      try {
+        target.onLoopClose();
+      } catch (error) {
+        reportLater(error);
+      }
+    }
     this.#targets.clear();
     this.#unreferencedTargets.clear();
     this.#native.close();  // after this, no kernel operation uses any buffer we hold

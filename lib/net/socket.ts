@@ -3,7 +3,7 @@ import type { EventEmitter } from 'node:events';
 
 import type { NativeAddress } from '../binding.js';
 import { native, SocketOption } from '../binding.js';
-import { awaitCompletion, kDone, kInFlight, resolveEmpty, withResolvers, WriteOperation, type LoopCore } from '../core.js';
+import { awaitCompletion, kDone, kInFlight, reportLater, resolveEmpty, withResolvers, WriteOperation, type LoopCore } from '../core.js';
 import {
   abortError,
   codedError,
@@ -523,7 +523,7 @@ export class Socket extends Handle implements AsyncIterable<Buffer> {
   protected onClosed(): void {
     if ((this.#timeouts?.smallest() ?? 0) !== 0) IdleSweeper.of(this.core).delete(this);
     // The owner closed the socket: waiting readers see the end of the stream, not an error.
-    for (const reader of this.#takeReaders()) reader.resolve(null);
+    endReaders(this.#takeReaders(), null);
     this.#writesDone?.();
   }
 
@@ -580,10 +580,10 @@ export class Socket extends Handle implements AsyncIterable<Buffer> {
     this.#streaming = false;
     if (status === 0) {
       this.#eof = true;
-      for (const reader of this.#takeReaders()) reader.resolve(null);
+      endReaders(this.#takeReaders(), null);
     } else {
       this.#readError = systemError(status, 'read');
-      for (const reader of this.#takeReaders()) reader.reject(this.#readError);
+      endReaders(this.#takeReaders(), this.#readError);
     }
   }
 
@@ -624,6 +624,19 @@ export class Socket extends Handle implements AsyncIterable<Buffer> {
 }
 
 const ignore = (): void => {};
+
+// Tells each waiting reader the end of the stream (`error` null) or its error, each apart: a
+// pooled read's callback that throws is reported and costs the readers after it nothing.
+function endReaders(readers: readonly ReadWaiter[], error: Error | null): void {
+  for (const reader of readers) {
+    try {
+      if (error === null) reader.resolve(null);
+      else reader.reject(error);
+    } catch (thrown) {
+      reportLater(thrown);
+    }
+  }
+}
 
 function refuseStreamEvent(event: string | symbol): string | symbol {
   if (streamEvents.has(event)) throw notAStream(`it never emits '${String(event)}'`);

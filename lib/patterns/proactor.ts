@@ -4,6 +4,7 @@ import {
   callBack,
   kDone,
   kInFlight,
+  reportLater,
   resolveWithValue,
   SocketOperation,
   withResolvers,
@@ -206,7 +207,12 @@ class ProactorRead extends SocketOperation {
   override error(errno: number): Error {
     if (errno === EBUSY) return socketReadBusy('loop.proactor.read');
     if (errno === EFAULT) {
-      this.#socket.close();
+      // Its 'close' listener is the user's: if it throws, that is reported, and the read still fails.
+      try {
+        this.#socket.close();
+      } catch (error) {
+        reportLater(error);
+      }
       return readBufferGone();
     }
     return super.error(errno);

@@ -1,0 +1,123 @@
+// User code that throws, or misbehaves, in the middle of the library's own bookkeeping: a 'close'
+// or 'timeout' listener, a pooled read's callback, an AbortSignal's addEventListener, an options
+// getter. Whatever it does, the loop goes on (or closes) whole: every operation settles, every
+// descriptor is given back, other sockets keep their events, and the throw is reported as Node
+// reports one from any callback ('uncaughtException').
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+
+import { open, type Loop, type Socket } from '../lib/index.js';
+import { backends, openFdCount, outcome, readAll } from './helpers.js';
+
+const tick = (): Promise<void> => new Promise((resolve) => setImmediate(resolve));
+const delay = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms));
+
+/** What `promise` came to within `ms`: its outcome, or 'pending' (a hang, without a test timeout). */
+async function within<T>(promise: Promise<T>, ms = 2000): Promise<Awaited<ReturnType<typeof outcome<T>>> | 'pending'> {
+  return Promise.race([outcome(promise), delay(ms).then(() => 'pending' as const)]);
+}
+
+/** Runs `body` with 'uncaughtException' caught, and returns what was reported meanwhile. */
+async function reported(body: () => Promise<void>): Promise<unknown[]> {
+  const listeners = process.listeners('uncaughtException');
+  process.removeAllListeners('uncaughtException');
+  const caught: unknown[] = [];
+  process.on('uncaughtException', (error) => caught.push(error));
+  try {
+    await body();
+    await tick();
+  } finally {
+    process.removeAllListeners('uncaughtException');
+    for (const listener of listeners) process.on('uncaughtException', listener);
+  }
+  return caught;
+}
+
+const thrown = (message: string): unknown => expect.objectContaining({ message });
+
+describe.each(backends)('user code that throws, on %s', (backend) => {
+  let loop: Loop;
+  beforeEach(() => {
+    loop = open({ backend });
+  });
+  afterEach(async () => {
+    await loop.close();
+  });
+
+  async function pair(on = loop): Promise<{ client: Socket; peer: Socket }> {
+    const server = await on.listen({ host: '127.0.0.1', port: 0 });
+    const accepted = on.proactor.accept(server);
+    const client = await on.connect({ host: '127.0.0.1', port: server.port });
+    return { client, peer: await accepted };
+  }
+
+  describe('during loop.close()', () => {
+    it("a 'close' listener that throws is reported, and the loop still closes: pending operations fail and every descriptor is given back", async () => {
+      const before = openFdCount();
+      const own = open({ backend });
+      const caught = await reported(async () => {
+        const { client } = await pair(own);
+        client.on('close', () => {
+          throw new Error('close listener threw');
+        });
+        const sleeping = own.sleep(60_000);
+        await own.close();
+        expect(await within(sleeping)).toEqual({ name: 'Error', code: 'ERR_LOOP_CLOSED' });
+      });
+      expect(caught).toEqual([thrown('close listener threw')]);
+      expect(own.closed).toBe(true);
+      expect(openFdCount()).toBe(before);
+    });
+
+    it("a pooled read's callback that throws when the loop closes under it is reported, and the loop still closes", async () => {
+      const before = openFdCount();
+      const own = open({ backend });
+      const caught = await reported(async () => {
+        const { client } = await pair(own);
+        own.proactor.read(client, () => {
+          throw new Error('pooled callback threw');
+        });
+        await delay(20);  // the read now waits for data: close() calls it back synchronously
+        const sleeping = own.sleep(60_000);
+        await own.close();
+        expect(await within(sleeping)).toEqual({ name: 'Error', code: 'ERR_LOOP_CLOSED' });
+      });
+      expect(caught).toEqual([thrown('pooled callback threw')]);
+      expect(openFdCount()).toBe(before);
+    });
+
+    it("a throwing pooled read's callback costs the reads waiting after it their end of the stream", async () => {
+      const caught = await reported(async () => {
+        const { client } = await pair();
+        loop.proactor.read(client, () => {
+          throw new Error('first callback threw');
+        });
+        const second = loop.proactor.read(client);
+        await delay(20);
+        client.close();
+        expect(await within(second)).toEqual({ value: null });
+      });
+      expect(caught).toEqual([thrown('first callback threw')]);
+    });
+  });
+
+  it("a 'close' listener that throws when a torn write closes its socket is reported, and the write still fails with what was sent", async () => {
+    const caught = await reported(async () => {
+      const { client, peer } = await pair();
+      client.on('close', () => {
+        throw new Error('close listener threw');
+      });
+      const controller = new AbortController();
+      const writing = client.write(Buffer.alloc(64 * 1024 * 1024, 0x7a), { signal: controller.signal });
+      await loop.sleep(30);
+      controller.abort();
+      const result = await within(writing.catch((error: unknown) => ({ error })));
+      expect(result).toMatchObject({ value: { error: { code: 'ABORT_ERR' } } });
+      const { bytesWritten } = (result as { value: { error: { bytesWritten: number } } }).value.error;
+      expect(bytesWritten).toBeGreaterThan(0);
+      expect(client.closed).toBe(true);
+      expect((await readAll(peer)).length).toBe(bytesWritten);
+    });
+    expect(caught).toEqual([thrown('close listener threw')]);
+  });
+
+});
