@@ -260,6 +260,11 @@ export class LoopCore {
   readonly #targets = new SlotMap<EventTarget>();
   readonly #operations = new OperationTable<Operation>();
   #weakOperations = 0;
+  /**
+   * The operation whose signal's addEventListener is running: user code, which may close the
+   * loop before the operation's caller has set whom its completion tells (see close()).
+   */
+  #submitting: Operation | undefined = undefined;
   #writeInFlight = 0;  // the id of the write startWrite last submitted
   /**
    * While a batch is being delivered, `defer`'s callbacks wait in `#deferred`, as (callback,
@@ -428,19 +433,40 @@ export class LoopCore {
 
   // The second half: `rc` is what the native call returned. An operation in flight is kept until
   // its completion event, listening to its signal meanwhile: aborting it cancels it natively.
+  // It is recorded before the signal hears of it: addEventListener may be the user's (a patched
+  // signal), and whatever it does — throw, abort, close the loop — then finds the operation kept,
+  // and its completion (or close()) settles it. Recorded after, a throw left its id taken for
+  // ever ("already in flight" for every later operation of the loop).
   #submitted(operation: Operation, rc: number): number {
     if (rc < 0) return rc;
-    if (operation.signal !== undefined) this.#cancelOnAbort(operation, operation.signal);
     this.#operations.set(operation.id, operation);
     if (operation.weak) this.#weakOperations += 1;
+    if (operation.signal !== undefined) this.#cancelOnAbort(operation, operation.signal);
     this.#updateReference();
     return kInFlight;
   }
 
   // Apart from #submitted, whose every call would otherwise allocate this closure's context.
   #cancelOnAbort(operation: Operation, signal: AbortSignal): void {
-    operation.onAbort = () => this.cancel(operation);
-    signal.addEventListener('abort', operation.onAbort, { once: true });
+    const onAbort = (operation.onAbort = () => this.cancel(operation));
+    const outer = this.#submitting;
+    this.#submitting = operation;
+    try {
+      signal.addEventListener('abort', onAbort, { once: true });
+      this.#submitting = outer;
+    } catch (error) {
+      this.#submitting = outer;
+      // Its abort could never be heard: it is cancelled now and fails with this error — unless
+      // the kernel had done it first, when it completes with that result (no byte is dropped).
+      operation.onAbort = undefined;
+      Object.defineProperty(operation, 'error', { value: () => error as Error });
+      this.cancel(operation);
+      return;
+    }
+    // What addEventListener did meanwhile: closed the loop (which settled the operation but could
+    // not remove a listener not yet added), or aborted the signal before the listener could hear.
+    if (this.#operations.get(operation.id) !== operation) signal.removeEventListener('abort', onAbort);
+    else if (signal.aborted) this.cancel(operation);
   }
 
   // Synchronous calls: each returns what the native side does (>= 0, or a negative errno).
@@ -515,8 +541,13 @@ export class LoopCore {
     this.#operations.clear();
     this.#weakOperations = 0;
     for (const operation of pending) {
+      if (operation.onAbort !== undefined) stopListening(operation);
+      if (operation === this.#submitting) {
+        // Closed from inside its own submission: its caller is told once the submission returns.
+        process.nextTick(completeCancelled, operation);
+        continue;
+      }
       try {
-        if (operation.onAbort !== undefined) operation.signal!.removeEventListener('abort', operation.onAbort);
         operation.complete(ECANCELED);
       } catch (error) {
         reportLater(error);
@@ -594,10 +625,7 @@ export class LoopCore {
     if (operation === undefined) return;  // cancelled and already reported
     this.#operations.delete(id);
     if (operation.weak) this.#weakOperations -= 1;
-    if (operation.onAbort !== undefined) {
-      operation.signal!.removeEventListener('abort', operation.onAbort);
-      operation.onAbort = undefined;
-    }
+    if (operation.onAbort !== undefined) stopListening(operation);
     operation.complete(result);
   }
 
@@ -630,6 +658,23 @@ export class LoopCore {
         target.onAccepted(result);
         break;
     }
+  }
+}
+
+function completeCancelled(operation: Operation): void {
+  operation.complete(ECANCELED);  // a throw here is reported as from any tick
+}
+
+// Removes an operation's abort listener. removeEventListener may be the user's (a patched
+// signal): if it throws, that is reported and the operation still settles. Apart from #complete,
+// so that only an operation with a signal runs a try.
+function stopListening(operation: Operation): void {
+  const onAbort = operation.onAbort!;
+  operation.onAbort = undefined;
+  try {
+    operation.signal!.removeEventListener('abort', onAbort);
+  } catch (error) {
+    reportLater(error);
   }
 }
 

@@ -120,4 +120,52 @@ describe.each(backends)('user code that throws, on %s', (backend) => {
     expect(caught).toEqual([thrown('close listener threw')]);
   });
 
+  describe('an AbortSignal that misbehaves', () => {
+    it('one whose addEventListener throws fails its read with that error, and the loop, its later operations and the bytes are unharmed', async () => {
+      const { client, peer } = await pair();
+      const signal = new AbortController().signal;
+      signal.addEventListener = () => {
+        throw new Error('listener refused');
+      };
+      const first = Buffer.alloc(16);
+      const refused = await within(loop.proactor.read(client, first, { signal }).catch((error: unknown) => ({ error })));
+      expect(refused).toEqual({ value: { error: thrown('listener refused') } });
+      expect(await within(loop.sleep(1))).toEqual({ value: undefined });
+      expect(await within(loop.proactor.write(peer, Buffer.from('hello')))).toEqual({ value: 5 });
+      const buffer = Buffer.alloc(16);
+      const n = await loop.proactor.read(client, buffer);
+      expect(String(buffer.subarray(0, n))).toBe('hello');
+      expect(first.every((byte) => byte === 0)).toBe(true);
+    });
+
+    it('an options.signal getter that answers a signal, then something else, is read once: the read and the loop go on', async () => {
+      const { client, peer } = await pair();
+      let reads = 0;
+      const options = {
+        get signal() {
+          return ++reads === 1 ? new AbortController().signal : ({ aborted: false } as AbortSignal);
+        },
+      };
+      const buffer = Buffer.alloc(16);
+      const reading = loop.proactor.read(client, buffer, options);
+      expect(await within(loop.sleep(1))).toEqual({ value: undefined });
+      await loop.proactor.write(peer, Buffer.from('hi'));
+      expect(await within(reading)).toEqual({ value: 2 });
+      expect(reads).toBe(1);
+    });
+
+    it('one whose addEventListener closes the loop fails the read as the close fails every read in flight, instead of leaving it pending', async () => {
+      const { client } = await pair();
+      const { signal } = new AbortController();
+      const add = signal.addEventListener.bind(signal);
+      signal.addEventListener = (...args: Parameters<AbortSignal['addEventListener']>) => {
+        void loop.close();
+        add(...args);
+      };
+      const reading = loop.proactor.read(client, Buffer.alloc(16), { signal });
+      expect(await within(reading)).toEqual({ name: 'Error', code: 'ERR_SOCKET_CLOSED' });
+      expect(loop.closed).toBe(true);
+    });
+  });
+
 });

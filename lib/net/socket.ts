@@ -645,8 +645,9 @@ function refuseStreamEvent(event: string | symbol): string | symbol {
 
 function validateOperationOptions(options: SocketOperationOptions): AbortSignal | undefined {
   validateObject('options', options);
-  validateAbortSignal('options.signal', options.signal);
-  return options.signal;
+  const { signal } = options;  // read once: a getter may answer something else the second time
+  validateAbortSignal('options.signal', signal);
+  return signal;
 }
 
 // One object per iteration, its methods shared: a connection waiting for its next chunk holds

@@ -220,12 +220,14 @@ class ProactorRead extends SocketOperation {
 }
 
 // The arguments after the buffer: options then a callback, either one left out. Validated here,
-// read without allocating (a call is a hot path).
+// read without allocating (a call is a hot path). `signal` is read once: a getter may answer
+// something else the second time, which was used unvalidated.
 function signalOf(optionsOrCallback: ProactorOptions | Completion<never> | undefined): AbortSignal | undefined {
   if (optionsOrCallback === undefined || typeof optionsOrCallback === 'function') return undefined;
   validateObject('options', optionsOrCallback);
-  validateAbortSignal('options.signal', optionsOrCallback.signal);
-  return optionsOrCallback.signal;
+  const { signal } = optionsOrCallback;
+  validateAbortSignal('options.signal', signal);
+  return signal;
 }
 
 function callbackOf<T>(optionsOrCallback: ProactorOptions | Completion<T> | undefined, callback: Completion<T> | undefined): Completion<T> | undefined {
