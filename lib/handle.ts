@@ -1,6 +1,6 @@
 import { EventEmitter } from 'node:events';
 
-import type { LoopCore } from './core.js';
+import { reportLater, type LoopCore } from './core.js';
 import { foreignHandle, invalidArgType, loopClosed, socketClosed, systemError } from './errors.js';
 
 /**
@@ -91,13 +91,25 @@ export abstract class Handle extends EventEmitter {
     return result;
   }
 
-  /** @internal close(), with an RST if `reset`. (No private method here: a class with one gives each instance a brand field, 8 bytes of every idle connection.) */
-  closeWithReset(reset: boolean): void {
+  /**
+   * @internal close(), with an RST if `reset`; `why` ('timeout') is emitted just before 'close'.
+   * Closed first, then told: listeners are the user's code, and one that throws (the throw
+   * reaches the caller, as from any emit) finds the handle closed and released, not half-closed.
+   * (No private method here: a class with one gives each instance a brand field, 8 bytes of every idle connection.)
+   */
+  closeWithReset(reset: boolean, why?: string): void {
     if (this.#closed) return;
     this.#closed = true;
     this.core.closeHandle(this.handle, reset);
     this.core.release(this.handle);
     this.onClosed();
+    if (why !== undefined) {
+      try {
+        this.emit(why);
+      } catch (error) {
+        reportLater(error);  // 'close' still follows
+      }
+    }
     this.emit('close');
   }
 

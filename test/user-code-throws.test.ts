@@ -168,4 +168,25 @@ describe.each(backends)('user code that throws, on %s', (backend) => {
     });
   });
 
+  it("a 'timeout' listener that throws is reported, and the loop's other idle timeouts still fire", async () => {
+    const server = await loop.listen({ host: '127.0.0.1', port: 0 });
+    const a = await loop.connect({ host: '127.0.0.1', port: server.port });
+    const b = await loop.connect({ host: '127.0.0.1', port: server.port });
+    const events: string[] = [];
+    const caught = await reported(async () => {
+      a.on('timeout', () => {
+        events.push('a timeout');
+        throw new Error('timeout listener threw');
+      });
+      a.on('close', () => events.push('a close'));
+      b.on('timeout', () => events.push('b timeout'));
+      a.setIdleTimeout(50);
+      b.setIdleTimeout(200);
+      await delay(800);
+    });
+    expect(caught).toEqual([thrown('timeout listener threw')]);
+    expect(events).toEqual(['a timeout', 'a close', 'b timeout']);
+    expect([a.closed, b.closed]).toEqual([true, true]);
+  });
+
 });

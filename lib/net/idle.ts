@@ -8,7 +8,7 @@
 // connections swept once a second at most. The price is precision: a socket is dropped between
 // `timeout` and `timeout + 2 * period` after its last activity — never before — and `period`
 // is an eighth of the smallest timeout (5 ms to 1 s), so that is at most 25 % late.
-import type { LoopCore, Operation } from '../core.js';
+import { reportLater, type LoopCore, type Operation } from '../core.js';
 
 /** What the sweep asks of a socket. */
 export interface Sweepable {
@@ -76,13 +76,25 @@ export class IdleSweeper {
     }
     const now = performance.now();
     let smallest = Infinity;
-    for (const socket of [...this.#sockets]) {
-      const timeout = socket.sweep(now);
-      if (timeout === 0) this.#sockets.delete(socket);
-      else smallest = Math.min(smallest, timeout);
+    try {
+      for (const socket of [...this.#sockets]) {
+        let timeout = 0;
+        try {
+          timeout = socket.sweep(now);
+        } catch (error) {
+          // A listener's throw (an idle notice's): reported, and the other sockets still swept.
+          // The socket is kept if it still has a timeout.
+          reportLater(error);
+          timeout = socket.sweep(performance.now());
+        }
+        if (timeout === 0) this.#sockets.delete(socket);
+        else smallest = Math.min(smallest, timeout);
+      }
+    } finally {
+      // Re-armed whatever happened above: else every timeout of the loop stopped for good.
+      this.#period = smallest === Infinity ? kMaxPeriodMs : periodFor(smallest);
+      this.#arm();
     }
-    this.#period = smallest === Infinity ? kMaxPeriodMs : periodFor(smallest);
-    this.#arm();
   }
 }
 

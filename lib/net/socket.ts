@@ -487,14 +487,14 @@ export class Socket extends Handle implements AsyncIterable<Buffer> {
   }
 
   // Timed out: readers and writers learn why, then the socket closes (its in-flight writes
-  // complete with ECANCELED, reported as ETIMEDOUT).
+  // complete with ECANCELED, reported as ETIMEDOUT). It is closed before 'timeout' is emitted
+  // (then 'close'), so that a listener that throws cannot leave it open and swept no more.
   #expire(): void {
     this.#timeouts!.expired = true;
     const error = systemError(ETIMEDOUT, 'read');
     this.#readError ??= error;
-    for (const reader of this.#takeReaders()) reader.reject(error);
-    this.emit('timeout');
-    this.close();
+    endReaders(this.#takeReaders(), error);
+    this.closeWithReset(false, 'timeout');
   }
 
   /** Closes at once with an RST instead of a FIN, so that the peer sees `ECONNRESET`. */
