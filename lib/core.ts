@@ -635,7 +635,12 @@ export class LoopCore {
       return;
     }
     const target = this.#targets.get(handle);
-    if (target === undefined) return;  // closed earlier in this batch
+    if (target === undefined) {
+      // Closed earlier in this batch. A connection its server accepted meanwhile is the loop's
+      // alone now: closed, so that its peer sees the end and its descriptor is not kept until loop.close().
+      if (kind === EventKind.accepted && result >= 0) this.#native.closeHandle(result, false);
+      return;
+    }
     switch (kind) {
       case EventKind.data: {
         let chunk: Buffer | null = null;

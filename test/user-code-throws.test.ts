@@ -3,6 +3,8 @@
 // getter. Whatever it does, the loop goes on (or closes) whole: every operation settles, every
 // descriptor is given back, other sockets keep their events, and the throw is reported as Node
 // reports one from any callback ('uncaughtException').
+import net from 'node:net';
+
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 
 import { open, type Loop, type Socket } from '../lib/index.js';
@@ -187,6 +189,36 @@ describe.each(backends)('user code that throws, on %s', (backend) => {
     expect(caught).toEqual([thrown('timeout listener threw')]);
     expect(events).toEqual(['a timeout', 'a close', 'b timeout']);
     expect([a.closed, b.closed]).toEqual([true, true]);
+  });
+
+  it('server.close() inside a connection handler closes the connections accepted in the same batch: every client sees the end, no descriptor stays open', async () => {
+    const before = openFdCount();
+    let served = 0;
+    const server = await loop.listen({ host: '127.0.0.1', port: 0 }, (socket) => {
+      served += 1;
+      socket.close();
+      server.close();
+    });
+    const { port } = server;
+    const ended: Promise<void>[] = [];
+    const clients: net.Socket[] = [];
+    for (let i = 0; i < 10; i++) {
+      const client = net.connect(port, '127.0.0.1');
+      client.on('error', () => {});
+      ended.push(new Promise((resolve) => client.once('close', () => resolve())));
+      clients.push(client);
+    }
+    // (A backend that accepts as they come may have closed the server before the last ones connect.)
+    await Promise.all(clients.map((client) => new Promise((resolve) => (client.once('connect', resolve), client.once('close', resolve)))));
+    // Busy, so that every connection reaches the backlog before the loop accepts: one batch.
+    const start = Date.now();
+    while (Date.now() - start < 100);
+    for (const client of clients) client.resume();
+    expect(await within(Promise.all(ended))).not.toBe('pending');
+    expect(served).toBe(1);
+    for (const client of clients) client.destroy();
+    await tick();
+    expect(openFdCount()).toBe(before);
   });
 
 });
