@@ -221,4 +221,20 @@ describe.each(backends)('user code that throws, on %s', (backend) => {
     expect(openFdCount()).toBe(before);
   });
 
+  it("an options getter that shrinks a resizable buffer to nothing gets the buffer's RangeError, not a read of 0 taken for EOF", async () => {
+    const { client, peer } = await pair();
+    await loop.proactor.write(peer, Buffer.from('waiting'));
+    // Node 20 has resizable ArrayBuffers; the TypeScript lib this project builds with does not name them yet.
+    const Resizable = ArrayBuffer as unknown as new (length: number, options: { maxByteLength: number }) => ArrayBuffer & { resize(length: number): void };
+    const resizable = new Resizable(16, { maxByteLength: 64 });
+    const options = {
+      get signal() {
+        resizable.resize(0);
+        return undefined;
+      },
+    };
+    expect(() => loop.proactor.read(client, new Uint8Array(resizable), options)).toThrow(RangeError);
+    const buffer = Buffer.alloc(16);
+    expect(String(buffer.subarray(0, await loop.proactor.read(client, buffer)))).toBe('waiting');
+  });
 });

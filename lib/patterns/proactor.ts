@@ -101,10 +101,13 @@ export class ProactorApi {
       return readPooled(socket, signalOf(optionsOrDone), callbackOf(optionsOrDone, optionsOrCallback as Completion<Buffer | null> | undefined));
     }
     const buffer = bufferOrOptions;
-    validateReadBuffer('buffer', buffer);
+    // The options first, then the buffer: their getters are the caller's code, and one run after
+    // the check could shrink a resizable buffer to nothing (a read of 0 bytes, taken for EOF).
     const optionsOrDone = optionsOrCallback as ProactorOptions | Completion<number> | undefined;
-    const operation = new ProactorRead(socket, signalOf(optionsOrDone));
+    const signal = signalOf(optionsOrDone);
     const done = validCallback(callbackOf(optionsOrDone, callback));
+    validateReadBuffer('buffer', buffer);
+    const operation = new ProactorRead(socket, signal);
     if (socket.closed && !operation.signal?.aborted) return settleNow(this.#core, done, socket.closedError());
     return this.#settle(operation, this.#core.read(operation, buffer), done);
   }
