@@ -140,6 +140,23 @@ describe.each(backends)('user code that throws, on %s', (backend) => {
       expect(first.every((byte) => byte === 0)).toBe(true);
     });
 
+    it('one whose removeEventListener throws is reported, and the read it belonged to still completes with its bytes', async () => {
+      const { client, peer } = await pair();
+      const { signal } = new AbortController();
+      signal.removeEventListener = () => {
+        throw new Error('removal refused');
+      };
+      const buffer = Buffer.alloc(16);
+      let reading: Promise<number> | undefined;
+      const caught = await reported(async () => {
+        reading = loop.proactor.read(client, buffer, { signal });
+        await loop.proactor.write(peer, Buffer.from('bytes'));
+        expect(await within(reading)).toEqual({ value: 5 });
+      });
+      expect(caught).toEqual([thrown('removal refused')]);
+      expect(String(buffer.subarray(0, 5))).toBe('bytes');
+    });
+
     it('an options.signal getter that answers a signal, then something else, is read once: the read and the loop go on', async () => {
       const { client, peer } = await pair();
       let reads = 0;
