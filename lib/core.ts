@@ -261,10 +261,11 @@ export class LoopCore {
   readonly #operations = new OperationTable<Operation>();
   #weakOperations = 0;
   /**
-   * The operation whose signal's addEventListener is running: user code, which may close the
-   * loop before the operation's caller has set whom its completion tells (see close()).
+   * The operations whose signal's addEventListener is running (one inside another's, when that
+   * user code submits): it may close the loop before their callers have set whom their completion
+   * tells (see close()). One array, reused, so that a submission allocates nothing for it.
    */
-  #submitting: Operation | undefined = undefined;
+  readonly #submitting: Operation[] = [];
   #writeInFlight = 0;  // the id of the write startWrite last submitted
   /**
    * While a batch is being delivered, `defer`'s callbacks wait in `#deferred`, as (callback,
@@ -449,13 +450,12 @@ export class LoopCore {
   // Apart from #submitted, whose every call would otherwise allocate this closure's context.
   #cancelOnAbort(operation: Operation, signal: AbortSignal): void {
     const onAbort = (operation.onAbort = () => this.cancel(operation));
-    const outer = this.#submitting;
-    this.#submitting = operation;
+    this.#submitting.push(operation);
     try {
       signal.addEventListener('abort', onAbort, { once: true });
-      this.#submitting = outer;
+      this.#submitting.pop();
     } catch (error) {
-      this.#submitting = outer;
+      this.#submitting.pop();
       // Its abort could never be heard: it is cancelled now and fails with this error — unless
       // the kernel had done it first, when it completes with that result (no byte is dropped).
       operation.onAbort = undefined;
@@ -542,7 +542,7 @@ export class LoopCore {
     this.#weakOperations = 0;
     for (const operation of pending) {
       if (operation.onAbort !== undefined) stopListening(operation);
-      if (operation === this.#submitting) {
+      if (this.#submitting.includes(operation)) {
         // Closed from inside its own submission: its caller is told once the submission returns.
         process.nextTick(completeCancelled, operation);
         continue;

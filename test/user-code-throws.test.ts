@@ -140,6 +140,26 @@ describe.each(backends)('user code that throws, on %s', (backend) => {
       expect(first.every((byte) => byte === 0)).toBe(true);
     });
 
+    it("one whose addEventListener submits an operation whose own signal's addEventListener closes the loop fails both instead of leaving the outer one pending", async () => {
+      const { client } = await pair();
+      const outer = new AbortController().signal;
+      const inner = new AbortController().signal;
+      let sleeping: Promise<void> | undefined;
+      const addOuter = outer.addEventListener.bind(outer);
+      outer.addEventListener = (...args: Parameters<AbortSignal['addEventListener']>) => {
+        sleeping = loop.sleep(60_000, { signal: inner });
+        addOuter(...args);
+      };
+      const addInner = inner.addEventListener.bind(inner);
+      inner.addEventListener = (...args: Parameters<AbortSignal['addEventListener']>) => {
+        void loop.close();
+        addInner(...args);
+      };
+      const reading = loop.proactor.read(client, Buffer.alloc(16), { signal: outer });
+      expect(await within(reading)).toEqual({ name: 'Error', code: 'ERR_SOCKET_CLOSED' });
+      expect(await within(sleeping!)).toEqual({ name: 'Error', code: 'ERR_LOOP_CLOSED' });
+    });
+
     it('one whose removeEventListener throws is reported, and the read it belonged to still completes with its bytes', async () => {
       const { client, peer } = await pair();
       const { signal } = new AbortController();
