@@ -169,22 +169,24 @@ export class Loop {
   async listen(options: ListenOptions, handler?: ConnectionHandler): Promise<Server> {
     if (handler !== undefined) validateFunction('handler', handler);
     validateObject('options', options);
-    const { signal } = options;
+    // Every option read once, here: a getter could answer one value to the check and another to
+    // the use (an idleTimeout of -1 thrown from the accept path).
+    const { signal, host, port, path, backlog = 511, reusePort, ipv6Only } = options;
+    const perSocket = socketOptions(options);
     validateAbortSignal('options.signal', signal);
     if (signal?.aborted) throw abortError(signal);
-    const endpoint = await resolveEndpoint('options', options, '::', 0);
-    const backlog = options.backlog ?? 511;
+    const endpoint = await resolveEndpoint('options', { host, port, path }, '::', 0);
     validateInteger('options.backlog', backlog, 0, 0x7fffffff);
     if (signal?.aborted) throw abortError(signal);
     this.#assertOpen();
-    const listen = (family: typeof endpoint.family, host: string): number =>
-      this.#core.listen(family, host, endpoint.port, backlog, options.reusePort === true, options.ipv6Only === true);
+    const listen = (family: typeof endpoint.family, address: string): number =>
+      this.#core.listen(family, address, endpoint.port, backlog, reusePort === true, ipv6Only === true);
     let handle = listen(endpoint.family, endpoint.host);
-    if (handle < 0 && options.host === undefined && options.path === undefined) {
+    if (handle < 0 && host === undefined && path === undefined) {
       handle = listen(4, '0.0.0.0');  // like Node: all IPv4 interfaces where IPv6 is unavailable
     }
     if (handle < 0) throw systemError(handle, 'listen', endpoint.host, endpoint.port);
-    const server = new Server(this.#core, handle, handler, socketOptions(options));
+    const server = new Server(this.#core, handle, handler, perSocket);
     if (signal !== undefined) {
       const onAbort = (): void => server.close();
       signal.addEventListener('abort', onAbort, { once: true });
@@ -201,7 +203,10 @@ export class Loop {
    */
   async connect(options: ConnectOptions): Promise<Socket> {
     validateObject('options', options);
-    const { signal, connectTimeout = 0, family = 0, localAddress, autoSelectFamily = true, lookup } = options;
+    // Every option read once, here: a getter could answer one value to the check and another to
+    // the use (an idleTimeout of -1 thrown where the connect completes, which then never settles).
+    const { signal, connectTimeout = 0, family = 0, localAddress, autoSelectFamily = true, lookup, host, port, path } = options;
+    const { autoSelectFamilyAttemptTimeout: attemptTimeout = 250 } = options;
     validateAbortSignal('options.signal', signal);
     validateInteger('options.connectTimeout', connectTimeout, 0, 2 ** 31 - 1);
     if (family !== 0 && family !== 4 && family !== 6) throw invalidArgValue('options.family', 'one of 0, 4, 6', family);
@@ -209,15 +214,14 @@ export class Loop {
       throw invalidArgValue('options.localAddress', 'a numeric IPv4 or IPv6 address', localAddress);
     }
     if (typeof autoSelectFamily !== 'boolean') throw invalidArgType('options.autoSelectFamily', 'of type boolean', autoSelectFamily);
-    const attemptTimeout = options.autoSelectFamilyAttemptTimeout ?? 250;
     validateInteger('options.autoSelectFamilyAttemptTimeout', attemptTimeout, 1, 2 ** 31 - 1);
     validateLookup('options.lookup', lookup);
-    if (localAddress !== undefined && options.path !== undefined) {
+    if (localAddress !== undefined && path !== undefined) {
       throw invalidArgValue('options.localAddress', 'absent for a Unix socket path', localAddress);
     }
     const perSocket = socketOptions(options);
     if (signal?.aborted) throw abortError(signal);
-    let endpoints = await resolveConnectEndpoints('options', options, { family, all: autoSelectFamily, lookup });
+    let endpoints = await resolveConnectEndpoints('options', { host, port, path }, { family, all: autoSelectFamily, lookup });
     if (signal?.aborted) throw abortError(signal);
     this.#assertOpen();
     // Only addresses of the local address's family can be connected from it.
@@ -244,7 +248,7 @@ export class Loop {
       }
     }
     if (errors.length === 1) throw errors[0]!;
-    const error = new AggregateError(errors, `connect failed to every address of ${options.host ?? 'localhost'}`) as AggregateError & { code?: unknown };
+    const error = new AggregateError(errors, `connect failed to every address of ${host ?? 'localhost'}`) as AggregateError & { code?: unknown };
     error.code = (errors[0] as { code?: unknown }).code;
     throw error;
   }
@@ -379,17 +383,22 @@ class ConnectOperation extends Operation {
   }
 }
 
+// The per-socket options, each read once and validated: the Socket gets this copy, never the
+// caller's object, whose getters could answer it something else.
 function socketOptions(options: SocketOptions): SocketOptions {
+  const { readableHighWaterMark, writableHighWaterMark, idleTimeout } = options;
   const result: SocketOptions = {};
-  for (const key of ['readableHighWaterMark', 'writableHighWaterMark'] as const) {
-    if (options[key] !== undefined) {
-      validateInteger(`options.${key}`, options[key], 1, 2 ** 31 - 1);
-      result[key] = options[key];
-    }
+  if (readableHighWaterMark !== undefined) {
+    validateInteger('options.readableHighWaterMark', readableHighWaterMark, 1, 2 ** 31 - 1);
+    result.readableHighWaterMark = readableHighWaterMark;
   }
-  if (options.idleTimeout !== undefined) {
-    validateInteger('options.idleTimeout', options.idleTimeout, 0, 2 ** 31 - 1);
-    result.idleTimeout = options.idleTimeout;
+  if (writableHighWaterMark !== undefined) {
+    validateInteger('options.writableHighWaterMark', writableHighWaterMark, 1, 2 ** 31 - 1);
+    result.writableHighWaterMark = writableHighWaterMark;
+  }
+  if (idleTimeout !== undefined) {
+    validateInteger('options.idleTimeout', idleTimeout, 0, 2 ** 31 - 1);
+    result.idleTimeout = idleTimeout;
   }
   return result;
 }

@@ -45,10 +45,11 @@ export interface ResolveOptions {
  */
 export async function resolveConnectEndpoints(name: string, options: unknown, resolve: ResolveOptions): Promise<ResolvedEndpoint[]> {
   validateObject(name, options);
-  if (options.path !== undefined) return [await resolveEndpoint(name, options, 'localhost', 1)];
-  validateInteger(`${name}.port`, options.port, 1, 65535);
-  const { port } = options;
-  const host = options.host ?? 'localhost';
+  // Each read once: a getter could answer one value to the check and another to the use.
+  const { host: givenHost, port, path } = options;
+  const host = givenHost ?? 'localhost';
+  if (path !== undefined) return [await resolveEndpoint(name, { path }, 'localhost', 1)];
+  validateInteger(`${name}.port`, port, 1, 65535);
   if (typeof host !== 'string' || host.length === 0) throw invalidArgType(`${name}.host`, 'a non-empty string', host);
   const version = isIP(host);
   if (version !== 0) return [{ family: version as 4 | 6, host, port }];
@@ -90,22 +91,22 @@ function interleaveFamilies(endpoints: ResolvedEndpoint[]): ResolvedEndpoint[] {
 /** Validates an endpoint and resolves a host name to a numeric address (as Node's net does). */
 export async function resolveEndpoint(name: string, options: unknown, defaultHost: string, minPort: number): Promise<ResolvedEndpoint> {
   validateObject(name, options);
-  if (options.path !== undefined) {
-    if (typeof options.path !== 'string' || options.path.length === 0) {
-      throw invalidArgType(`${name}.path`, 'a non-empty string', options.path);
-    }
+  // Each read once: a getter could answer one value to the check and another to the use.
+  const { host: givenHost, port, path } = options;
+  const host = givenHost ?? defaultHost;
+  if (path !== undefined) {
+    if (typeof path !== 'string' || path.length === 0) throw invalidArgType(`${name}.path`, 'a non-empty string', path);
     // The kernel would take the path only up to the NUL (node:net refuses it too). A leading NUL
     // is something else: Linux's abstract namespace, whose names are bytes.
-    if (options.path[0] !== '\0' && options.path.includes('\0')) {
-      throw invalidArgValue(`${name}.path`, 'a string without null bytes (but for the leading one of an abstract name)', options.path);
+    if (path[0] !== '\0' && path.includes('\0')) {
+      throw invalidArgValue(`${name}.path`, 'a string without null bytes (but for the leading one of an abstract name)', path);
     }
-    return { family: 0, host: options.path, port: 0 };
+    return { family: 0, host: path, port: 0 };
   }
-  validateInteger(`${name}.port`, options.port, minPort, 65535);
-  const host = options.host ?? defaultHost;
+  validateInteger(`${name}.port`, port, minPort, 65535);
   if (typeof host !== 'string' || host.length === 0) throw invalidArgType(`${name}.host`, 'a non-empty string', host);
   const version = isIP(host);
-  if (version !== 0) return { family: version as 4 | 6, host, port: options.port };
+  if (version !== 0) return { family: version as 4 | 6, host, port };
   const resolved = await lookup(host);
-  return { family: resolved.family as 4 | 6, host: resolved.address, port: options.port };
+  return { family: resolved.family as 4 | 6, host: resolved.address, port };
 }

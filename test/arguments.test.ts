@@ -1,0 +1,80 @@
+// Arguments a caller controls in full: option getters, look-alike buffers, species constructors,
+// values node:net and node:fs accept. Whatever they are, the call uses what it validated, or
+// throws an argument error that names the argument.
+import { describe, expect, it, onTestFinished } from 'vitest';
+
+import { open } from '../lib/index.js';
+import { backends, readBytes } from './helpers.js';
+
+/** Options whose getters count their reads: each key read more than once is a key whose validated value may not be the one used. */
+function countingReads<T extends object>(options: T): { options: T; reads: Map<PropertyKey, number> } {
+  const reads = new Map<PropertyKey, number>();
+  const proxy = new Proxy(options, {
+    get(target, key, receiver) {
+      reads.set(key, (reads.get(key) ?? 0) + 1);
+      return Reflect.get(target, key, receiver);
+    },
+  });
+  return { options: proxy, reads };
+}
+
+/** A property whose getter answers `good` on its first read and `bad` on every later one. */
+function goodOnce(good: unknown, bad: unknown): PropertyDescriptor {
+  let reads = 0;
+  return { get: () => (++reads === 1 ? good : bad), enumerable: true };
+}
+
+describe.each(backends)('option getters on %s', (backend) => {
+  it('listen and connect read each option of their options object once', async () => {
+    const loop = open({ backend });
+    onTestFinished(() => loop.close());
+    const listening = countingReads({ host: '127.0.0.1', port: 0, backlog: 16, reusePort: false, ipv6Only: false, idleTimeout: 1000, readableHighWaterMark: 4096, writableHighWaterMark: 4096, signal: new AbortController().signal });
+    const server = await loop.listen(listening.options);
+    const connecting = countingReads({ host: '127.0.0.1', port: server.port, idleTimeout: 1000, readableHighWaterMark: 4096, writableHighWaterMark: 4096, connectTimeout: 5000, family: 0 as const, autoSelectFamily: true, autoSelectFamilyAttemptTimeout: 250, signal: new AbortController().signal });
+    const client = await loop.connect(connecting.options);
+    client.close();
+    for (const reads of [listening.reads, connecting.reads]) {
+      expect(Object.fromEntries([...reads].filter(([, count]) => count > 1).map(([key, count]) => [String(key), count]))).toEqual({});
+    }
+  });
+
+  it('a listen idleTimeout that is valid when first read serves the connection with it', async () => {
+    const loop = open({ backend });
+    onTestFinished(() => loop.close());
+    const options = Object.defineProperties({ host: '127.0.0.1', port: 0 }, { idleTimeout: goodOnce(1000, -1) });
+    const server = await loop.listen(options, async (socket) => {
+      await socket.write('served');
+    });
+    const client = await loop.connect({ host: '127.0.0.1', port: server.port });
+    expect(String(await readBytes(client, 6))).toBe('served');
+  });
+
+  it('a connect idleTimeout that is valid when first read still lets the connect resolve', async () => {
+    const loop = open({ backend });
+    onTestFinished(() => loop.close());
+    const server = await loop.listen({ host: '127.0.0.1', port: 0 });
+    const options = Object.defineProperties({ host: '127.0.0.1', port: server.port }, { idleTimeout: goodOnce(1000, -1) });
+    const client = await loop.connect(options);
+    expect(client.closed).toBe(false);
+  });
+
+  it('a readableHighWaterMark that is valid when first read is the one the socket gets', async () => {
+    const loop = open({ backend });
+    onTestFinished(() => loop.close());
+    const server = await loop.listen({ host: '127.0.0.1', port: 0 });
+    const options = Object.defineProperties({ host: '127.0.0.1', port: server.port }, { readableHighWaterMark: goodOnce(1024, -1) });
+    const client = await loop.connect(options);
+    expect(client.readableHighWaterMark).toBe(1024);
+  });
+
+  it('a port or path that is valid when first read is the one listened on and connected to', async () => {
+    const loop = open({ backend });
+    onTestFinished(() => loop.close());
+    const server = await loop.listen(Object.defineProperties({ host: '127.0.0.1' }, { port: goodOnce(0, 'x') }) as { host: string; port: number });
+    const client = await loop.connect(Object.defineProperties({ host: '127.0.0.1' }, { port: goodOnce(server.port, 70000) }) as { host: string; port: number });
+    expect(client.closed).toBe(false);
+    const path = `/tmp/twinloop-arguments-${process.pid}-${backend}.sock`;
+    const unix = await loop.listen(Object.defineProperties({}, { path: goodOnce(path, `${path}\0evil`) }) as { path: string });
+    expect(unix.address().address).toBe(path);
+  });
+});
