@@ -1,9 +1,9 @@
 // Arguments a caller controls in full: option getters, look-alike buffers, species constructors,
 // values node:net and node:fs accept. Whatever they are, the call uses what it validated, or
 // throws an argument error that names the argument.
-import { describe, expect, it, onTestFinished } from 'vitest';
+import { describe, expect, it, onTestFinished, vi } from 'vitest';
 
-import { open } from '../lib/index.js';
+import { open, Socket } from '../lib/index.js';
 import { backends, readBytes } from './helpers.js';
 
 /** Options whose getters count their reads: each key read more than once is a key whose validated value may not be the one used. */
@@ -76,5 +76,27 @@ describe.each(backends)('option getters on %s', (backend) => {
     const path = `/tmp/twinloop-arguments-${process.pid}-${backend}.sock`;
     const unix = await loop.listen(Object.defineProperties({}, { path: goodOnce(path, `${path}\0evil`) }) as { path: string });
     expect(unix.address().address).toBe(path);
+  });
+
+  it('a connection the server cannot wrap in a Socket is closed and reported as the server\'s error, not thrown from the loop', async () => {
+    const loop = open({ backend });
+    onTestFinished(() => loop.close());
+    const boom = new Error('cannot wrap');
+    const spy = vi.spyOn(Socket.prototype, 'setIdleTimeout').mockImplementation(() => {
+      throw boom;
+    });
+    try {
+      const handler = vi.fn();
+      const server = await loop.listen({ host: '127.0.0.1', port: 0, idleTimeout: 1000 }, handler);
+      const reported = new Promise((resolve) => server.once('error', resolve));
+      spy.mockClear();
+      const client = await loop.connect({ host: '127.0.0.1', port: server.port });
+      expect(await reported).toBe(boom);
+      // The server closed its end: the client reads EOF (or a reset), not silence.
+      expect(await client.read().catch(() => null)).toBeNull();
+      expect(handler).not.toHaveBeenCalled();
+    } finally {
+      spy.mockRestore();
+    }
   });
 });

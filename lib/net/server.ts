@@ -58,7 +58,14 @@ export class Server extends Handle {
 
   /** @internal Wraps a native connection handle in a Socket. */
   adoptConnection(handle: number): Socket {
-    return new Socket(this.core, handle, this.#socketOptions);
+    try {
+      return new Socket(this.core, handle, this.#socketOptions);
+    } catch (error) {
+      // No Socket to close it: the descriptor would leak (and, adopted, keep the loop alive).
+      this.core.closeHandle(handle, false);
+      this.core.release(handle);
+      throw error;
+    }
   }
 
   protected onClosed(): void {
@@ -74,7 +81,15 @@ export class Server extends Handle {
       if (this.listenerCount('error') > 0) this.emit('error', error);
       return;
     }
-    const socket = this.adoptConnection(result);
+    // In the loop's dispatch, a throw would be an uncaughtException and the accepted descriptor
+    // would stay open with nobody to close it: close it, and report as a failed accept is.
+    let socket: Socket;
+    try {
+      socket = this.adoptConnection(result);
+    } catch (error) {
+      if (this.listenerCount('error') > 0) this.emit('error', error);
+      return;
+    }
     let outcome: void | Promise<void>;
     try {
       outcome = this.#handler!(socket);
