@@ -1,6 +1,6 @@
 // Errors shaped like Node's own: argument errors name the argument, system errors carry
 // code/errno/syscall.
-import { getSystemErrorMap, getSystemErrorName } from 'node:util';
+import { getSystemErrorMap, getSystemErrorName, types } from 'node:util';
 
 /** An operating-system failure, with the fields Node's own system errors have. */
 export interface SystemError extends Error {
@@ -97,8 +97,12 @@ export function validatePort(name: string, value: unknown): asserts value is num
   validateInteger(name, value, 0, 65535);
 }
 
+// A brand check, not `instanceof`: Object.create(Uint8Array.prototype) is an instance without
+// being a typed array, and failed natively with a bare TypeError. A V8 builtin: no allocation.
+const { isUint8Array } = types;
+
 export function validateBuffer(name: string, value: unknown): asserts value is Uint8Array {
-  if (!(value instanceof Uint8Array)) throw invalidArgType(name, 'an instance of Buffer or Uint8Array', value);
+  if (!isUint8Array(value)) throw invalidArgType(name, 'an instance of Buffer or Uint8Array', value);
 }
 
 export function validateFunction(name: string, value: unknown): asserts value is (...args: never[]) => unknown {

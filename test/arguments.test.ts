@@ -1,6 +1,9 @@
 // Arguments a caller controls in full: option getters, look-alike buffers, species constructors,
 // values node:net and node:fs accept. Whatever they are, the call uses what it validated, or
 // throws an argument error that names the argument.
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+
 import { describe, expect, it, onTestFinished, vi } from 'vitest';
 
 import { open, Socket } from '../lib/index.js';
@@ -98,5 +101,26 @@ describe.each(backends)('option getters on %s', (backend) => {
     } finally {
       spy.mockRestore();
     }
+  });
+});
+
+describe.each(backends)('buffer arguments on %s', (backend) => {
+  it('an object that only inherits from Uint8Array.prototype is refused by every read and write, naming the argument', async () => {
+    const loop = open({ backend });
+    onTestFinished(() => loop.close());
+    const server = await loop.listen({ host: '127.0.0.1', port: 0 });
+    const accepted = loop.proactor.accept(server);
+    const client = await loop.connect({ host: '127.0.0.1', port: server.port });
+    await accepted;
+    const fake = Object.create(Uint8Array.prototype, { length: { value: 4 } }) as Uint8Array;
+    const refused = (name: string) => expect.objectContaining({ name: 'TypeError', code: 'ERR_INVALID_ARG_TYPE', message: expect.stringContaining(`"${name}"`) });
+    expect(() => loop.reactor.tryWrite(client, fake)).toThrow(refused('buffer'));
+    expect(() => loop.reactor.tryRead(client, fake)).toThrow(refused('buffer'));
+    await expect(Promise.resolve().then(() => loop.proactor.write(client, fake))).rejects.toThrow(refused('buffer'));
+    await expect(Promise.resolve().then(() => client.write(fake))).rejects.toThrow(refused('data'));
+    const file = await loop.openFile(join(tmpdir(), `twinloop-fake-${process.pid}-${backend}.bin`), { flags: 'w+' });
+    onTestFinished(() => file.close());
+    await expect(file.write(fake)).rejects.toThrow(refused('buffer'));
+    await expect(file.read(fake)).rejects.toThrow(refused('buffer'));
   });
 });
