@@ -12,7 +12,6 @@ import {
   validateAbortSignal,
   validateBuffer,
   validateInteger,
-  validateRange,
   validateObject,
 } from './errors.js';
 
@@ -85,6 +84,15 @@ class FileOperation extends Operation {
 }
 
 const ignore = (): void => {};
+
+// %TypedArray%.prototype's getters, taken once: what a view really is, whatever it or its class
+// says. An out-of-bounds view (its resizable buffer shrunk under it) has length and offset 0.
+const typedArrayPrototype: object = Object.getPrototypeOf(Uint8Array.prototype);
+const intrinsic = <T>(key: string): ((view: Uint8Array) => T) =>
+  Function.prototype.call.bind(Object.getOwnPropertyDescriptor(typedArrayPrototype, key)!.get!) as (view: Uint8Array) => T;
+const lengthOf = intrinsic<number>('length');
+const byteOffsetOf = intrinsic<number>('byteOffset');
+const bufferOf = intrinsic<ArrayBufferLike>('buffer');
 
 // Shaped like `node:fs` errors: "ENOENT: no such file or directory, open '/path'". A closed File is
 // refused before anything is submitted (ERR_FILE_CLOSED), so an EBADF here is the system's: a
@@ -214,8 +222,14 @@ export class File {
 
   #slice(name: string, buffer: Uint8Array, offset: number, length: number | undefined, position: number | null): Uint8Array {
     validateBuffer(name, buffer);
-    const count = validateRange(buffer, offset, length);
+    // The view's own fields through the intrinsic getters, and a plain Uint8Array over them: not
+    // subarray(), whose species constructor the caller chooses (a 4-byte write then wrote 1 MiB of
+    // other bytes), nor a subclass's `length`, which could claim bytes past the end.
+    const size = lengthOf(buffer);
+    validateInteger('offset', offset, 0, size);
+    const count = length ?? size - offset;
+    validateInteger('length', count, 0, size - offset);
     if (position !== null) validateInteger('position', position, 0, Number.MAX_SAFE_INTEGER);
-    return buffer.subarray(offset, offset + count);
+    return new Uint8Array(bufferOf(buffer), byteOffsetOf(buffer) + offset, count);
   }
 }

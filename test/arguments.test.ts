@@ -124,3 +124,34 @@ describe.each(backends)('buffer arguments on %s', (backend) => {
     await expect(file.read(fake)).rejects.toThrow(refused('buffer'));
   });
 });
+
+describe.each(backends)('file buffers on %s', (backend) => {
+  const path = (what: string): string => join(tmpdir(), `twinloop-${what}-${process.pid}-${backend}.bin`);
+
+  it('a file write takes exactly the bytes asked for, whatever species constructor the buffer has', async () => {
+    const loop = open({ backend });
+    onTestFinished(() => loop.close());
+    const file = await loop.openFile(path('species'), { flags: 'w+' });
+    onTestFinished(() => file.close());
+    const mine = new Uint8Array(Buffer.from('abcd'));
+    Object.defineProperty(mine, 'constructor', { value: { [Symbol.species]: function () { return new Uint8Array(1 << 20).fill(0x5a); } } });
+    expect((await file.write(mine, 0, 4, 0)).bytesWritten).toBe(4);
+    expect((await file.write(mine, 1, 2, 4)).bytesWritten).toBe(2);
+    const back = Buffer.alloc(16);
+    expect((await file.read(back, 0, 16, 0)).bytesRead).toBe(6);
+    expect(String(back.subarray(0, 6))).toBe('abcdbc');
+  });
+
+  it('a file write of a view its resizable buffer shrank away from writes nothing, as node:fs', async () => {
+    const loop = open({ backend });
+    onTestFinished(() => loop.close());
+    const file = await loop.openFile(path('oob'), { flags: 'w+' });
+    onTestFinished(() => file.close());
+    // ES2024's resizable ArrayBuffer, which Node 20 has and the project's ES2022 typings do not.
+    const Resizable = ArrayBuffer as unknown as new (length: number, options: { maxByteLength: number }) => ArrayBuffer & { resize(length: number): void };
+    const resizable = new Resizable(1 << 16, { maxByteLength: 1 << 17 });
+    const view = new Uint8Array(resizable, 4096, 4096);
+    resizable.resize(0);
+    expect((await file.write(view)).bytesWritten).toBe(0);
+  });
+});
