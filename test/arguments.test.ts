@@ -1,13 +1,14 @@
 // Arguments a caller controls in full: option getters, look-alike buffers, species constructors,
 // values node:net and node:fs accept. Whatever they are, the call uses what it validated, or
 // throws an argument error that names the argument.
+import { closeSync, constants, openSync, rmSync, writeFileSync, writeSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 
 import { describe, expect, it, onTestFinished, vi } from 'vitest';
 
-import { open, Socket } from '../lib/index.js';
-import { backends, readBytes } from './helpers.js';
+import { allocAligned, open, Socket } from '../lib/index.js';
+import { backends, randomBytes, readBytes } from './helpers.js';
 
 /** Options whose getters count their reads: each key read more than once is a key whose validated value may not be the one used. */
 function countingReads<T extends object>(options: T): { options: T; reads: Map<PropertyKey, number> } {
@@ -153,5 +154,45 @@ describe.each(backends)('file buffers on %s', (backend) => {
     const view = new Uint8Array(resizable, 4096, 4096);
     resizable.resize(0);
     expect((await file.write(view)).bytesWritten).toBe(0);
+  });
+});
+
+// O_DIRECT needs a filesystem that takes it: tmpfs refuses it with EINVAL even from node:fs, so the
+// file lives under the project's directory, and the test says so when this one refuses it too.
+const directPath = join(process.cwd(), `.twinloop-direct-${process.pid}.bin`);
+const directSupported = ((): boolean => {
+  try {
+    writeFileSync(directPath, Buffer.alloc(0));
+    const fd = openSync(directPath, constants.O_RDWR | constants.O_DIRECT);
+    try {
+      return writeSync(fd, allocAligned(4096), 0, 4096, 0) === 4096;
+    } finally {
+      closeSync(fd);
+    }
+  } catch {
+    return false;
+  } finally {
+    rmSync(directPath, { force: true });
+  }
+})();
+
+describe.each(backends)('direct file I/O on %s', (backend) => {
+  it.skipIf(!directSupported)('a direct: true file writes and reads aligned buffers of 4 KiB to 1 MiB at aligned offsets, as node:fs does', async () => {
+    const loop = open({ backend });
+    onTestFinished(() => loop.close());
+    const path = `${directPath}.${backend}`;
+    onTestFinished(() => rmSync(path, { force: true }));
+    const file = await loop.openFile(path, { flags: 'w+', direct: true });
+    onTestFinished(() => file.close());
+    let position = 0;
+    for (const size of [4096, 65536, 1 << 20]) {
+      const data = allocAligned(size);
+      data.set(randomBytes(size));
+      expect((await file.write(data, 0, size, position)).bytesWritten).toBe(size);
+      const back = allocAligned(size);
+      expect((await file.read(back, 0, size, position)).bytesRead).toBe(size);
+      expect(back.equals(data)).toBe(true);
+      position += size;
+    }
   });
 });
