@@ -17,6 +17,7 @@ import {
 import { File, openFile, type OpenFileOptions } from './file.js';
 import { asyncDispose } from './handle.js';
 import {
+  numericVersion,
   resolveConnectEndpoints,
   resolveEndpoint,
   validateLookup,
@@ -210,7 +211,7 @@ export class Loop {
     validateAbortSignal('options.signal', signal);
     validateInteger('options.connectTimeout', connectTimeout, 0, 2 ** 31 - 1);
     if (family !== 0 && family !== 4 && family !== 6) throw invalidArgValue('options.family', 'one of 0, 4, 6', family);
-    if (localAddress !== undefined && (typeof localAddress !== 'string' || isIP(localAddress) === 0)) {
+    if (localAddress !== undefined && (typeof localAddress !== 'string' || numericVersion('options.localAddress', localAddress) === 0)) {
       throw invalidArgValue('options.localAddress', 'a numeric IPv4 or IPv6 address', localAddress);
     }
     if (typeof autoSelectFamily !== 'boolean') throw invalidArgType('options.autoSelectFamily', 'of type boolean', autoSelectFamily);

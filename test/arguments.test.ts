@@ -196,3 +196,14 @@ describe.each(backends)('direct file I/O on %s', (backend) => {
     }
   });
 });
+
+describe.each(backends)('addresses on %s', (backend) => {
+  it('an IPv6 address with a zone id is refused up front, naming the argument, not failed by the kernel with EINVAL', async () => {
+    const loop = open({ backend });
+    onTestFinished(() => loop.close());
+    const refused = (name: string) => expect.objectContaining({ name: 'TypeError', code: 'ERR_INVALID_ARG_VALUE', message: expect.stringContaining(`"${name}"`) });
+    await expect(loop.listen({ host: '::1%lo', port: 0 })).rejects.toThrow(refused('options.host'));
+    await expect(loop.connect({ host: '::1%lo', port: 9 })).rejects.toThrow(refused('options.host'));
+    await expect(loop.connect({ host: '::1', port: 9, localAddress: '::1%lo' })).rejects.toThrow(refused('options.localAddress'));
+  });
+});

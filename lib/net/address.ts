@@ -51,13 +51,24 @@ export async function resolveConnectEndpoints(name: string, options: unknown, re
   if (path !== undefined) return [await resolveEndpoint(name, { path }, 'localhost', 1)];
   validateInteger(`${name}.port`, port, 1, 65535);
   if (typeof host !== 'string' || host.length === 0) throw invalidArgType(`${name}.host`, 'a non-empty string', host);
-  const version = isIP(host);
+  const version = numericVersion(`${name}.host`, host);
   if (version !== 0) return [{ family: version as 4 | 6, host, port }];
   const found = await lookupAll(host, resolve);
   const usable = found.filter((entry) => (entry.family === 4 || entry.family === 6) && isIP(entry.address) === entry.family);
   if (usable.length === 0) throw Object.assign(new Error(`getaddrinfo ENOTFOUND ${host}`), { code: 'ENOTFOUND', syscall: 'getaddrinfo', hostname: host });
   const endpoints = usable.map(({ address, family }) => ({ family: family as 4 | 6, host: address, port }));
   return resolve.all ? interleaveFamilies(endpoints) : endpoints.slice(0, 1);
+}
+
+/**
+ * 4 or 6 for a numeric address, 0 for a host name. An IPv6 address with a zone ('fe80::1%eth0'),
+ * which isIP() takes, is refused: the native side parses addresses with inet_pton, which has no
+ * zones, and no scope id crosses to it, so the kernel would answer a bare EINVAL.
+ */
+export function numericVersion(name: string, address: string): number {
+  const version = isIP(address);
+  if (version === 6 && address.includes('%')) throw invalidArgValue(name, 'an IPv6 address without a zone id (%interface is not supported)', address);
+  return version;
 }
 
 export function validateLookup(name: string, value: unknown): asserts value is LookupFunction | undefined {
@@ -105,7 +116,7 @@ export async function resolveEndpoint(name: string, options: unknown, defaultHos
   }
   validateInteger(`${name}.port`, port, minPort, 65535);
   if (typeof host !== 'string' || host.length === 0) throw invalidArgType(`${name}.host`, 'a non-empty string', host);
-  const version = isIP(host);
+  const version = numericVersion(`${name}.host`, host);
   if (version !== 0) return { family: version as 4 | 6, host, port };
   const resolved = await lookup(host);
   return { family: resolved.family as 4 | 6, host: resolved.address, port };
