@@ -124,6 +124,8 @@ export class Loop {
   /** The completion-based API: submit read/write/accept, get called when done. */
   readonly proactor: ProactorApi;
   readonly #core: LoopCore;
+  /** What rejects each host name lookup still awaited, for close() to fail them. */
+  readonly #lookups = new Set<(error: Error) => void>();
 
   /** @internal Use `open()`. */
   constructor(options: OpenOptions = {}) {
@@ -176,7 +178,7 @@ export class Loop {
     const perSocket = socketOptions(options);
     validateAbortSignal('options.signal', signal);
     if (signal?.aborted) throw abortError(signal);
-    const endpoint = await resolveEndpoint('options', { host, port, path }, '::', 0);
+    const endpoint = await this.#lookup(resolveEndpoint('options', { host, port, path }, '::', 0), signal);
     validateInteger('options.backlog', backlog, 0, 0x7fffffff);
     if (signal?.aborted) throw abortError(signal);
     this.#assertOpen();
@@ -222,7 +224,7 @@ export class Loop {
     }
     const perSocket = socketOptions(options);
     if (signal?.aborted) throw abortError(signal);
-    let endpoints = await resolveConnectEndpoints('options', { host, port, path }, { family, all: autoSelectFamily, lookup });
+    let endpoints = await this.#lookup(resolveConnectEndpoints('options', { host, port, path }, { family, all: autoSelectFamily, lookup }), signal);
     if (signal?.aborted) throw abortError(signal);
     this.#assertOpen();
     // Only addresses of the local address's family can be connected from it.
@@ -336,6 +338,7 @@ export class Loop {
   /** Closes every server and socket of the loop, then the loop itself. */
   async close(): Promise<void> {
     this.#core.close();
+    for (const fail of this.#lookups) fail(loopClosed());
   }
 
   /**
@@ -357,6 +360,32 @@ export class Loop {
   /** Closes the loop, as `close()`: for `await using loop = open()`. */
   [asyncDispose](): Promise<void> {
     return this.close();
+  }
+
+  // A lookup cannot be cancelled (dns.lookup runs on libuv's pool, and a custom lookup may never
+  // answer), so it is raced instead: an abort rejects at once with an AbortError, as node:net
+  // does, and the loop's close with ERR_LOOP_CLOSED; an answer that comes later is dropped.
+  #lookup<T>(resolving: Promise<T>, signal: AbortSignal | undefined): Promise<T> {
+    return new Promise<T>((resolve, reject) => {
+      const fail = (error: Error): void => {
+        done();
+        reject(error);
+      };
+      const onAbort = (): void => fail(abortError(signal!));
+      const done = (): void => {
+        this.#lookups.delete(fail);
+        signal?.removeEventListener('abort', onAbort);
+      };
+      this.#lookups.add(fail);
+      signal?.addEventListener('abort', onAbort, { once: true });
+      resolving.then(
+        (value) => {
+          done();
+          resolve(value);
+        },
+        fail,
+      );
+    });
   }
 
   #assertOpen(): void {

@@ -207,3 +207,23 @@ describe.each(backends)('addresses on %s', (backend) => {
     await expect(loop.connect({ host: '::1', port: 9, localAddress: '::1%lo' })).rejects.toThrow(refused('options.localAddress'));
   });
 });
+
+describe.each(backends)('host name lookups on %s', (backend) => {
+  const neverAnswers = (): void => {};
+
+  it('aborting a connect while its host name resolves rejects at once with an AbortError, as node:net', async () => {
+    const loop = open({ backend });
+    onTestFinished(() => loop.close());
+    const controller = new AbortController();
+    const connecting = loop.connect({ host: 'example.invalid', port: 80, lookup: neverAnswers, signal: controller.signal });
+    setTimeout(() => controller.abort(), 20);
+    await expect(connecting).rejects.toMatchObject({ name: 'AbortError', code: 'ABORT_ERR' });
+  });
+
+  it('closing the loop while a connect\'s host name resolves rejects the connect with ERR_LOOP_CLOSED', async () => {
+    const loop = open({ backend });
+    const connecting = loop.connect({ host: 'example.invalid', port: 80, lookup: neverAnswers });
+    setTimeout(() => void loop.close(), 20);
+    await expect(connecting).rejects.toMatchObject({ code: 'ERR_LOOP_CLOSED' });
+  });
+});
