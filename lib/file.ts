@@ -120,13 +120,13 @@ export function allocAligned(size: number, alignment = 4096): Buffer {
 export async function openFile(core: LoopCore, path: string, options: OpenFileOptions = {}): Promise<File> {
   if (typeof path !== 'string' || path.length === 0) throw invalidArgValue('path', 'a non-empty string', path);
   validateObject('options', options);
-  const flags: unknown = options.flags ?? 'r';
+  // Each option read once: a getter could answer one value to the check and another to the use.
+  const { flags = 'r', mode = 0o666, direct, signal } = options as { flags?: unknown; mode?: unknown; direct?: unknown; signal?: unknown };
   if (typeof flags !== 'string' || !Object.hasOwn(flagBits, flags)) throw invalidArgValue('options.flags', `one of ${Object.keys(flagBits).join(', ')}`, flags);
-  const mode = options.mode ?? 0o666;
   validateInteger('options.mode', mode, 0, 0o7777);
-  validateAbortSignal('options.signal', options.signal);
-  const bits = flagBits[flags as OpenFlags] | (options.direct === true ? kDirect : 0);
-  const open = new FileOperation('open', -1, options.signal, path);
+  validateAbortSignal('options.signal', signal);
+  const bits = flagBits[flags as OpenFlags] | (direct === true ? kDirect : 0);
+  const open = new FileOperation('open', -1, signal, path);
   const handle = await promiseOf(open, core.fileOpen(open, path, bits, mode));
   return new File(core, handle, path);
 }
@@ -214,9 +214,10 @@ export class File {
 
   #submit(syscall: string, options: FileOperationOptions, start: (operation: Operation) => number): Promise<number> {
     validateObject('options', options);
-    validateAbortSignal('options.signal', options.signal);
+    const { signal } = options;  // read once: what is validated is what is used
+    validateAbortSignal('options.signal', signal);
     if (this.#closing !== null) return Promise.reject(codedError('ERR_FILE_CLOSED', 'File is closed'));
-    const operation = new FileOperation(syscall, this.#handle, options.signal);
+    const operation = new FileOperation(syscall, this.#handle, signal);
     return promiseOf(operation, start(operation));
   }
 

@@ -227,3 +227,18 @@ describe.each(backends)('host name lookups on %s', (backend) => {
     await expect(connecting).rejects.toMatchObject({ code: 'ERR_LOOP_CLOSED' });
   });
 });
+
+describe.each(backends)('file option getters on %s', (backend) => {
+  it('openFile and a file operation read each option of their options object once', async () => {
+    const loop = open({ backend });
+    onTestFinished(() => loop.close());
+    const opening = countingReads({ flags: 'w+' as const, mode: 0o600, direct: false, signal: new AbortController().signal });
+    const file = await loop.openFile(join(tmpdir(), `twinloop-getters-${process.pid}-${backend}.bin`), opening.options);
+    onTestFinished(() => file.close());
+    const writing = countingReads({ signal: new AbortController().signal });
+    await file.write(Buffer.from('x'), 0, 1, 0, writing.options);
+    for (const reads of [opening.reads, writing.reads]) {
+      expect(Object.fromEntries([...reads].filter(([, count]) => count > 1).map(([key, count]) => [String(key), count]))).toEqual({});
+    }
+  });
+});
