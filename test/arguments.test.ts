@@ -22,6 +22,13 @@ function countingReads<T extends object>(options: T): { options: T; reads: Map<P
   return { options: proxy, reads };
 }
 
+/** A scratch file's path, removed after the test. */
+function scratchPath(what: string, backend: string): string {
+  const path = join(tmpdir(), `twinloop-${what}-${process.pid}-${backend}.bin`);
+  onTestFinished(() => rmSync(path, { force: true }));
+  return path;
+}
+
 /** A property whose getter answers `good` on its first read and `bad` on every later one. */
 function goodOnce(good: unknown, bad: unknown): PropertyDescriptor {
   let reads = 0;
@@ -119,7 +126,7 @@ describe.each(backends)('buffer arguments on %s', (backend) => {
     expect(() => loop.reactor.tryRead(client, fake)).toThrow(refused('buffer'));
     await expect(Promise.resolve().then(() => loop.proactor.write(client, fake))).rejects.toThrow(refused('buffer'));
     await expect(Promise.resolve().then(() => client.write(fake))).rejects.toThrow(refused('data'));
-    const file = await loop.openFile(join(tmpdir(), `twinloop-fake-${process.pid}-${backend}.bin`), { flags: 'w+' });
+    const file = await loop.openFile(scratchPath('fake', backend), { flags: 'w+' });
     onTestFinished(() => file.close());
     await expect(file.write(fake)).rejects.toThrow(refused('buffer'));
     await expect(file.read(fake)).rejects.toThrow(refused('buffer'));
@@ -127,7 +134,7 @@ describe.each(backends)('buffer arguments on %s', (backend) => {
 });
 
 describe.each(backends)('file buffers on %s', (backend) => {
-  const path = (what: string): string => join(tmpdir(), `twinloop-${what}-${process.pid}-${backend}.bin`);
+  const path = (what: string): string => scratchPath(what, backend);
 
   it('a file write takes exactly the bytes asked for, whatever species constructor the buffer has', async () => {
     const loop = open({ backend });
@@ -233,7 +240,7 @@ describe.each(backends)('file option getters on %s', (backend) => {
     const loop = open({ backend });
     onTestFinished(() => loop.close());
     const opening = countingReads({ flags: 'w+' as const, mode: 0o600, direct: false, signal: new AbortController().signal });
-    const file = await loop.openFile(join(tmpdir(), `twinloop-getters-${process.pid}-${backend}.bin`), opening.options);
+    const file = await loop.openFile(scratchPath('getters', backend), opening.options);
     onTestFinished(() => file.close());
     const writing = countingReads({ signal: new AbortController().signal });
     await file.write(Buffer.from('x'), 0, 1, 0, writing.options);
