@@ -52,6 +52,9 @@ constexpr uint32_t kFileRead = 1, kFileWrite = 2, kFileCreate = 4, kFileTruncate
 // calls added cost ~20 instructions a round trip, within the counts' run-to-run noise.
 constexpr size_t kEventsPerCallback = 64;
 
+// The most views one writeGathered takes (lib/ sends a handful: a stream's _writev of <= 64 KiB).
+constexpr uint32_t kMaxGatheredViews = 1u << 20;
+
 class NativeLoop : public Napi::ObjectWrap<NativeLoop> {
  public:
   static Napi::Function define(Napi::Env env) { return DefineClass(env, "NativeLoop", {}); }
@@ -740,11 +743,33 @@ class NativeLoop : public Napi::ObjectWrap<NativeLoop> {
     if (!args_ok(info, handle) || !check(info[1].IsArray(), "expected (handle, array of views, opId)") || !ints_at(info, 2, op_id)) {
       return Env().Undefined();
     }
-    Napi::Array list = info[1].As<Napi::Array>();
-    std::vector<std::span<uint8_t>> views(list.Length());
+    napi_value list = info[1];
+    uint32_t length = 0;
+    if (!check(napi_get_array_length(Env(), list, &length) == napi_ok, "expected (handle, array of views, opId)")) return Env().Undefined();
+    // A bound before allocating: an array's length says nothing of its elements (a sparse one of
+    // 2^32 - 1 would be a 32 GiB vector, and a failed allocation aborts with exceptions off).
+    if (length > kMaxGatheredViews) {
+      Napi::RangeError::New(Env(), "a gathered write takes at most 1 048 576 views").ThrowAsJavaScriptException();
+      return Env().Undefined();
+    }
+    // Every element is fetched before any view is looked at: an element may be an accessor, whose
+    // getter is user JavaScript that may shrink, transfer or detach the buffer of an element
+    // already seen, and a span taken before it ran would point at freed memory. A getter that
+    // throws leaves its exception pending, which goes to the caller as it is (throwing another
+    // then is fatal: node-addon-api aborts in napi_throw).
+    std::vector<napi_value> elements(length);
+    for (uint32_t i = 0; i < length; ++i) {
+      if (napi_get_element(Env(), list, i, &elements[i]) != napi_ok) {
+        bool pending = false;
+        if (napi_is_exception_pending(Env(), &pending) != napi_ok || !pending) throw_type_error("expected an array of views");
+        return Env().Undefined();
+      }
+    }
+    // From here to the copy, nothing calls into JavaScript.
+    std::vector<std::span<uint8_t>> views(length);
     size_t total = 0;
-    for (uint32_t i = 0; i < views.size(); ++i) {
-      if (!check(view_of(Env(), list.Get(i), views[i]), "expected a TypedArray or DataView")) return Env().Undefined();
+    for (uint32_t i = 0; i < length; ++i) {
+      if (!check(view_of(Env(), elements[i], views[i]), "expected a TypedArray or DataView")) return Env().Undefined();
       total += views[i].size();
     }
     if (!id_is_free(op_id)) return Env().Undefined();

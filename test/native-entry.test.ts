@@ -1,0 +1,122 @@
+// The native entry points on their own: what JavaScript can do to them from inside a call (a
+// getter, a setter, a species constructor) or to the memory they were lent, and that none of it
+// corrupts memory, crashes or aborts the process. What could crash runs in a child process, so
+// that a failure is a failed assertion here and not a dead test worker.
+import { execFile } from 'node:child_process';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { promisify } from 'node:util';
+
+import { describe, expect, it } from 'vitest';
+
+import { backends } from './helpers.js';
+
+const run = promisify(execFile);
+const root = path.dirname(path.dirname(fileURLToPath(import.meta.url)));
+
+// The child's prelude: the package's own sources (through tsx) and a connected pair on `backend`.
+const prelude = `
+import { open } from ${JSON.stringify(path.join(root, 'lib/index.ts'))};
+import { native } from ${JSON.stringify(path.join(root, 'lib/binding.ts'))};
+const backend = process.env.TWINLOOP_TEST_BACKEND;
+async function pair() {
+  const loop = open({ backend });
+  const server = await loop.listen({ host: '127.0.0.1', port: 0 });
+  const accepted = loop.proactor.accept(server);
+  const client = await loop.connect({ host: '127.0.0.1', port: server.port });
+  return { loop, client, peer: await accepted };
+}
+// Every byte the peer receives until nothing more came for 200 ms (the last read stays in
+// flight: one call per connection).
+async function received(loop, peer) {
+  const chunks = [];
+  for (;;) {
+    const buffer = Buffer.alloc(1 << 20);
+    const timer = new Promise((resolve) => setTimeout(resolve, 200, -1));
+    const n = await Promise.race([loop.proactor.read(peer, buffer), timer]);
+    if (n <= 0) break;
+    chunks.push(buffer.subarray(0, n));
+  }
+  return Buffer.concat(chunks);
+}
+`;
+
+interface Exit {
+  code: number | null;
+  signal: string | null;
+  stdout: string;
+  stderr: string;
+}
+
+/** Runs `body` (an ES module, after the prelude) in a node process of its own. */
+async function child(backend: string, body: string): Promise<Exit> {
+  try {
+    const { stdout, stderr } = await run(process.execPath, ['--import', 'tsx', '--input-type=module', '-e', prelude + body], {
+      cwd: root,
+      env: { ...process.env, TWINLOOP_TEST_BACKEND: backend },
+      timeout: 20_000,
+    });
+    return { code: 0, signal: null, stdout, stderr };
+  } catch (error) {
+    const { code, signal, stdout, stderr } = error as { code: number | null; signal: string | null; stdout: string; stderr: string };
+    return { code: typeof code === 'number' ? code : null, signal, stdout, stderr };
+  }
+}
+
+function survived(exit: Exit): void {
+  expect({ code: exit.code, signal: exit.signal, stderr: exit.signal === null && exit.code === 0 ? '' : exit.stderr }).toEqual({
+    code: 0,
+    signal: null,
+    stderr: '',
+  });
+}
+
+describe.each(backends)('native entry points (%s)', (backend) => {
+  it('a gathered write whose element getter throws passes that error on, and the process lives', async () => {
+    const exit = await child(
+      backend,
+      `
+      const { loop, client } = await pair();
+      const pieces = [Buffer.from('a')];
+      let calls = 0;
+      Object.defineProperty(pieces, 1, { enumerable: true, get() { if (++calls === 2) throw new Error('getter threw'); return Buffer.from('b'); } });
+      try { client.writeThen(pieces, () => {}); console.log('writeThen returned'); } catch (e) { console.log('writeThen threw', e.message); }
+      const { rawNativeLoop } = await import(${JSON.stringify(path.join(root, 'test/helpers.ts'))});
+      const raw = rawNativeLoop(backend);
+      const list = [Buffer.from('a')];
+      Object.defineProperty(list, 1, { enumerable: true, get() { throw new Error('raw getter threw'); } });
+      try { raw.writeGathered(0, list, 1); console.log('writeGathered returned'); } catch (e) { console.log('writeGathered threw', e.message); }
+      raw.close();
+      await loop.close();
+      `,
+    );
+    survived(exit);
+    expect(exit.stdout.trim().split('\n')).toEqual(['writeThen threw getter threw', 'writeGathered threw raw getter threw']);
+  });
+
+  it('a gathered write whose getter shrinks or transfers an earlier piece sends only what the pieces hold once every getter ran', async () => {
+    const exit = await child(
+      backend,
+      `
+      for (const how of ['shrink', 'transfer']) {
+        const { loop, client, peer } = await pair();
+        const rab = how === 'shrink' ? new ArrayBuffer(8 << 20, { maxByteLength: 64 << 20 }) : new ArrayBuffer(8 << 20);
+        const big = new Uint8Array(rab).fill(0x41);
+        const pieces = [big];
+        let calls = 0;
+        let kept;
+        Object.defineProperty(pieces, 1, { enumerable: true, get() {
+          if (++calls === 2) { if (how === 'shrink') rab.resize(0); else kept = structuredClone(rab, { transfer: [rab] }); }
+          return Buffer.from('!');
+        } });
+        client.writeThen(pieces, () => {});
+        console.log(how, JSON.stringify(String(await received(loop, peer))));
+        await loop.close();
+      }
+      `,
+    );
+    survived(exit);
+    expect(exit.stdout.trim().split('\n')).toEqual(['shrink "!"', 'transfer "!"']);
+  });
+});
+
