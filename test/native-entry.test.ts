@@ -118,5 +118,28 @@ describe.each(backends)('native entry points (%s)', (backend) => {
     survived(exit);
     expect(exit.stdout.trim().split('\n')).toEqual(['shrink "!"', 'transfer "!"']);
   });
+
+  it("a stream's _writev of chunks whose array has a species constructor sends just those chunks", async () => {
+    const exit = await child(
+      backend,
+      `
+      const { loop, client, peer } = await pair();
+      class Evil extends Array {
+        constructor(n) {
+          super(n);
+          Object.defineProperty(this, n, { enumerable: true, configurable: true, get() { throw new Error('getter threw'); } });
+        }
+      }
+      const chunks = [{ chunk: Buffer.from('hello') }, { chunk: Buffer.from(' world') }];
+      chunks.constructor = { [Symbol.species]: Evil };
+      const written = new Promise((resolve) => client.stream()._writev(chunks, (e) => resolve(e?.message ?? 'ok')));
+      console.log('callback', await written);
+      console.log('received', JSON.stringify(String(await received(loop, peer))));
+      await loop.close();
+      `,
+    );
+    survived(exit);
+    expect(exit.stdout.trim().split('\n')).toEqual(['callback ok', 'received "hello world"']);
+  });
 });
 

@@ -103,14 +103,22 @@ export class SocketStream extends Duplex {
   // Chunks buffered while a write was in flight (or corked, as node:http does for a response) go
   // to the socket together: small ones gathered by one native write, so the kernel gets one send.
   override _writev(chunks: Array<{ chunk: Buffer; encoding: BufferEncoding }>, callback: (error?: Error | null) => void): void {
+    // An array of our own, each chunk read once: chunks.map() would build its result with the
+    // array's species constructor, which may leave accessors (user JavaScript) for the native
+    // write to run, and a chunk read twice may not be the chunk that was counted.
+    const pieces: Buffer[] = [];
     let length = 0;
-    for (const { chunk } of chunks) length += chunk.length;
+    for (let i = 0; i < chunks.length; i++) {
+      const { chunk } = chunks[i]!;
+      pieces.push(chunk);
+      length += chunk.length;
+    }
     if (length <= kCoalesceBytes) {
-      this.#send(chunks.map(({ chunk }) => chunk), callback, length);
+      this.#send(pieces, callback, length);
       return;
     }
-    for (let i = 0; i < chunks.length - 1; i++) this.#send(chunks[i]!.chunk, undefined);
-    this.#send(chunks[chunks.length - 1]!.chunk, callback);
+    for (let i = 0; i < pieces.length - 1; i++) this.#send(pieces[i]!, undefined);
+    this.#send(pieces[pieces.length - 1]!, callback);
   }
 
   // Hands `chunk` to the socket, which copies what the kernel does not take at once. The stream
