@@ -141,5 +141,28 @@ describe.each(backends)('native entry points (%s)', (backend) => {
     survived(exit);
     expect(exit.stdout.trim().split('\n')).toEqual(['callback ok', 'received "hello world"']);
   });
+
+  it('building a result object runs no setter of Object.prototype', async () => {
+    const exit = await child(
+      backend,
+      `
+      const { rawNativeLoop } = await import(${JSON.stringify(path.join(root, 'test/helpers.ts'))});
+      const raw = rawNativeLoop(backend);
+      const before = raw.info();
+      const ran = [];
+      for (const key of ['backend', 'pattern', 'features', 'syscalls', 'batches', 'errno', 'syscall']) {
+        Object.defineProperty(Object.prototype, key, { configurable: true, set() { ran.push(key); raw.close(); throw new Error('setter ran'); } });
+      }
+      const info = raw.info();
+      const stats = raw.stats();
+      let openError;
+      try { new native.NativeLoop('no-such-backend', new Int32Array(64), new Uint8Array(1024), () => {}); } catch (e) { openError = [e.errno, e.syscall]; }
+      console.log(JSON.stringify({ ran, same: JSON.stringify(info) === JSON.stringify(before), features: Array.isArray(info.features), batches: stats.batches, openError }));
+      raw.close();
+      `,
+    );
+    survived(exit);
+    expect(JSON.parse(exit.stdout)).toEqual({ ran: [], same: true, features: true, batches: 0, openError: [expect.any(Number), 'open'] });
+  });
 });
 

@@ -76,8 +76,8 @@ class NativeLoop : public Napi::ObjectWrap<NativeLoop> {
     }
     if (!open_backend(info[0].As<Napi::String>().Utf8Value())) {
       Napi::Error error = Napi::Error::New(env, open_error_message_);
-      error.Set("errno", Napi::Number::New(env, open_error_));
-      error.Set("syscall", Napi::String::New(env, "open"));
+      define_own(error.Value(), "errno", Napi::Number::New(env, open_error_));
+      define_own(error.Value(), "syscall", Napi::String::New(env, "open"));
       error.ThrowAsJavaScriptException();
       return;
     }
@@ -277,6 +277,15 @@ class NativeLoop : public Napi::ObjectWrap<NativeLoop> {
     }
     out = data == nullptr || bytes == 0 ? std::span<uint8_t>() : std::span<uint8_t>(static_cast<uint8_t*>(data), bytes);
     return true;
+  }
+
+  // Makes `name` an own data property of `object`. Napi::Object::Set assigns, and an assignment
+  // runs a setter of that name on Object.prototype: user JavaScript, which could close this loop
+  // while a reference into it is held (info() reads the backend's), or throw and leave its
+  // exception pending for the next Set.
+  static void define_own(Napi::Object object, const char* name, napi_value value) {
+    napi_property_descriptor property{name, nullptr, nullptr, nullptr, nullptr, value, napi_default_jsproperty, nullptr};
+    napi_define_properties(object.Env(), object, 1, &property);
   }
 
   static size_t element_size_of(napi_typedarray_type type) {
@@ -567,12 +576,14 @@ class NativeLoop : public Napi::ObjectWrap<NativeLoop> {
     if (!check(backend_ != nullptr, "the loop is closed")) return env.Undefined();
     const BackendInfo& backend_info = backend_->info();
     auto out = Napi::Object::New(env);
-    out.Set("backend", backend_info.name);
-    out.Set("pattern", backend_info.native_pattern);
+    define_own(out, "backend", Napi::String::New(env, backend_info.name));
+    define_own(out, "pattern", Napi::String::New(env, backend_info.native_pattern));
     auto features = Napi::Array::New(env, backend_info.features.size());
-    for (uint32_t i = 0; i < backend_info.features.size(); ++i) features.Set(i, backend_info.features[i]);
-    out.Set("features", features);
-    if (!fallback_reason_.empty()) out.Set("fallbackReason", fallback_reason_);
+    for (uint32_t i = 0; i < backend_info.features.size(); ++i) {
+      define_own(features, std::to_string(i).c_str(), Napi::String::New(env, backend_info.features[i]));
+    }
+    define_own(out, "features", features);
+    if (!fallback_reason_.empty()) define_own(out, "fallbackReason", Napi::String::New(env, fallback_reason_));
     return out;
   }
 
@@ -651,11 +662,12 @@ class NativeLoop : public Napi::ObjectWrap<NativeLoop> {
     int rc = backend_->address(handle, info.Length() > 1 && info[1].ToBoolean().Value(), out);
     if (rc < 0) return result(rc);
     auto object = Napi::Object::New(Env());
-    object.Set("family", out.family == SocketAddress::Family::kIPv4   ? "IPv4"
-                         : out.family == SocketAddress::Family::kIPv6 ? "IPv6"
-                                                                      : "unix");
-    object.Set("address", out.host);
-    object.Set("port", out.port);
+    define_own(object, "family",
+               Napi::String::New(Env(), out.family == SocketAddress::Family::kIPv4   ? "IPv4"
+                                        : out.family == SocketAddress::Family::kIPv6 ? "IPv6"
+                                                                                     : "unix"));
+    define_own(object, "address", Napi::String::New(Env(), out.host));
+    define_own(object, "port", Napi::Number::New(Env(), out.port));
     return object;
   }
 
@@ -896,12 +908,12 @@ class NativeLoop : public Napi::ObjectWrap<NativeLoop> {
     Napi::Env env = Env();
     Stats backend_stats = backend_ ? backend_->stats() : Stats{};
     auto out = Napi::Object::New(env);
-    out.Set("syscalls", static_cast<double>(backend_stats.syscalls));
-    out.Set("events", static_cast<double>(backend_stats.events));
-    out.Set("wakes", static_cast<double>(wakes_));
+    define_own(out, "syscalls", Napi::Number::New(env, static_cast<double>(backend_stats.syscalls)));
+    define_own(out, "events", Napi::Number::New(env, static_cast<double>(backend_stats.events)));
+    define_own(out, "wakes", Napi::Number::New(env, static_cast<double>(wakes_)));
     // One count, not two: JavaScript is called only to deliver a batch (a wake that drains
     // nothing calls nothing), so a count of JS calls would always equal this one.
-    out.Set("batches", static_cast<double>(batches_));
+    define_own(out, "batches", Napi::Number::New(env, static_cast<double>(batches_)));
     return out;
   }
 
