@@ -103,6 +103,11 @@ export interface NativeConstants {
 }
 
 export interface NativeModule {
+  /**
+   * `events` and `arena` are views of plain ArrayBuffers (a SharedArrayBuffer's are refused) that
+   * the loop drains into: should either be detached, transferred or resized, the loop closes at
+   * its next drain instead, and every later call throws saying why.
+   */
   NativeLoop: new (backend: string, events: Int32Array, arena: Uint8Array, dispatch: (start: number, end: number) => void) => NativeLoop;
   allocAligned(size: number, alignment: number): ArrayBuffer;
   /** The most bytes one operation moves (1 GiB): longer socket writes are split by lib/. */

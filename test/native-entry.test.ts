@@ -10,6 +10,7 @@ import { promisify } from 'node:util';
 import { describe, expect, it } from 'vitest';
 
 import { backends } from './helpers.js';
+import { native } from '../lib/binding.js';
 
 const run = promisify(execFile);
 const root = path.dirname(path.dirname(fileURLToPath(import.meta.url)));
@@ -142,6 +143,43 @@ describe.each(backends)('native entry points (%s)', (backend) => {
     expect(exit.stdout.trim().split('\n')).toEqual(['callback ok', 'received "hello world"']);
   });
 
+  it('a raw loop whose events or arena buffer was shrunk or transferred closes instead of draining into it', async () => {
+    const exit = await child(
+      backend,
+      `
+      const wait = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
+      for (const how of ['shrink events', 'transfer events', 'shrink arena']) {
+        const rab = new ArrayBuffer(1 << 20, { maxByteLength: 4 << 20 });
+        const plain = new ArrayBuffer(1 << 20);
+        const onEvents = how.endsWith('events');
+        const events = new Int32Array(onEvents ? (how.startsWith('shrink') ? rab : plain) : new ArrayBuffer(1024));
+        const arena = new Uint8Array(onEvents ? new ArrayBuffer(64 * 1024) : rab);
+        let dispatched = 0;
+        const dispatch = () => { dispatched++; };
+        const raw = new native.NativeLoop(backend, events, arena, dispatch);
+        raw.setLiveness(true, true);
+        let moved;
+        if (how === 'transfer events') moved = structuredClone(plain, { transfer: [plain] });
+        else rab.resize(0);
+        raw.startTimer(1, 1);
+        await wait(300);
+        let after;
+        try { after = raw.startTimer(1, 2); } catch (e) { after = e.message; }
+        const untouched = moved === undefined || new Int32Array(moved).every((v) => v === 0);
+        console.log(how, dispatched, untouched, after);
+        try { raw.close(); } catch {}
+      }
+      `,
+    );
+    survived(exit);
+    const closed = 'the loop is closed: its events or arena buffer was detached, transferred or resized';
+    expect(exit.stdout.trim().split('\n')).toEqual([
+      `shrink events 0 true ${closed}`,
+      `transfer events 0 true ${closed}`,
+      `shrink arena 0 true ${closed}`,
+    ]);
+  });
+
   it('building a result object runs no setter of Object.prototype', async () => {
     const exit = await child(
       backend,
@@ -163,6 +201,12 @@ describe.each(backends)('native entry points (%s)', (backend) => {
     );
     survived(exit);
     expect(JSON.parse(exit.stdout)).toEqual({ ran: [], same: true, features: true, batches: 0, openError: [expect.any(Number), 'open'] });
+  });
+
+  it('a raw loop refuses events or an arena over a SharedArrayBuffer, which another thread could rewrite mid-drain', () => {
+    const shared = new SharedArrayBuffer(64 * 1024);
+    expect(() => new native.NativeLoop(backend, new Int32Array(shared, 0, 64), new Uint8Array(1024), () => {})).toThrow(TypeError);
+    expect(() => new native.NativeLoop(backend, new Int32Array(64), new Uint8Array(shared), () => {})).toThrow(TypeError);
   });
 });
 

@@ -4,9 +4,10 @@
 // How events reach JavaScript: a LoopWatcher (loop_watcher.h: a uv_poll_t on the backend's
 // descriptor, or a thread-safe wake-up where there is none) says when there is work. Then the
 // backend drains everything ready into the event buffer and data arena that JavaScript allocated
-// and shares with us, and JavaScript's dispatch function is called once for the whole batch
-// (N events cost one N-API call). Submissions made during that call are flushed to the kernel
-// once, after it returns.
+// and shares with us (both looked up again before every drain: a loop whose buffers were
+// detached or resized closes rather than write where they were), and JavaScript's dispatch
+// function is called once for the whole batch (N events cost one N-API call). Submissions made
+// during that call are flushed to the kernel once, after it returns.
 //
 // Every method returns a number: >= 0 for success (a handle, a byte count) or a negative errno,
 // which lib/ turns into a Node-style Error. TypeErrors are thrown only for misuse of this internal
@@ -55,6 +56,8 @@ constexpr size_t kEventsPerCallback = 64;
 // The most views one writeGathered takes (lib/ sends a handful: a stream's _writev of <= 64 KiB).
 constexpr uint32_t kMaxGatheredViews = 1u << 20;
 
+constexpr const char* kLentMemoryGone = "the loop is closed: its events or arena buffer was detached, transferred or resized";
+
 class NativeLoop : public Napi::ObjectWrap<NativeLoop> {
  public:
   static Napi::Function define(Napi::Env env) { return DefineClass(env, "NativeLoop", {}); }
@@ -74,6 +77,13 @@ class NativeLoop : public Napi::ObjectWrap<NativeLoop> {
       Napi::TypeError::New(env, "events must be an Int32Array, arena a Uint8Array").ThrowAsJavaScriptException();
       return;
     }
+    // A drain reads back events it wrote (a Data event extended, a completion's id looked up to
+    // free what the operation owned): over a SharedArrayBuffer, another thread could rewrite them
+    // in between, and a wrong id frees memory the kernel still writes into.
+    if (!over_array_buffer(env, events) || !over_array_buffer(env, arena)) {
+      Napi::TypeError::New(env, "events and arena must be views of an ArrayBuffer, not of a SharedArrayBuffer").ThrowAsJavaScriptException();
+      return;
+    }
     if (!open_backend(info[0].As<Napi::String>().Utf8Value())) {
       Napi::Error error = Napi::Error::New(env, open_error_message_);
       define_own(error.Value(), "errno", Napi::Number::New(env, open_error_));
@@ -86,6 +96,8 @@ class NativeLoop : public Napi::ObjectWrap<NativeLoop> {
     view_of(env, arena, arena_bytes);
     events_ref_ = Napi::Persistent(events.As<Napi::Object>());
     arena_ref_ = Napi::Persistent(arena.As<Napi::Object>());
+    lent_events_ = event_bytes;
+    lent_arena_ = arena_bytes;
     // Weak until JavaScript says the loop is busy (setLiveness): the function closes over the
     // loop's JavaScript half, which holds this object, so a strong reference would keep an idle
     // loop that nobody can reach alive for ever, with its descriptors.
@@ -279,6 +291,13 @@ class NativeLoop : public Napi::ObjectWrap<NativeLoop> {
     return true;
   }
 
+  static bool over_array_buffer(napi_env env, napi_value typed_array) {
+    napi_value buffer = nullptr;
+    bool is_array_buffer = false;
+    return napi_get_typedarray_info(env, typed_array, nullptr, nullptr, nullptr, &buffer, nullptr) == napi_ok &&
+           napi_is_arraybuffer(env, buffer, &is_array_buffer) == napi_ok && is_array_buffer;
+  }
+
   // Makes `name` an own data property of `object`. Napi::Object::Set assigns, and an assignment
   // runs a setter of that name on Object.prototype: user JavaScript, which could close this loop
   // while a reference into it is held (info() reads the backend's), or throw and leave its
@@ -370,6 +389,10 @@ class NativeLoop : public Napi::ObjectWrap<NativeLoop> {
     if (napi_open_handle_scope(env, &scope) != napi_ok) return;
     ++wakes_;
     for (int round = 0; round < kMaxRoundsPerWake && backend_; ++round) {
+      if (!lent_memory_intact(env)) {
+        close_for(kLentMemoryGone);
+        break;
+      }
       sink_->reset();
       backend_->drain(*sink_);
       if (sink_->count() == 0) break;
@@ -414,6 +437,28 @@ class NativeLoop : public Napi::ObjectWrap<NativeLoop> {
     napi_value error;
     if (napi_get_and_clear_last_exception(env, &error) == napi_ok) napi_fatal_exception(env, error);
     return true;
+  }
+
+  // Whether the events and arena JavaScript lent the loop are still where the sink writes: a
+  // reference keeps their objects alive, not their memory, which a resize frees (V8 decommits a
+  // resizable buffer's pages) and a transfer hands to another buffer, freed when that one goes.
+  // Looked at before every drain, and no JavaScript runs until the drain is over: a detached view
+  // has no bytes and a shrunk one fewer, so a drain never writes where they were. Two reference
+  // reads and two typed-array lookups a round, none per event.
+  bool lent_memory_intact(napi_env env) const {
+    return view_unchanged(env, events_ref_, lent_events_) && view_unchanged(env, arena_ref_, lent_arena_);
+  }
+  static bool view_unchanged(napi_env env, const Napi::ObjectReference& ref, std::span<uint8_t> lent) {
+    napi_value value = nullptr;
+    std::span<uint8_t> now;
+    return napi_get_reference_value(env, ref, &value) == napi_ok && value != nullptr && view_of(env, value, now) &&
+           now.data() == lent.data() && now.size() >= lent.size();
+  }
+
+  // Closes the loop from the inside, as close() does, and tells every later call why.
+  void close_for(const char* reason) {
+    closed_reason_ = reason;
+    shut_down();
   }
 
   bool stop_waking() {
@@ -496,7 +541,7 @@ class NativeLoop : public Napi::ObjectWrap<NativeLoop> {
   // The loop is open, and the first arguments are int32s (a handle, an operation id…).
   template <typename... Ints>
   bool args_ok(const Napi::CallbackInfo& info, Ints&... out) {
-    return check(backend_ != nullptr, "the loop is closed") && ints_at(info, 0, out...);
+    return check(backend_ != nullptr, closed_reason_) && ints_at(info, 0, out...);
   }
   // (handle, view, int32s…)
   template <typename... Ints>
@@ -573,7 +618,7 @@ class NativeLoop : public Napi::ObjectWrap<NativeLoop> {
 
   Napi::Value info(const Napi::CallbackInfo&) {
     Napi::Env env = Env();
-    if (!check(backend_ != nullptr, "the loop is closed")) return env.Undefined();
+    if (!check(backend_ != nullptr, closed_reason_)) return env.Undefined();
     const BackendInfo& backend_info = backend_->info();
     auto out = Napi::Object::New(env);
     define_own(out, "backend", Napi::String::New(env, backend_info.name));
@@ -590,7 +635,7 @@ class NativeLoop : public Napi::ObjectWrap<NativeLoop> {
   // listen(family: 4 | 6 | 0, host, port, backlog, reusePort, ipv6Only)
   Napi::Value listen(const Napi::CallbackInfo& info) {
     SocketAddress address;
-    if (!check(backend_ != nullptr, "the loop is closed") || !check(address_arg(info, address), "bad address")) {
+    if (!check(backend_ != nullptr, closed_reason_) || !check(address_arg(info, address), "bad address")) {
       return Env().Undefined();
     }
     ListenOptions options;
@@ -605,7 +650,7 @@ class NativeLoop : public Napi::ObjectWrap<NativeLoop> {
   Napi::Value connect(const Napi::CallbackInfo& info) {
     SocketAddress address;
     int32_t op_id = 0;
-    if (!check(backend_ != nullptr, "the loop is closed") || !check(address_arg(info, address), "bad address") || !ints_at(info, 3, op_id)) {
+    if (!check(backend_ != nullptr, closed_reason_) || !check(address_arg(info, address), "bad address") || !ints_at(info, 3, op_id)) {
       return Env().Undefined();
     }
     SocketAddress local;
@@ -813,7 +858,7 @@ class NativeLoop : public Napi::ObjectWrap<NativeLoop> {
   // fileOpen(path, flags, mode, opId): flags as lib/file.ts packs them (kFile* below).
   Napi::Value file_open(const Napi::CallbackInfo& info) {
     int32_t flag_bits = 0, mode = 0, op_id = 0;
-    if (!check(backend_ != nullptr, "the loop is closed") || !check(info[0].IsString(), "fileOpen(path, flags, mode, opId)") ||
+    if (!check(backend_ != nullptr, closed_reason_) || !check(info[0].IsString(), "fileOpen(path, flags, mode, opId)") ||
         !ints_at(info, 1, flag_bits, mode, op_id)) {
       return Env().Undefined();
     }
@@ -897,7 +942,7 @@ class NativeLoop : public Napi::ObjectWrap<NativeLoop> {
   Napi::Value start_timer(const Napi::CallbackInfo& info) {
     double delay = 0;
     int32_t op_id = 0;
-    if (!check(backend_ != nullptr, "the loop is closed") || !double_at(info, 0, delay) || !ints_at(info, 1, op_id)) {
+    if (!check(backend_ != nullptr, closed_reason_) || !double_at(info, 0, delay) || !ints_at(info, 1, op_id)) {
       return Env().Undefined();
     }
     if (!check(delay >= 0 && delay <= 9007199254740991.0, "delayMs must be >= 0")) return Env().Undefined();
@@ -952,6 +997,9 @@ class NativeLoop : public Napi::ObjectWrap<NativeLoop> {
   bool cleanup_hook_added_ = false;
   bool held_ = false;
   std::string fallback_reason_;
+  // What the sink writes into, as the constructor found it (see lent_memory_intact).
+  std::span<uint8_t> lent_events_, lent_arena_;
+  const char* closed_reason_ = "the loop is closed";
   std::string open_error_message_;
   int open_error_ = 0;
   uint64_t wakes_ = 0;
