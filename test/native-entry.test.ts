@@ -9,7 +9,8 @@ import { promisify } from 'node:util';
 
 import { describe, expect, it } from 'vitest';
 
-import { backends } from './helpers.js';
+import { open } from '../lib/index.js';
+import { backends, rawNativeLoop } from './helpers.js';
 import { native } from '../lib/binding.js';
 
 const run = promisify(execFile);
@@ -208,5 +209,46 @@ describe.each(backends)('native entry points (%s)', (backend) => {
     expect(() => new native.NativeLoop(backend, new Int32Array(shared, 0, 64), new Uint8Array(1024), () => {})).toThrow(TypeError);
     expect(() => new native.NativeLoop(backend, new Int32Array(64), new Uint8Array(shared), () => {})).toThrow(TypeError);
   });
+
+  it('the native reads refuse an empty view with a RangeError naming the argument, before any I/O', () => {
+    const raw = rawNativeLoop(backend);
+    try {
+      const refusal = { name: 'RangeError', code: 'ERR_OUT_OF_RANGE', message: expect.stringContaining('"buffer.length"') };
+      expect(outcomeOf(() => raw.tryRead(0, new Uint8Array(0)))).toEqual(refusal);
+      expect(outcomeOf(() => raw.tryRead(0, new Uint8Array(8), 8, 0))).toEqual({ ...refusal, message: expect.stringContaining('"length"') });
+      expect(outcomeOf(() => raw.read(0, new Uint8Array(0), 1))).toEqual(refusal);
+    } finally {
+      raw.close();
+    }
+  });
+
+  it('a read into a view that only claims a length is refused, not answered with the 0 of EOF while data waits', async () => {
+    const loop = open({ backend });
+    try {
+      const server = await loop.listen({ host: '127.0.0.1', port: 0 });
+      const accepted = loop.proactor.accept(server);
+      const client = await loop.connect({ host: '127.0.0.1', port: server.port });
+      const peer = await accepted;
+      await loop.proactor.write(peer, Buffer.from('waiting'));
+      class Liar extends Uint8Array {
+        override get length(): number {
+          return 16;
+        }
+      }
+      await expect((async () => loop.proactor.read(client, new Liar(0)))()).rejects.toMatchObject({ name: 'RangeError', code: 'ERR_OUT_OF_RANGE' });
+      const buffer = Buffer.alloc(16);
+      expect(String(buffer.subarray(0, await loop.proactor.read(client, buffer)))).toBe('waiting');
+    } finally {
+      await loop.close();
+    }
+  });
 });
 
+function outcomeOf(call: () => unknown): unknown {
+  try {
+    return { value: call() };
+  } catch (error) {
+    const { name, code, message } = error as Error & { code?: unknown };
+    return { name, code, message };
+  }
+}

@@ -727,7 +727,9 @@ class NativeLoop : public Napi::ObjectWrap<NativeLoop> {
   Napi::Value try_read(const Napi::CallbackInfo& info) {
     int32_t handle = 0;
     std::span<uint8_t> view;
-    if (!view_args_ok(info, handle, view) || !range_arg(info, view)) return Env().Undefined();
+    if (!view_args_ok(info, handle, view) || !range_arg(info, view) || !read_view_ok(view, info.Length() >= 3 ? "length" : "buffer.length")) {
+      return Env().Undefined();
+    }
     return result(backend_->try_read(handle, view.first(std::min(view.size(), kMaxTransfer))));
   }
 
@@ -752,6 +754,23 @@ class NativeLoop : public Napi::ObjectWrap<NativeLoop> {
     return true;
   }
 
+  // A socket read of 0 bytes completes with 0, which is what EOF looks like: refused as
+  // validateReadBuffer (lib/errors.ts) refuses it, for the view whose bytes are really there now —
+  // lib/ looked at its `length` before a getter could shrink it, and a subclass's may lie.
+  bool read_view_ok(std::span<uint8_t> view, const char* name) {
+    if (!view.empty()) [[likely]] return true;
+    throw_empty_read(name);
+    return false;
+  }
+  [[gnu::cold, gnu::noinline]] void throw_empty_read(const char* name) {
+    Napi::Env env = Env();
+    std::string message = std::string("The value of \"") + name +
+                          "\" is out of range. It must be >= 1 (a read of 0 bytes cannot be told from EOF). Received 0";
+    Napi::Error error = Napi::RangeError::New(env, message);
+    define_own(error.Value(), "code", Napi::String::New(env, "ERR_OUT_OF_RANGE"));
+    error.ThrowAsJavaScriptException();
+  }
+
   Napi::Value try_accept(const Napi::CallbackInfo& info) {
     int32_t handle = 0;
     if (!args_ok(info, handle)) return Env().Undefined();
@@ -762,7 +781,7 @@ class NativeLoop : public Napi::ObjectWrap<NativeLoop> {
   Napi::Value submit_read(const Napi::CallbackInfo& info) {
     int32_t handle = 0, op_id = 0;
     std::span<uint8_t> view;
-    if (!view_args_ok(info, handle, view, op_id)) return Env().Undefined();
+    if (!view_args_ok(info, handle, view, op_id) || !read_view_ok(view, "buffer.length")) return Env().Undefined();
     return submit_leased(info, view, op_id, true, [&](std::span<uint8_t> bytes) { return backend_->submit_read(handle, bytes, op_id); });
   }
 
