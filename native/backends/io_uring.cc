@@ -221,6 +221,7 @@ int IoUringBackend::try_read(HandleId handle, std::span<uint8_t> buffer) {
 int IoUringBackend::try_write(HandleId handle, std::span<const uint8_t> buffer) {
   Socket* s = find(handle);
   if (!s) return kEBADF;
+  if (int rc = s->check_try_write(); rc < 0) return rc;  // the recheck stays: on_sent re-arms it
   ++stats_.syscalls;
   int n = send_some(s->fd.get(), buffer);
   if (n == kEAGAIN || (n >= 0 && static_cast<size_t>(n) < buffer.size())) s->recheck &= ~Interest::kWritable;

@@ -244,12 +244,16 @@ void IoUringBackend::on_sent(HandleId handle, Socket& s, int32_t result) {
   if (withdrawn) result = 0;
   if (result < 0 || (!withdrawn && result == 0 && carried > 0 && !s.writes.front().rest.empty())) {
     s.fail_writes(handle, result < 0 ? result : kEPIPE, outbox_);  // the connection is broken
-    return;
+  } else {
+    s.account_sent(handle, carried, static_cast<size_t>(result), outbox_);
+    // Writes whose cancel() came while the kernel held them, now that it has let go (or a write
+    // that won the race has completed above).
+    if (s.cancelling & kSend) s.settle_cancelled_writes(handle, outbox_);
   }
-  s.account_sent(handle, carried, static_cast<size_t>(result), outbox_);
-  // Writes whose cancel() came while the kernel held them, now that it has let go (or a write
-  // that won the race has completed above).
-  if (s.cancelling & kSend) s.settle_cancelled_writes(handle, outbox_);
+  // The writable on_ready held back while the queue was busy: the poll is edge-like, and the
+  // socket may have had room all along, so a one-shot poll asks now (pump_poll, on the re-arm
+  // the final CQE marks).
+  if (has(s.watched, Interest::kWritable) && s.reactor_writable()) s.recheck |= Interest::kWritable;
 }
 
 // The TIMEOUT's CQE; at teardown nothing fires any more.
@@ -268,7 +272,8 @@ void IoUringBackend::on_ready(HandleId handle, Socket& s, int32_t result) {
     s.recheck |= Interest::kReadable;
     outbox_.post({handle, EventKind::kReadable, 0, 0});
   }
-  if (has(s.watched, Interest::kWritable) && ((events & POLLOUT) || failed)) {
+  // Held back while writes are queued (try_write would refuse); on_sent re-checks once they are done.
+  if (has(s.watched, Interest::kWritable) && s.reactor_writable() && ((events & POLLOUT) || failed)) {
     s.recheck |= Interest::kWritable;
     outbox_.post({handle, EventKind::kWritable, 0, 0});
   }

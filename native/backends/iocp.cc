@@ -221,7 +221,8 @@ int IocpBackend::try_write(HandleId handle, std::span<const uint8_t> buffer) {
   if (!s) return kEBADF;
   if (s->write_error != 0) return std::exchange(s->write_error, 0);
   if (!s->connected) return s->listener ? kENOTCONN : kEAGAIN;
-  if (s->send != nullptr || !s->writes.empty()) return kEAGAIN;
+  if (s->send != nullptr) return kEAGAIN;  // the staged send of an earlier try_write
+  if (int rc = s->check_try_write(); rc < 0) return rc;
   int n = send_some(*s, buffer);
   if (n != kEAGAIN || buffer.empty()) return n;
   // The send buffer is full: take a bounded copy into a send of our own, so that its completion

@@ -91,7 +91,10 @@ int ReadinessBackend::try_read(HandleId handle, std::span<uint8_t> buffer) {
 }
 
 int ReadinessBackend::try_write(HandleId handle, std::span<const uint8_t> buffer) {
-  return sockets_.with(handle, [&](Socket& s) { return write_some(s, buffer); });
+  return sockets_.with(handle, [&](Socket& s) {
+    int rc = s.check_try_write();
+    return rc < 0 ? rc : write_some(s, buffer);
+  });
 }
 
 int ReadinessBackend::try_accept(HandleId handle) {
@@ -294,7 +297,9 @@ void ReadinessBackend::on_writable(HandleId handle, Socket& s, int32_t reported_
     }
     s.account_sent(handle, 1, static_cast<size_t>(n), outbox_);
   }
-  if (has(s.watched, Interest::kWritable)) outbox_.post({handle, EventKind::kWritable, 0, 0});
+  // While writes remain the socket is full (the loop above ended on EAGAIN): level triggering
+  // reports it again once it has room, and the writable goes out when the queue is empty.
+  if (has(s.watched, Interest::kWritable) && s.reactor_writable()) outbox_.post({handle, EventKind::kWritable, 0, 0});
 }
 
 }  // namespace twinloop

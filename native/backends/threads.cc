@@ -328,6 +328,8 @@ class ThreadsBackend final : private WakeDescriptors, public PooledFileOperation
   int try_write(HandleId handle, std::span<const uint8_t> buffer) override {
     Socket* s = sockets_.find(handle);
     if (!s) return kEBADF;
+    // Also keeps this send from racing the thread's own, which holds the head write.
+    if (int rc = s->check_try_write(); rc < 0) return rc;
     ++stats_.syscalls;
     std::lock_guard lock(s->worker->mutex);
     return s->worker->sent(send_now(s->fd.get(), buffer));
@@ -657,7 +659,9 @@ class ThreadsBackend final : private WakeDescriptors, public PooledFileOperation
     }
     if (w.writable_seen) {
       w.writable_seen = false;
-      if (has(s.watched, Interest::kWritable)) {
+      // A write queued since the thread was asked: held back, and asked again by hand_over once
+      // the queue drains.
+      if (has(s.watched, Interest::kWritable) && s.reactor_writable()) {
         outbox_.post({handle, EventKind::kWritable, 0, 0});
         s.reported |= Interest::kWritable;
         rearm_.push_back(handle);
@@ -787,6 +791,9 @@ class ThreadsBackend final : private WakeDescriptors, public PooledFileOperation
     s.accepts_held = (w.accept_requested || w.accept_done) && !s.accepts.empty() ? 1 : 0;
     w.stream_read = s.streaming_read;
     Interest ask = s.watched & ~s.reported;
+    // Not while writes are queued: try_write would refuse, and the thread would report a
+    // writable socket over and over until they are done. process() hands over again then.
+    if (!s.reactor_writable()) ask &= ~Interest::kWritable;
     w.watch_readable = has(ask, Interest::kReadable);
     w.watch_writable = has(ask, Interest::kWritable);
     // A waiting thread looks again only when what it should wait for differs from what it waits

@@ -64,6 +64,17 @@ struct SocketOperations {
   int check_read() const { return streamed ? kEBUSY : 0; }
   int check_write() const { return connect_op >= 0 ? kENOTCONN : write_torn ? kEPIPE : 0; }
   int check_accept() const { return listener ? 0 : kEINVAL; }
+  // Backend::try_write's refusals. Its bytes come after every write submitted before it, so while
+  // one is queued or in flight (or the connect that they wait for) the reactor is told "not now"
+  // (-EAGAIN), and its kWritable is held back until the queue has drained (reactor_writable());
+  // after a torn write no byte may follow (-EPIPE, as submit_write).
+  int check_try_write() const {
+    if (write_torn) return kEPIPE;
+    return reactor_writable() && connect_op < 0 ? 0 : kEAGAIN;
+  }
+  // Whether a kWritable may be reported: a try_write would not be refused for the queue. A
+  // backend that holds one back reports it once the queue drains, so a watcher is not stranded.
+  bool reactor_writable() const { return writes.empty(); }
 
   // Backend::set_streaming; the backend then updates what it asks of the kernel.
   int set_streaming(Stream stream, bool on);
