@@ -21,6 +21,9 @@
 #include <cstddef>
 #include <cstdint>
 #include <cstdlib>
+#if defined(_WIN32)
+#include <malloc.h>
+#endif
 #include <memory>
 #include <span>
 #include <vector>
@@ -39,10 +42,24 @@ class BytePool;
 
 inline constexpr size_t kMaxBlockAlignment = 4096;
 
-// aligned_alloc's memory goes back through free(), which needs no alignment: the owner stays one
-// pointer wide.
+// Aligned memory whose release needs no alignment, so the owner stays one pointer wide: C's
+// aligned_alloc and free, or on Windows, whose C runtime has no aligned_alloc (its free could not
+// release such a block), _aligned_malloc and _aligned_free.
+inline void* aligned_bytes(size_t alignment, size_t size) {
+#if defined(_WIN32)
+  return _aligned_malloc(size, alignment);
+#else
+  return std::aligned_alloc(alignment, size);
+#endif
+}
 struct FreeBytes {
-  void operator()(uint8_t* data) const { std::free(data); }
+  void operator()(uint8_t* data) const {
+#if defined(_WIN32)
+    _aligned_free(data);
+#else
+    std::free(data);
+#endif
+  }
 };
 using AlignedBytes = std::unique_ptr<uint8_t, FreeBytes>;
 
@@ -52,7 +69,7 @@ inline AlignedBytes allocate_aligned(size_t size) {
   size_t alignment = kMaxBlockAlignment;
   while (alignment > alignof(std::max_align_t) && size % alignment != 0 && size < alignment) alignment /= 2;
   size_t rounded = (std::max<size_t>(size, 1) + alignment - 1) / alignment * alignment;  // aligned_alloc's rule
-  auto* data = static_cast<uint8_t*>(std::aligned_alloc(alignment, rounded));
+  auto* data = static_cast<uint8_t*>(aligned_bytes(alignment, rounded));
   if (data == nullptr) std::abort();
   return AlignedBytes(data);
 }
