@@ -83,13 +83,14 @@ export function validateInteger(name: string, value: unknown, min: number, max: 
 }
 
 /**
- * The length of the part of `buffer` that `offset` and `length` name, as node:fs's read and write
- * take them (`length` omitted: the rest of the buffer); a RangeError names the one out of range.
+ * The length of the part of a view of `size` bytes that `offset` and `length` name, as node:fs's
+ * read and write take them (`length` omitted: the rest of the view); a RangeError names the one
+ * out of range.
  */
-export function validateRange(buffer: Uint8Array, offset: unknown, length: unknown): number {
-  validateInteger('offset', offset, 0, buffer.length);
-  const count = length ?? buffer.length - offset;
-  validateInteger('length', count, 0, buffer.length - offset);
+export function validateRange(size: number, offset: unknown, length: unknown): number {
+  validateInteger('offset', offset, 0, size);
+  const count = length ?? size - offset;
+  validateInteger('length', count, 0, size - offset);
   return count;
 }
 

@@ -13,6 +13,7 @@ import {
   validateBuffer,
   validateInteger,
   validateObject,
+  validateRange,
 } from './errors.js';
 
 /** The open modes of `node:fs`. */
@@ -226,10 +227,7 @@ export class File {
     // The view's own fields through the intrinsic getters, and a plain Uint8Array over them: not
     // subarray(), whose species constructor the caller chooses (a 4-byte write then wrote 1 MiB of
     // other bytes), nor a subclass's `length`, which could claim bytes past the end.
-    const size = lengthOf(buffer);
-    validateInteger('offset', offset, 0, size);
-    const count = length ?? size - offset;
-    validateInteger('length', count, 0, size - offset);
+    const count = validateRange(lengthOf(buffer), offset, length);
     if (position !== null) validateInteger('position', position, 0, Number.MAX_SAFE_INTEGER);
     return new Uint8Array(bufferOf(buffer), byteOffsetOf(buffer) + offset, count);
   }

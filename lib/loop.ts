@@ -416,16 +416,15 @@ class ConnectOperation extends Operation {
 // The per-socket options, each read once and validated: the Socket gets this copy, never the
 // caller's object, whose getters could answer it something else.
 function socketOptions(options: SocketOptions): SocketOptions {
-  const { readableHighWaterMark, writableHighWaterMark, idleTimeout } = options;
   const result: SocketOptions = {};
-  if (readableHighWaterMark !== undefined) {
-    validateInteger('options.readableHighWaterMark', readableHighWaterMark, 1, 2 ** 31 - 1);
-    result.readableHighWaterMark = readableHighWaterMark;
+  for (const key of ['readableHighWaterMark', 'writableHighWaterMark'] as const) {
+    const value = options[key];
+    if (value !== undefined) {
+      validateInteger(`options.${key}`, value, 1, 2 ** 31 - 1);
+      result[key] = value;
+    }
   }
-  if (writableHighWaterMark !== undefined) {
-    validateInteger('options.writableHighWaterMark', writableHighWaterMark, 1, 2 ** 31 - 1);
-    result.writableHighWaterMark = writableHighWaterMark;
-  }
+  const { idleTimeout } = options;
   if (idleTimeout !== undefined) {
     validateInteger('options.idleTimeout', idleTimeout, 0, 2 ** 31 - 1);
     result.idleTimeout = idleTimeout;

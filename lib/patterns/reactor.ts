@@ -68,7 +68,7 @@ export class ReactorApi {
     validateReadBuffer('buffer', buffer);
     if (offset !== undefined || length !== undefined) {
       offset ??= 0;
-      length = validateRange(buffer, offset, length);
+      length = validateRange(buffer.length, offset, length);
       if (length === 0) throw outOfRange('length', '>= 1 (a read of 0 bytes cannot be told from EOF)', 0);
     }
     socket.assertOpen();
@@ -87,7 +87,7 @@ export class ReactorApi {
     validateBuffer('buffer', buffer);
     if (offset !== undefined || length !== undefined) {
       offset ??= 0;
-      length = validateRange(buffer, offset, length);
+      length = validateRange(buffer.length, offset, length);
     }
     socket.assertOpen();
     const n = this.#core.tryWrite(socket.handle, buffer, offset, length);
