@@ -67,7 +67,7 @@ using AlignedBytes = std::unique_ptr<uint8_t, FreeBytes>;
 // Aborts when memory is exhausted, as `new` does in this -fno-exceptions build.
 inline AlignedBytes allocate_aligned(size_t size) {
   size_t alignment = kMaxBlockAlignment;
-  while (alignment > alignof(std::max_align_t) && size % alignment != 0 && size < alignment) alignment /= 2;
+  while (alignment > alignof(std::max_align_t) && size < alignment) alignment /= 2;
   size_t rounded = (std::max<size_t>(size, 1) + alignment - 1) / alignment * alignment;  // aligned_alloc's rule
   auto* data = static_cast<uint8_t*>(aligned_bytes(alignment, rounded));
   if (data == nullptr) std::abort();

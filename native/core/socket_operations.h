@@ -16,6 +16,7 @@
 #include <cstdint>
 #include <memory>
 #include <span>
+#include <type_traits>
 #include <utility>
 #include <vector>
 
@@ -51,6 +52,9 @@ struct QueuedAccept {
 // the most ever queued.
 template <typename T>
 class OperationQueue {
+  // Entries behind the head or past a shrunk end are left as they are, never destroyed.
+  static_assert(std::is_trivially_destructible_v<T>, "an OperationQueue entry must own nothing");
+
  public:
   OperationQueue() = default;
   OperationQueue(OperationQueue&& other) noexcept
