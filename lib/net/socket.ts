@@ -149,8 +149,10 @@ export class Socket extends Handle implements AsyncIterable<Buffer> {
    * that vanished without a FIN is then detected (reads fail `ETIMEDOUT`) instead of the socket
    * waiting for ever. With `initialDelay` > 0, the first probe goes after that many ms of silence,
    * rounded up to whole seconds (Node rounds down, so that less than 1000 keeps the system's
-   * default — 2 hours on Linux), then one a second, and the peer is given up after 10, as libuv
-   * sets them; 0 keeps the system's delay. A no-op on a Unix socket and on a closed one.
+   * default — 2 hours on Linux) and cut to the longest the system takes (32 767 s on Linux, where
+   * Node's setsockopt fails and leaves the default), then one a second, and the peer is given up
+   * after 10, as libuv sets them; 0 keeps the system's delay. A no-op on a Unix socket and on a
+   * closed one.
    */
   setKeepAlive(enable = false, initialDelay = 0): this {
     if (typeof initialDelay !== 'number') throw invalidArgType('initialDelay', 'of type number', initialDelay);

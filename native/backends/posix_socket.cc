@@ -8,6 +8,7 @@
 #include <algorithm>
 #include <cerrno>
 #include <cstring>
+#include <limits>
 #include <string>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
@@ -234,6 +235,16 @@ constexpr int kKeepIdle = TCP_KEEPIDLE;
 #else
 constexpr int kKeepIdle = TCP_KEEPALIVE;
 #endif
+
+// Linux refuses an idle time above MAX_TCP_KEEPIDLE (include/net/tcp.h, not in the userspace
+// headers) with EINVAL; asked for longer, keep-alive goes on as late as allowed, where node:net
+// ignores the failure and leaves the system's delay. macOS and FreeBSD take up to UINT_MAX / 1000 s,
+// more than the 2^31 - 1 ms lib/ lets through.
+#ifdef __linux__
+constexpr int kMaxKeepIdleSeconds = 32767;
+#else
+constexpr int kMaxKeepIdleSeconds = std::numeric_limits<int>::max();
+#endif
 }  // namespace
 
 int set_socket_option(int fd, SocketOption option, int value) {
@@ -244,7 +255,7 @@ int set_socket_option(int fd, SocketOption option, int value) {
       return set_int(fd, SOL_SOCKET, SO_KEEPALIVE, value != 0 ? 1 : 0);
     case SocketOption::kKeepAliveIdle: {
       if (value < 1) return kEINVAL;
-      if (int rc = set_int(fd, IPPROTO_TCP, kKeepIdle, value); rc < 0) return rc;
+      if (int rc = set_int(fd, IPPROTO_TCP, kKeepIdle, std::min(value, kMaxKeepIdleSeconds)); rc < 0) return rc;
       // As libuv's uv_tcp_keepalive: a probe a second once idle, the peer dead after 10 unanswered
       // (Windows' fixed values), instead of the kernel's 75 s x 9.
 #ifdef TCP_KEEPINTVL

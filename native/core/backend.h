@@ -133,7 +133,8 @@ struct FileOpenOptions {
 
 // TCP options a connected socket can change (set_socket_option), as Node's setNoDelay and
 // setKeepAlive do. Values: kNoDelay and kKeepAlive 0 or 1; kKeepAliveIdle the seconds of silence
-// before the first probe (>= 1), set with libuv's probe interval (1 s) and count (10).
+// before the first probe (>= 1; more than the kernel takes is its maximum), set with libuv's probe
+// interval (1 s) and count (10).
 enum class SocketOption : int32_t { kNoDelay = 1, kKeepAlive = 2, kKeepAliveIdle = 3 };
 
 struct ListenOptions {

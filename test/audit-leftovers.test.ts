@@ -1,0 +1,45 @@
+// What the hostile-caller audit left over: a keep-alive delay past the kernel's limit, a fake
+// buffer taken for the options of a read, NUL bytes in host names, and closing a loop with a
+// million operations in flight.
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+
+import { SocketOption } from '../lib/binding.js';
+import { open, type Loop, type Server, type Socket } from '../lib/index.js';
+import { backends } from './helpers.js';
+
+/** The option as the kernel has it, read through the loop's test-only getter. */
+function option(socket: Socket, kind: number): number {
+  return socket.core.socketOption(socket.handle, kind);
+}
+
+describe.each(backends)('%s: audit leftovers', (backend) => {
+  let loop: Loop;
+  let server: Server;
+  let client: Socket;
+
+  beforeEach(async () => {
+    loop = open({ backend });
+    server = await loop.listen({ host: '127.0.0.1', port: 0 });
+    const accepted = loop.proactor.accept(server);
+    client = await loop.connect({ host: '127.0.0.1', port: server.port });
+    await accepted;
+  });
+  afterEach(async () => {
+    await loop.close();
+  });
+
+  it('setKeepAlive with a delay past the kernel\'s maximum turns keep-alive on, as late as the kernel allows', () => {
+    const longest = 2 ** 31 - 1;
+    expect(client.setKeepAlive(true, longest)).toBe(client);
+    expect(option(client, SocketOption.keepAlive)).toBe(1);
+    // Linux's MAX_TCP_KEEPIDLE; macOS, the BSDs and Windows take the delay as asked.
+    expect(option(client, SocketOption.keepAliveIdle)).toBe(process.platform === 'linux' ? 32_767 : Math.ceil(longest / 1000));
+    client.setKeepAlive(true, 32_768_000);
+    expect(option(client, SocketOption.keepAliveIdle)).toBe(process.platform === 'linux' ? 32_767 : 32_768);
+  });
+
+  it('setKeepAlive still refuses a negative, NaN or too long delay, naming initialDelay', () => {
+    const outOfRange = expect.objectContaining({ name: 'RangeError', code: 'ERR_OUT_OF_RANGE', message: expect.stringContaining('"initialDelay"') });
+    for (const delay of [-1, Number.NaN, 2 ** 31]) expect(() => client.setKeepAlive(true, delay)).toThrow(outOfRange);
+  });
+});
