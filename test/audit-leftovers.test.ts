@@ -16,13 +16,14 @@ describe.each(backends)('%s: audit leftovers', (backend) => {
   let loop: Loop;
   let server: Server;
   let client: Socket;
+  let peer: Socket;
 
   beforeEach(async () => {
     loop = open({ backend });
     server = await loop.listen({ host: '127.0.0.1', port: 0 });
     const accepted = loop.proactor.accept(server);
     client = await loop.connect({ host: '127.0.0.1', port: server.port });
-    await accepted;
+    peer = await accepted;
   });
   afterEach(async () => {
     await loop.close();
@@ -41,5 +42,37 @@ describe.each(backends)('%s: audit leftovers', (backend) => {
   it('setKeepAlive still refuses a negative, NaN or too long delay, naming initialDelay', () => {
     const outOfRange = expect.objectContaining({ name: 'RangeError', code: 'ERR_OUT_OF_RANGE', message: expect.stringContaining('"initialDelay"') });
     for (const delay of [-1, Number.NaN, 2 ** 31]) expect(() => client.setKeepAlive(true, delay)).toThrow(outOfRange);
+  });
+
+  it('proactor.read refuses a second argument that is neither a Uint8Array nor plain options, naming the buffer, and leaves the socket unread', async () => {
+    const refused = expect.objectContaining({ name: 'TypeError', code: 'ERR_INVALID_ARG_TYPE', message: expect.stringContaining('"buffer"') });
+    class ReadOptions {
+      signal = new AbortController().signal;
+    }
+    const notBuffers: object[] = [
+      Object.create(Uint8Array.prototype) as object,
+      Object.create(Uint8Array.prototype, { length: { value: 5 } }) as object,
+      { length: 5 },
+      [1, 2, 3],
+      new DataView(new ArrayBuffer(5)),
+      new ArrayBuffer(5),
+      new ReadOptions(),
+    ];
+    for (const value of notBuffers) {
+      expect(() => loop.proactor.read(client, value as Uint8Array)).toThrow(refused);
+      expect(() => loop.proactor.read(client, value as Uint8Array, () => {})).toThrow(refused);
+    }
+    // No pooled read took the socket: a read into a buffer still may (else ERR_SOCKET_BUSY).
+    await peer.write('ok');
+    const buffer = new Uint8Array(2);
+    expect(await loop.proactor.read(client, buffer)).toBe(2);
+    expect(Buffer.from(buffer).toString()).toBe('ok');
+  });
+
+  it('proactor.read takes a plain object, with or without a prototype, as its options', async () => {
+    await peer.write('one');
+    expect(String(await loop.proactor.read(client, { signal: new AbortController().signal }))).toBe('one');
+    await peer.write('two');
+    expect(String(await loop.proactor.read(client, Object.create(null) as object))).toBe('two');
   });
 });

@@ -78,6 +78,10 @@ export class ProactorApi {
    * keeps being read into the loop between calls, as the net layer's `socket.read()` does (reading
    * pauses once `readableHighWaterMark` bytes wait); an abort withdraws only this read.
    *
+   * The second argument is the options when it is a plain object (`{ signal }`); any other object
+   * is taken for the buffer, so one that is not a Uint8Array (a DataView, `{ length: 5 }`) is a
+   * TypeError (`ERR_INVALID_ARG_TYPE`), not a pooled read.
+   *
    * @example
    * const n = await loop.proactor.read(socket, buffer, { signal: AbortSignal.timeout(1000) });
    * const chunk = await loop.proactor.read(socket); // Buffer, or null at EOF
@@ -95,8 +99,7 @@ export class ProactorApi {
     callback?: Completion<number>,
   ): Promise<number> | Promise<Buffer | null> | void {
     validateHandle(this.#core, 'socket', socket, Socket.isSocket, 'a twinloop Socket');
-    // Any binary data is meant as the buffer, and gets the buffer's errors (a DataView, an ArrayBuffer).
-    if (!ArrayBuffer.isView(bufferOrOptions) && !isArrayBuffer(bufferOrOptions)) {
+    if (!isBufferArgument(bufferOrOptions)) {
       const optionsOrDone = bufferOrOptions as ProactorOptions | Completion<Buffer | null> | undefined;
       return readPooled(socket, signalOf(optionsOrDone), callbackOf(optionsOrDone, optionsOrCallback as Completion<Buffer | null> | undefined));
     }
@@ -237,7 +240,15 @@ function callbackOf<T>(optionsOrCallback: ProactorOptions | Completion<T> | unde
   return typeof optionsOrCallback === 'function' ? optionsOrCallback : callback;
 }
 
-const isArrayBuffer = (value: unknown): boolean => value instanceof ArrayBuffer || (typeof SharedArrayBuffer === 'function' && value instanceof SharedArrayBuffer);
+// Whether read's second argument is the buffer (which validateReadBuffer then brand-checks):
+// options are a plain object, a literal or of Object.create(null), with no length. So any other
+// object gets the buffer's TypeError — a DataView, an ArrayBuffer, an array-like,
+// Object.create(Uint8Array.prototype) — where taken for options it started a pooled read.
+function isBufferArgument(value: unknown): boolean {
+  if (typeof value !== 'object' || value === null) return false;
+  const prototype: unknown = Object.getPrototypeOf(value);
+  return (prototype !== Object.prototype && prototype !== null) || 'length' in value;
+}
 
 // The pooled read, on the socket's own streaming read (the net layer's): one waiter per call.
 function readPooled(socket: Socket, signal: AbortSignal | undefined, callback: Completion<Buffer | null> | undefined): Promise<Buffer | null> | void {
