@@ -106,6 +106,14 @@ export function validateBuffer(name: string, value: unknown): asserts value is U
   if (!isUint8Array(value)) throw invalidArgType(name, 'an instance of Buffer or Uint8Array', value);
 }
 
+/**
+ * A string the kernel or the resolver reads as a C string, up to its first NUL: 'secret\0.txt'
+ * would open 'secret', 'localhost\0.evil' resolve localhost. Refused, as node:fs refuses such a path.
+ */
+export function validateWithoutNullBytes(name: string, value: string): void {
+  if (value.includes('\0')) throw invalidArgValue(name, 'a string without null bytes', value);
+}
+
 export function validateFunction(name: string, value: unknown): asserts value is (...args: never[]) => unknown {
   if (typeof value !== 'function') throw invalidArgType(name, 'of type function', value);
 }

@@ -14,6 +14,7 @@ import {
   validateInteger,
   validateObject,
   validateRange,
+  validateWithoutNullBytes,
 } from './errors.js';
 
 /** The open modes of `node:fs`. */
@@ -120,6 +121,7 @@ export function allocAligned(size: number, alignment = 4096): Buffer {
 /** @internal */
 export async function openFile(core: LoopCore, path: string, options: OpenFileOptions = {}): Promise<File> {
   if (typeof path !== 'string' || path.length === 0) throw invalidArgValue('path', 'a non-empty string', path);
+  validateWithoutNullBytes('path', path);
   validateObject('options', options);
   // Each option read once: a getter could answer one value to the check and another to the use.
   const { flags = 'r', mode = 0o666, direct, signal } = options as { flags?: unknown; mode?: unknown; direct?: unknown; signal?: unknown };

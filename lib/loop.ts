@@ -320,10 +320,6 @@ export class Loop {
    * page cache holds whole is done at once instead).
    */
   openFile(path: string, options?: OpenFileOptions): Promise<File> {
-    // As node:fs: the kernel would open the path up to the NUL ('secret\0.txt' is 'secret').
-    if (typeof path === 'string' && path.includes('\0')) {
-      return Promise.reject(invalidArgValue('path', 'a string without null bytes', path));
-    }
     return openFile(this.#core, path, options);
   }
 

@@ -75,4 +75,16 @@ describe.each(backends)('%s: audit leftovers', (backend) => {
     await peer.write('two');
     expect(String(await loop.proactor.read(client, Object.create(null) as object))).toBe('two');
   });
+
+  it('a host name with a NUL byte is refused up front, naming the argument, instead of resolved up to the NUL', async () => {
+    const refused = expect.objectContaining({ name: 'TypeError', code: 'ERR_INVALID_ARG_VALUE', message: expect.stringContaining('"options.host"') });
+    let looked = 0;
+    const lookup = (): void => void (looked += 1);
+    await expect(loop.connect({ host: '127.0.0.1\0.evil.example', port: server.port })).rejects.toThrow(refused);
+    await expect(loop.connect({ host: 'localhost\0.evil', port: server.port })).rejects.toThrow(refused);
+    await expect(loop.connect({ host: 'localhost\0.evil', port: server.port, lookup })).rejects.toThrow(refused);
+    expect(looked).toBe(0);
+    await expect(loop.listen({ host: '127.0.0.1\0x', port: 0 })).rejects.toThrow(refused);
+    await expect(loop.listen({ host: 'localhost\0.evil', port: 0 })).rejects.toThrow(refused);
+  });
 });

@@ -2,7 +2,7 @@ import { lookup } from 'node:dns/promises';
 import { isIP } from 'node:net';
 
 import type { NativeFamily } from '../binding.js';
-import { invalidArgType, invalidArgValue, validateFunction, validateInteger, validateObject } from '../errors.js';
+import { invalidArgType, invalidArgValue, validateFunction, validateInteger, validateObject, validateWithoutNullBytes } from '../errors.js';
 
 /** Where to listen or connect: a TCP host and port, or a Unix domain socket path. */
 export type Endpoint = { host?: string; port: number; path?: undefined } | { path: string; host?: undefined; port?: undefined };
@@ -50,7 +50,7 @@ export async function resolveConnectEndpoints(name: string, options: unknown, re
   const host = givenHost ?? 'localhost';
   if (path !== undefined) return [await resolveEndpoint(name, { path }, 'localhost', 1)];
   validateInteger(`${name}.port`, port, 1, 65535);
-  if (typeof host !== 'string' || host.length === 0) throw invalidArgType(`${name}.host`, 'a non-empty string', host);
+  validateHost(`${name}.host`, host);
   const version = numericVersion(`${name}.host`, host);
   if (version !== 0) return [{ family: version as 4 | 6, host, port }];
   const found = await lookupAll(host, resolve);
@@ -58,6 +58,11 @@ export async function resolveConnectEndpoints(name: string, options: unknown, re
   if (usable.length === 0) throw Object.assign(new Error(`getaddrinfo ENOTFOUND ${host}`), { code: 'ENOTFOUND', syscall: 'getaddrinfo', hostname: host });
   const endpoints = usable.map(({ address, family }) => ({ family: family as 4 | 6, host: address, port }));
   return resolve.all ? interleaveFamilies(endpoints) : endpoints.slice(0, 1);
+}
+
+function validateHost(name: string, host: unknown): asserts host is string {
+  if (typeof host !== 'string' || host.length === 0) throw invalidArgType(name, 'a non-empty string', host);
+  validateWithoutNullBytes(name, host);
 }
 
 /**
@@ -107,15 +112,12 @@ export async function resolveEndpoint(name: string, options: unknown, defaultHos
   const host = givenHost ?? defaultHost;
   if (path !== undefined) {
     if (typeof path !== 'string' || path.length === 0) throw invalidArgType(`${name}.path`, 'a non-empty string', path);
-    // The kernel would take the path only up to the NUL (node:net refuses it too). A leading NUL
-    // is something else: Linux's abstract namespace, whose names are bytes.
-    if (path[0] !== '\0' && path.includes('\0')) {
-      throw invalidArgValue(`${name}.path`, 'a string without null bytes (but for the leading one of an abstract name)', path);
-    }
+    // As node:net. A leading NUL is something else: Linux's abstract namespace, whose names are bytes.
+    if (path[0] !== '\0') validateWithoutNullBytes(`${name}.path`, path);
     return { family: 0, host: path, port: 0 };
   }
   validateInteger(`${name}.port`, port, minPort, 65535);
-  if (typeof host !== 'string' || host.length === 0) throw invalidArgType(`${name}.host`, 'a non-empty string', host);
+  validateHost(`${name}.host`, host);
   const version = numericVersion(`${name}.host`, host);
   if (version !== 0) return { family: version as 4 | 6, host, port };
   const resolved = await lookup(host);
