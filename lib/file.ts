@@ -2,7 +2,7 @@ import { Buffer } from 'node:buffer';
 import { getSystemErrorMap } from 'node:util';
 
 import { FileFlag, native } from './binding.js';
-import { Operation, promiseOf, type LoopCore } from './core.js';
+import { Operation, promiseOf, type ClosingErrors, type LoopCore } from './core.js';
 import {
   codedError,
   invalidArgValue,
@@ -75,9 +75,9 @@ class FileOperation extends Operation {
     return true;
   }
 
-  override error(errno: number): Error {
+  override error(errno: number, closing?: ClosingErrors): Error {
     if (errno === EFAULT && this.syscall === 'read') return readBufferGone();
-    return super.error(errno);
+    return super.error(errno, closing);
   }
 
   protected override systemError(errno: number): Error {

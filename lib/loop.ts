@@ -331,7 +331,12 @@ export class Loop {
     return this.#core.stats();
   }
 
-  /** Closes every server and socket of the loop, then the loop itself. */
+  /**
+   * Closes every server and socket of the loop, then the loop itself. Every operation still in
+   * flight fails: a timer, file operation or connect with `ERR_LOOP_CLOSED`, a socket's with
+   * `ERR_SOCKET_CLOSED`; those of one kind share one Error, as a Node stream fails all its
+   * buffered writes with one, so that a million pending cost no million stack traces.
+   */
   async close(): Promise<void> {
     this.#core.close();
     for (const fail of this.#lookups) fail(loopClosed());

@@ -87,4 +87,19 @@ describe.each(backends)('%s: audit leftovers', (backend) => {
     await expect(loop.listen({ host: '127.0.0.1\0x', port: 0 })).rejects.toThrow(refused);
     await expect(loop.listen({ host: 'localhost\0.evil', port: 0 })).rejects.toThrow(refused);
   });
+
+  it('closing the loop with 100 000 timers and 1000 reads in flight fails each, those of a kind with one shared error', async () => {
+    const failures = (promises: Promise<unknown>[]) => Promise.all(promises.map((promise) => promise.then(() => undefined, (error: unknown) => error)));
+    const sleeps: Promise<unknown>[] = [];
+    for (let i = 0; i < 100_000; i++) sleeps.push(loop.sleep(600_000));
+    const reads: Promise<unknown>[] = [];
+    for (let i = 0; i < 1000; i++) reads.push(loop.proactor.read(client, new Uint8Array(1)));
+    await loop.close();
+    const sleepErrors = await failures(sleeps);
+    const readErrors = await failures(reads);
+    expect(sleepErrors.every((error) => (error as { code?: unknown }).code === 'ERR_LOOP_CLOSED')).toBe(true);
+    expect(readErrors.every((error) => (error as { code?: unknown }).code === 'ERR_SOCKET_CLOSED')).toBe(true);
+    expect(new Set(sleepErrors).size).toBe(1);
+    expect(new Set(readErrors).size).toBe(1);
+  });
 });

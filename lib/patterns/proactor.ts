@@ -9,6 +9,7 @@ import {
   SocketOperation,
   withResolvers,
   WriteOperation,
+  type ClosingErrors,
   type Completion as NativeCompletion,
   type LoopCore,
 } from '../core.js';
@@ -210,7 +211,7 @@ class ProactorRead extends SocketOperation {
     this.#socket = socket;
   }
 
-  override error(errno: number): Error {
+  override error(errno: number, closing?: ClosingErrors): Error {
     if (errno === EBUSY) return socketReadBusy('loop.proactor.read');
     if (errno === EFAULT) {
       // Its 'close' listener is the user's: if it throws, that is reported, and the read still fails.
@@ -221,7 +222,7 @@ class ProactorRead extends SocketOperation {
       }
       return readBufferGone();
     }
-    return super.error(errno);
+    return super.error(errno, closing);
   }
 }
 
