@@ -15,9 +15,20 @@ namespace {
 // AcceptEx calls kept posted on a streaming listener: a burst of connections does not wait for a
 // round trip through JavaScript per connection (libuv keeps 32; a handful serves a loop well).
 constexpr size_t kStreamingAccepts = 4;
+// At most this many for queued accepts. Each AcceptEx holds a socket of its own from the moment
+// it is posted, so one per queued accept made 2 000 queued accepts hold 2 000 sockets (and, past
+// the descriptor limit under wine, fail EMFILE for the whole process), where epoll's cost nothing
+// until a connection comes. The connections these take wait in the backlog for the next accepts.
+constexpr size_t kMaxQueuedAccepts = 32;
 
 size_t live_accepts(const Socket& listener) {
   return static_cast<size_t>(std::count_if(listener.accepting.begin(), listener.accepting.end(), [](const Operation* op) { return !op->cancelled; }));
+}
+
+// The AcceptEx calls the listener should have posted (counting the connections in its backlog).
+size_t wanted_accepts(const Socket& listener) {
+  if (listener.streaming_accept) return kStreamingAccepts;
+  return std::min(listener.accepts.size() + (has(listener.watched, Interest::kReadable) ? 1 : 0), kMaxQueuedAccepts);
 }
 
 }  // namespace
@@ -64,7 +75,7 @@ int IocpBackend::update(HandleId handle, Socket& s) {
 
 int IocpBackend::update_listener(HandleId handle) {
   Socket* s = sockets_.find(handle);
-  size_t wanted = s->streaming_accept ? kStreamingAccepts : s->accepts.size() + (has(s->watched, Interest::kReadable) ? 1 : 0);
+  size_t wanted = wanted_accepts(*s);
   if (!s->backlog.empty() && (s->streaming_accept || !s->accepts.empty() || has(s->watched, Interest::kReadable))) {
     need_attention(handle, *s);
   }
@@ -88,7 +99,7 @@ int IocpBackend::update_listener(HandleId handle) {
 // the next accept: no connection is dropped.
 void IocpBackend::withdraw_surplus_accepts(Socket& listener) {
   if (listener.streaming_accept) return;
-  size_t wanted = listener.accepts.size() + (has(listener.watched, Interest::kReadable) ? 1 : 0);
+  size_t wanted = wanted_accepts(listener);
   size_t live = live_accepts(listener);
   for (auto op = listener.accepting.rbegin(); op != listener.accepting.rend() && live + listener.backlog.size() > wanted; ++op) {
     if ((*op)->cancelled) continue;

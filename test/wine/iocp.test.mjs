@@ -734,6 +734,34 @@ loopTest('aborting a proactor accept rejects, and the next accept gets the next 
   assert.equal(String(await readBytes(peer, 2)), 'hi');
 });
 
+// Each AcceptEx holds a socket of its own from the moment it is posted; one per queued accept
+// made 2 000 queued accepts hold 2 000 sockets (and past the descriptor limit fail EMFILE, for
+// this process's other sockets too), where epoll's cost nothing until a connection comes.
+loopTest('2 000 queued proactor accepts hold a bounded number of sockets, serve connections in order, and abort cleanly', async (loop) => {
+  const server = await loop.listen({ host: '127.0.0.1', port: 0 });
+  const before = descriptorCount();
+  const controller = new AbortController();
+  const accepting = Array.from({ length: 2000 }, () => outcome(loop.proactor.accept(server, { signal: controller.signal })));
+  await loop.sleep(20);
+  const held = descriptorCount();
+  if (before !== null) assert.ok(held - before <= 64, `${held - before} descriptors for 2 000 queued accepts`);
+  const clients = [];
+  for (let i = 0; i < 3; ++i) clients.push(await loop.connect({ host: '127.0.0.1', port: server.port }));
+  for (let i = 0; i < 3; ++i) {
+    const { value: peer } = await accepting[i];
+    await clients[i].write(`client ${i}`);
+    assert.equal(String(await readBytes(peer, 8)), `client ${i}`);
+    peer.close();
+  }
+  controller.abort();
+  const rest = await Promise.all(accepting.slice(3));
+  assert.deepEqual(new Set(rest.map((result) => result.code)), new Set(['ABORT_ERR']));
+  const accepted = loop.proactor.accept(server);
+  const last = await loop.connect({ host: '127.0.0.1', port: server.port });
+  await last.write('last');
+  assert.equal(String(await readBytes(await accepted, 4)), 'last');
+});
+
 loopTest('aborting a queued write withdraws it whole: the peer never sees it, and later writes carry on', async (loop) => {
   const { client, peer } = await pair(loop);
   const first = pattern(16 * 1024 * 1024, 0x61);  // more than the socket buffers hold
