@@ -58,6 +58,7 @@ IocpFiles::Operation* IocpFiles::acquire(Kind kind, HandleId file, int32_t op_id
   op->handle = nullptr;
   op->directory = false;
   op->work_items.reset();
+  op->slot = kUntracked;
   return op;
 }
 
@@ -142,7 +143,7 @@ void IocpFiles::start_transfer(HandleId id, OpenFile& file, const Transfer& tran
   DWORD error = ok ? ERROR_SUCCESS : GetLastError();
   // Either way the kernel completes it through the port (no FILE_SKIP_COMPLETION_PORT_ON_SUCCESS).
   if (ok || error == ERROR_IO_PENDING) {
-    transfers_.push_back(op);
+    track(transfers_, op);
     return;
   }
   // Failed at once: no packet will come from the kernel, so one is posted (a read at or past the
@@ -184,7 +185,7 @@ int IocpFiles::cancel(HandleId id, int32_t op_id) {
     return 0;
   }
   if (File* file = files_.find(id)) {
-    std::vector<Transfer>& waiting = file->descriptor.sequential;
+    OperationQueue<Transfer>& waiting = file->descriptor.sequential;
     for (auto it = waiting.begin(); it != waiting.end(); ++it) {
       if (it->op_id != op_id) continue;
       Operation* op = acquire(it->write ? Kind::kWrite : Kind::kRead, id, op_id);
@@ -207,7 +208,7 @@ void IocpFiles::start_close(HandleId id, File& file) {
 }
 
 void IocpFiles::start_work(Operation* op) {
-  working_ops_.push_back(op);
+  track(working_ops_, op);
   op->work_items = work_items_;
   ++syscalls_;
   if (!TrySubmitThreadpoolCallback(run_work, op, nullptr)) post_result(op, translate_system_error(GetLastError()));
@@ -280,9 +281,22 @@ void IocpFiles::run_open(Operation* op) {
   op->result = 0;
 }
 
+void IocpFiles::track(std::vector<Operation*>& list, Operation* op) {
+  op->slot = list.size();
+  list.push_back(op);
+}
+
+void IocpFiles::untrack(std::vector<Operation*>& list, Operation* op) {
+  if (op->slot >= list.size() || list[op->slot] != op) return;  // in the other list, or neither
+  list[op->slot] = list.back();
+  list[op->slot]->slot = op->slot;
+  list.pop_back();
+  op->slot = kUntracked;
+}
+
 void IocpFiles::forget(Operation* op) {
-  std::erase(transfers_, op);
-  std::erase(working_ops_, op);
+  untrack(transfers_, op);
+  untrack(working_ops_, op);
 }
 
 Event IocpFiles::complete(const OVERLAPPED_ENTRY& entry) {
@@ -332,7 +346,7 @@ Event IocpFiles::complete(const OVERLAPPED_ENTRY& entry) {
         open_file.sequential_busy = false;
         if (!open_file.sequential.empty()) {
           Transfer next = open_file.sequential.front();
-          open_file.sequential.erase(open_file.sequential.begin());
+          open_file.sequential.erase(open_file.sequential.begin());  // O(1): the head
           open_file.sequential_busy = true;
           start_transfer(id, open_file, next, open_file.position, true);
         }

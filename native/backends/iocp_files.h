@@ -29,6 +29,7 @@
 
 #include "../core/backend.h"
 #include "../core/file_table.h"
+#include "../core/socket_operations.h"  // OperationQueue
 #include "iocp_socket.h"
 
 namespace twinloop::iocp {
@@ -69,6 +70,7 @@ class IocpFiles {
 
  private:
   enum class Kind : uint8_t { kOpen, kRead, kWrite, kSync, kClose };
+  static constexpr size_t kUntracked = SIZE_MAX;
 
   // Shared by the loop and its work items, and outlives both: whether teardown gave up on the
   // work items, decided under the lock a work item posts under, so that none posts to a port that
@@ -96,6 +98,7 @@ class IocpFiles {
     bool want_write = false;  // kOpen: a directory cannot be opened for writing (EISDIR)
     bool directory = false;   // kOpen: what was opened is a directory
     bool append = false;      // kOpen
+    size_t slot = kUntracked;  // its index in transfers_ or working_ops_ (track/untrack)
   };
   static_assert(offsetof(Operation, overlapped) == 0, "packets are mapped back by address");
 
@@ -113,7 +116,7 @@ class IocpFiles {
     bool append = false;
     int64_t position = 0;   // for position -1
     bool sequential_busy = false;     // a position -1 transfer is in flight
-    std::vector<Transfer> sequential;  // position -1 transfers waiting for it, in order
+    OperationQueue<Transfer> sequential;  // position -1 transfers waiting for it, in order
     HANDLE release() { return handle.release(); }
   };
   using File = FileTable<OpenFile>::File;
@@ -128,6 +131,11 @@ class IocpFiles {
   static void finish_work(Operation* op);
 
   Operation* acquire(Kind kind, HandleId file, int32_t op_id);
+  // transfers_ and working_ops_ in O(1) each way, by the operation's slot: with std::erase every
+  // completion scanned every operation in flight, so N positioned reads cost O(N^2) (100 000 in
+  // flight took 5.3 s under wine, 53 us each, where 10 000 took 7.5 us each; epoll 6.4 us).
+  static void track(std::vector<Operation*>& list, Operation* op);
+  static void untrack(std::vector<Operation*>& list, Operation* op);
   void forget(Operation* op);  // its packet was dequeued
   void release(Operation* op);
 
