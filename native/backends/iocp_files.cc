@@ -143,7 +143,7 @@ void IocpFiles::start_transfer(HandleId id, OpenFile& file, const Transfer& tran
   DWORD error = ok ? ERROR_SUCCESS : GetLastError();
   // Either way the kernel completes it through the port (no FILE_SKIP_COMPLETION_PORT_ON_SUCCESS).
   if (ok || error == ERROR_IO_PENDING) {
-    track(transfers_, op);
+    track_transfer(op);
     return;
   }
   // Failed at once: no packet will come from the kernel, so one is posted (a read at or past the
@@ -177,8 +177,7 @@ int IocpFiles::close(HandleId id, int32_t op_id) {
 }
 
 int IocpFiles::cancel(HandleId id, int32_t op_id) {
-  for (Operation* op : transfers_) {
-    if (op->op_id != op_id || op->file != id) continue;
+  if (Operation* op = find_transfer(id, op_id); op != nullptr) {
     ++syscalls_;
     // ERROR_NOT_FOUND: the kernel finished it; its packet, with the result, is on its way.
     if (File* file = files_.find(id)) CancelIoEx(file->descriptor.handle.get(), &op->overlapped);
@@ -208,7 +207,7 @@ void IocpFiles::start_close(HandleId id, File& file) {
 }
 
 void IocpFiles::start_work(Operation* op) {
-  track(working_ops_, op);
+  track_work(op);
   op->work_items = work_items_;
   ++syscalls_;
   if (!TrySubmitThreadpoolCallback(run_work, op, nullptr)) post_result(op, translate_system_error(GetLastError()));
@@ -281,22 +280,38 @@ void IocpFiles::run_open(Operation* op) {
   op->result = 0;
 }
 
-void IocpFiles::track(std::vector<Operation*>& list, Operation* op) {
-  op->slot = list.size();
-  list.push_back(op);
+namespace {
+size_t slot_of(int32_t op_id) { return static_cast<uint32_t>(op_id) & ((1u << kHandleSlotBits) - 1); }
+}  // namespace
+
+void IocpFiles::track_transfer(Operation* op) {
+  size_t slot = slot_of(op->op_id);
+  if (slot >= transfers_.size()) transfers_.resize(slot + 1, nullptr);
+  transfers_[slot] = op;
 }
 
-void IocpFiles::untrack(std::vector<Operation*>& list, Operation* op) {
-  if (op->slot >= list.size() || list[op->slot] != op) return;  // in the other list, or neither
-  list[op->slot] = list.back();
-  list[op->slot]->slot = op->slot;
-  list.pop_back();
-  op->slot = kUntracked;
+IocpFiles::Operation* IocpFiles::find_transfer(HandleId file, int32_t op_id) const {
+  size_t slot = slot_of(op_id);
+  Operation* op = slot < transfers_.size() ? transfers_[slot] : nullptr;
+  return op != nullptr && op->op_id == op_id && op->file == file ? op : nullptr;
+}
+
+void IocpFiles::track_work(Operation* op) {
+  op->slot = working_ops_.size();
+  working_ops_.push_back(op);
 }
 
 void IocpFiles::forget(Operation* op) {
-  untrack(transfers_, op);
-  untrack(working_ops_, op);
+  if (op->kind == Kind::kRead || op->kind == Kind::kWrite) {
+    size_t slot = slot_of(op->op_id);
+    if (slot < transfers_.size() && transfers_[slot] == op) transfers_[slot] = nullptr;
+    return;
+  }
+  if (op->slot >= working_ops_.size() || working_ops_[op->slot] != op) return;
+  working_ops_[op->slot] = working_ops_.back();
+  working_ops_[op->slot]->slot = op->slot;
+  working_ops_.pop_back();
+  op->slot = kUntracked;
 }
 
 Event IocpFiles::complete(const OVERLAPPED_ENTRY& entry) {
