@@ -361,7 +361,7 @@ Event IocpFiles::complete(const OVERLAPPED_ENTRY& entry) {
         open_file.sequential_busy = false;
         if (!open_file.sequential.empty()) {
           Transfer next = open_file.sequential.front();
-          open_file.sequential.erase(open_file.sequential.begin());  // O(1): the head
+          open_file.sequential.erase(open_file.sequential.begin());
           open_file.sequential_busy = true;
           start_transfer(id, open_file, next, open_file.position, true);
         }
