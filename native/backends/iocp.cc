@@ -142,6 +142,9 @@ int IocpBackend::connect(const SocketAddress& address, const SocketAddress* loca
   }
   UniqueSocket socket;
   if (int rc = open_socket(addr.storage.ss_family, socket); rc < 0) return rc;
+  // IPv6-only by default on Windows, which makes an IPv4-mapped address (::ffff:a.b.c.d)
+  // unreachable, to connect to or bind to (ENETUNREACH); libuv clears it before binding too.
+  if (addr.storage.ss_family == AF_INET6) enable(socket.get(), IPPROTO_IPV6, IPV6_V6ONLY, FALSE);
   stats_.syscalls += 2;
   if (::bind(socket.get(), bound.get(), bound.length) != 0) return last_socket_error();
   enable(socket.get(), IPPROTO_TCP, TCP_NODELAY);  // Nagle plus delayed ACKs add 40 ms per reply

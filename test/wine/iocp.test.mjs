@@ -187,6 +187,29 @@ loopTest('echoes over IPv6 loopback and reports both addresses', async (loop) =>
   assert.equal((await readBytes(socket, 3)).toString(), 'six');
 });
 
+// Windows makes IPv6 sockets IPv6-only unless told otherwise (wine too): a connecting socket left
+// so failed ENETUNREACH for an IPv4-mapped address, which node:net (libuv clears the option) and
+// Linux reach.
+loopTest('connects to an IPv4-mapped IPv6 address, and from one, as node:net does', async (loop) => {
+  const server = await listenEcho(loop, '127.0.0.1');
+  const socket = await loop.connect({ host: '::ffff:127.0.0.1', port: server.port });
+  assert.equal(socket.remoteAddress, '::ffff:127.0.0.1');
+  await socket.write('mapped');
+  assert.equal((await readBytes(socket, 6)).toString(), 'mapped');
+  const bound = await loop.connect({ host: '::ffff:127.0.0.1', port: server.port, localAddress: '::ffff:127.0.0.1' });
+  assert.equal(bound.address().address, '::ffff:127.0.0.1');
+  await bound.write('bound');
+  assert.equal((await readBytes(bound, 5)).toString(), 'bound');
+  const nodeConnected = await new Promise((resolve, reject) => {
+    const connection = net.connect({ host: '::ffff:127.0.0.1', port: server.port }, () => {
+      resolve(connection.remoteAddress);
+      connection.destroy();
+    });
+    connection.on('error', reject);
+  });
+  assert.equal(nodeConnected, '::ffff:127.0.0.1');
+});
+
 // ---------------------------------------------------------------------------------------------
 // Half-close, resets, refused, in use.
 
