@@ -287,7 +287,7 @@ int IocpBackend::submit_write(HandleId handle, std::span<const uint8_t> buffer, 
   buffer = keep(buffer);
   s->writes.push_back({buffer, op_id, size - buffer.size()});
   Operation* op = acquire(OpKind::kSend, handle, op_id);
-  if (int rc = post_send(*s, op, buffer); rc < 0) {
+  if (int rc = post_queued_send(*s, op); rc < 0) {
     release(op);
     s->unqueue_last_write();
     return rc;

@@ -98,7 +98,11 @@ void IocpBackend::complete(const OVERLAPPED_ENTRY& entry) {
   }
   auto* op = reinterpret_cast<Operation*>(entry.lpOverlapped);
   if (op->orphaned) {
-    if (op->op_id >= 0) outbox_.post({op->handle, EventKind::kCompleted, kECANCELED, op->op_id});
+    if (op->kind == OpKind::kSend) {
+      for (int32_t op_id : op->carried) outbox_.post({op->handle, EventKind::kCompleted, kECANCELED, op_id});
+    } else if (op->op_id >= 0) {
+      outbox_.post({op->handle, EventKind::kCompleted, kECANCELED, op->op_id});
+    }
     release(op);
     return;
   }
@@ -147,6 +151,7 @@ void IocpBackend::complete(const OVERLAPPED_ENTRY& entry) {
 }
 
 void IocpBackend::complete_send(HandleId handle, Socket& s, Operation* op, int error, size_t bytes) {
+  size_t carried = s.writes_held;
   s.send = nullptr;
   s.writes_held = 0;
   if (op->op_id < 0) {
@@ -155,25 +160,22 @@ void IocpBackend::complete_send(HandleId handle, Socket& s, Operation* op, int e
     update(handle, s);
     return;
   }
-  QueuedWrite& head = s.writes.front();
-  bool counted = error == 0 || error == kECANCELED;
   // A send the kernel gave back cancelled still reports the bytes that went out before. Under
   // wine that count is 0 and nothing went out after the send buffer filled (the speculative
   // prefix in `sent` is what the peer gets, as the torn-write test checks); on Windows, whose
   // AFD may send straight from the caller's pages, it is the kernel's word, untested here.
-  bool whole = counted && bytes >= head.rest.size();  // every byte went out, cancelled or not
-  if (counted) s.account_sent(handle, 1, bytes, outbox_);
-  if (!whole) {
-    if (error == 0 && !head.cancelled) {
-      // A short send (or a buffer over 1 GiB): continue with the rest.
-      error = post_send(s, op, head.rest);
-      if (error == 0) return;
-    }
-    if (head.cancelled && (error == 0 || error == kECANCELED)) {
-      s.settle_cancelled_writes(handle, outbox_);  // withdrawn whole, or torn (see Backend::cancel)
-    } else {
-      s.fail_head_write(handle, error, outbox_);
-    }
+  bool counted = error == 0 || error == kECANCELED;
+  bool recalled = std::any_of(s.writes.begin(), s.writes.begin() + std::min(carried, s.writes.size()),
+                              [](const QueuedWrite& write) { return write.cancelled; });
+  if (counted) s.account_sent(handle, carried, bytes, outbox_);
+  if (error == 0 || (error == kECANCELED && recalled)) {
+    // Writes whose cancel() came while the kernel held them: withdrawn whole, or torn (see
+    // Backend::cancel). What a short send, or the recall, left of the others goes in the next.
+    if (recalled) s.settle_cancelled_writes(handle, outbox_);
+  } else if (!s.writes.empty()) {
+    s.fail_head_write(handle, error, outbox_);
+    // The kernel holds none of them now: one cancelled behind the head must not be sent again.
+    if (recalled) s.settle_cancelled_writes(handle, outbox_);
   }
   release(op);
   post_writes(handle, s);

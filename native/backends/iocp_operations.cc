@@ -45,6 +45,7 @@ Operation* IocpBackend::acquire(OpKind kind, HandleId handle, int32_t op_id) {
 }
 
 void IocpBackend::release(Operation* op) {
+  op->carried.clear();
   op->staging.reset();
   op->accepted.reset();
   operations_.release(op);
@@ -181,7 +182,7 @@ void IocpBackend::post_reads(HandleId handle, Socket& s) {
   }
 }
 
-// The head write's bytes, or a try_write's staged ones (op_id -1, no queued write).
+// A try_write's staged bytes (op_id -1: no queued write is held).
 int IocpBackend::post_send(Socket& s, Operation* op, std::span<const uint8_t> bytes) {
   WSABUF buf{static_cast<ULONG>(std::min(bytes.size(), kMaxTransfer)), const_cast<char*>(reinterpret_cast<const char*>(bytes.data()))};
   ++stats_.syscalls;
@@ -189,16 +190,40 @@ int IocpBackend::post_send(Socket& s, Operation* op, std::span<const uint8_t> by
     return last_socket_error();
   }
   s.send = op;
-  s.writes_held = op->op_id >= 0 ? 1 : 0;
+  s.writes_held = 0;
   return 0;
 }
 
-// Hands the head write to the kernel once no send is in flight; one that cannot be posted fails.
+// What is left of the first queued writes, up to kMaxGatheredWrites and kMaxTransfer, in one
+// WSASend. Winsock captures the WSABUF array before the call returns (WSASend, "overlapped socket
+// I/O"), so it lives on the stack; the bytes stay the writes' until the completion.
+int IocpBackend::post_queued_send(Socket& s, Operation* op) {
+  WSABUF buffers[kMaxGatheredWrites];
+  DWORD count = 0;
+  size_t total = 0;
+  op->carried.clear();
+  for (const QueuedWrite& write : s.writes) {
+    if (count == kMaxGatheredWrites || total == kMaxTransfer) break;
+    size_t length = std::min(write.rest.size(), kMaxTransfer - total);
+    buffers[count++] = {static_cast<ULONG>(length), const_cast<char*>(reinterpret_cast<const char*>(write.rest.data()))};
+    op->carried.push_back(write.op_id);
+    total += length;
+  }
+  ++stats_.syscalls;
+  if (WSASend(s.socket.get(), buffers, count, nullptr, 0, &op->overlapped, nullptr) != 0 && WSAGetLastError() != WSA_IO_PENDING) {
+    return last_socket_error();
+  }
+  s.send = op;
+  s.writes_held = static_cast<uint8_t>(count);
+  return 0;
+}
+
+// Hands the first queued writes to the kernel once no send is in flight; if that cannot be
+// posted, the head write fails.
 void IocpBackend::post_writes(HandleId handle, Socket& s) {
   while (s.send == nullptr && !s.writes.empty()) {
-    const QueuedWrite& head = s.writes.front();
-    Operation* op = acquire(OpKind::kSend, handle, head.op_id);
-    if (int rc = post_send(s, op, head.rest); rc < 0) {
+    Operation* op = acquire(OpKind::kSend, handle, s.writes.front().op_id);
+    if (int rc = post_queued_send(s, op); rc < 0) {
       release(op);
       s.fail_head_write(handle, rc, outbox_);
     }
