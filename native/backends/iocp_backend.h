@@ -158,7 +158,7 @@ class IocpBackend final : public Backend {
   void rearm();
   void post_poll(HandleId handle, Socket& s);
   int post_recv(HandleId handle, Socket& s, std::span<uint8_t> buffer, int32_t op_id);
-  void post_reads(HandleId handle, Socket& s);
+  void post_reads(HandleId handle, Socket& s, bool more_waiting);
   int post_send(Socket& s, Operation* op, std::span<const uint8_t> bytes);
   int post_queued_send(Socket& s, Operation* op);
   void post_writes(HandleId handle, Socket& s);

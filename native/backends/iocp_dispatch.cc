@@ -120,14 +120,16 @@ void IocpBackend::complete(const OVERLAPPED_ENTRY& entry) {
       release(op);
       update(handle, *s);
       break;
-    case OpKind::kRecv:
+    case OpKind::kRecv: {
       s->recv = nullptr;
       s->reads_held = 0;
+      bool filled = ok && !s->reads.empty() && bytes > 0 && bytes == std::min(s->reads.front().buffer.size(), kMaxTransfer);
       s->complete_read(handle, ok ? static_cast<int>(bytes) : error, outbox_);
       release(op);
-      post_reads(handle, *s);
+      post_reads(handle, *s, filled);
       update(handle, *s);
       break;
+    }
     case OpKind::kSend:
       complete_send(handle, *s, op, ok ? 0 : error, bytes);
       break;

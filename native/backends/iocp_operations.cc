@@ -174,10 +174,21 @@ int IocpBackend::post_recv(HandleId handle, Socket& s, std::span<uint8_t> buffer
   return 0;
 }
 
-// Hands the head read to the kernel once it holds none; one that cannot be posted fails.
-void IocpBackend::post_reads(HandleId handle, Socket& s) {
+// Hands the head read to the kernel once it holds none; one that cannot be posted fails. While
+// `more_waiting` (the last read filled its buffer) the next reads first try a non-blocking recv:
+// one WSARecv, completion and wake per queued read made 10 000 one-byte reads of bytes already
+// there take 2.9 s under wine (epoll: 113 ms).
+void IocpBackend::post_reads(HandleId handle, Socket& s, bool more_waiting) {
   while (s.reads_held == 0 && !s.reads.empty()) {
     const QueuedRead& head = s.reads.front();
+    if (more_waiting) {
+      int n = recv_some(s, head.buffer);
+      if (n != kEAGAIN) {
+        more_waiting = n > 0 && static_cast<size_t>(n) == std::min(head.buffer.size(), kMaxTransfer);
+        s.complete_read(handle, n, outbox_);
+        continue;
+      }
+    }
     if (int rc = post_recv(handle, s, head.buffer, head.op_id); rc < 0) s.complete_read(handle, rc, outbox_);
   }
 }
