@@ -256,7 +256,7 @@ int IoUringBackend::submit_write(HandleId handle, std::span<const uint8_t> buffe
   if (int rc = s->check_write(); rc < 0) return rc;
   // No inline fast path: the send goes out with the batch's one io_uring_enter, and completes
   // there when the socket has room (its CQE is reaped by the next drain).
-  s->writes.push_back({keep(buffer), op_id});
+  if (int rc = s->queue_write(buffer, op_id, 0, keep); rc < 0) return rc;
   mark_dirty(handle, *s);
   return 0;
 }

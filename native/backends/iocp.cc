@@ -271,8 +271,7 @@ int IocpBackend::submit_write(HandleId handle, std::span<const uint8_t> buffer, 
   if (int rc = s->check_write(); rc < 0) return rc;
   if (!s->connected) return kENOTCONN;
   if (s->send != nullptr || !s->writes.empty()) {
-    s->writes.push_back({keep(buffer), op_id});
-    return 0;
+    return s->queue_write(buffer, op_id, 0, keep);
   }
   // Speculative send, as on epoll: bytes the send buffer takes now need no completion at all.
   size_t size = buffer.size();
@@ -284,8 +283,8 @@ int IocpBackend::submit_write(HandleId handle, std::span<const uint8_t> buffer, 
   }
   if (buffer.empty()) return 1;
   // What went out already counts if it is cancelled: the peer may have those bytes.
-  buffer = keep(buffer);
-  s->writes.push_back({buffer, op_id, size - buffer.size()});
+  if (int rc = s->queue_write(buffer, op_id, size - buffer.size(), keep); rc < 0) return rc;
+  buffer = s->writes.back().rest;
   Operation* op = acquire(OpKind::kSend, handle, op_id);
   if (int rc = post_queued_send(*s, op); rc < 0) {
     release(op);

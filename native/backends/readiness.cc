@@ -127,7 +127,7 @@ int ReadinessBackend::submit_write(HandleId handle, std::span<const uint8_t> buf
     }
     if (buffer.empty()) return 1;
   }
-  s->writes.push_back({keep(buffer), op_id, size - buffer.size()});
+  if (int rc = s->queue_write(buffer, op_id, size - buffer.size(), keep); rc < 0) return rc;
   if (int rc = update_interest(handle, *s, Interest::kNone); rc < 0) {
     // Nothing would send the rest: the write fails now, and its kept copy is not used again.
     s->unqueue_last_write();

@@ -357,7 +357,7 @@ class ThreadsBackend final : private WakeDescriptors, public PooledFileOperation
     Socket* s = sockets_.find(handle);
     if (!s) return kEBADF;
     if (int rc = s->check_write(); rc < 0) return rc;
-    s->writes.push_back({keep(buffer), op_id});
+    if (int rc = s->queue_write(buffer, op_id, 0, keep); rc < 0) return rc;
     hand_over(handle, *s);
     return 0;
   }

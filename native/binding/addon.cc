@@ -26,6 +26,7 @@
 #include <cstring>
 #include <initializer_list>
 #include <memory>
+#include <new>
 #include <optional>
 #include <string>
 #include <utility>
@@ -569,9 +570,11 @@ class NativeLoop : public Napi::ObjectWrap<NativeLoop> {
     return submit_lease(op_id, std::move(lease), into_view, submit);
   }
 
-  // Lends the lease's memory to `submit`; keeps the lease while the operation is in flight.
+  // Lends the lease's memory to `submit`; keeps the lease while the operation is in flight. The
+  // pool had none to give (an empty lease): the operation fails as a backend's failures do.
   template <typename Submit>
   Napi::Value submit_lease(int32_t op_id, Lease lease, bool into_view, Submit submit) {
+    if (!lease.bytes) [[unlikely]] return result(kENOMEM);
     int rc = submit(lease.bytes.span());
     if (rc < 0 || (!into_view && rc == 1)) return result(rc);
     leases_.insert(op_id, std::move(lease));
@@ -800,9 +803,10 @@ class NativeLoop : public Napi::ObjectWrap<NativeLoop> {
       Lease& lease;
     } keeper{pool_, lease};
     WriteKeep keep(
-        [](void* context, std::span<const uint8_t> rest) -> std::span<const uint8_t> {
+        [](void* context, std::span<const uint8_t> rest) -> std::optional<std::span<const uint8_t>> {
           Keeper& to = *static_cast<Keeper*>(context);
           to.lease.bytes = to.pool.copy_of(rest);
+          if (!to.lease.bytes) return std::nullopt;  // the backend fails the write with -ENOMEM
           return to.lease.bytes.span();
         },
         &keeper);
@@ -832,8 +836,11 @@ class NativeLoop : public Napi::ObjectWrap<NativeLoop> {
     // getter is user JavaScript that may shrink, transfer or detach the buffer of an element
     // already seen, and a span taken before it ran would point at freed memory. A getter that
     // throws leaves its exception pending, which goes to the caller as it is (throwing another
-    // then is fatal: node-addon-api aborts in napi_throw).
-    std::vector<napi_value> elements(length);
+    // then is fatal: node-addon-api aborts in napi_throw). The bound's 24 MiB may still be
+    // refused, which fails the write (-ENOMEM), as a block the pool cannot have does.
+    std::unique_ptr<napi_value[]> elements(new (std::nothrow) napi_value[length]);
+    std::unique_ptr<std::span<uint8_t>[]> views(new (std::nothrow) std::span<uint8_t>[length]);
+    if (!elements || !views) return result(kENOMEM);
     for (uint32_t i = 0; i < length; ++i) {
       if (napi_get_element(Env(), list, i, &elements[i]) != napi_ok) {
         bool pending = false;
@@ -842,7 +849,6 @@ class NativeLoop : public Napi::ObjectWrap<NativeLoop> {
       }
     }
     // From here to the copy, nothing calls into JavaScript.
-    std::vector<std::span<uint8_t>> views(length);
     size_t total = 0;
     for (uint32_t i = 0; i < length; ++i) {
       if (!check(view_of(Env(), elements[i], views[i]), "expected a TypedArray or DataView")) return Env().Undefined();
@@ -853,9 +859,9 @@ class NativeLoop : public Napi::ObjectWrap<NativeLoop> {
     Lease lease;
     lease.env = Env();
     lease.bytes = pool_.acquire(total);
-    auto out = lease.bytes.span().begin();
-    for (auto view : views) out = std::copy(view.begin(), view.end(), out);
     return submit_lease(op_id, std::move(lease), false, [&](std::span<uint8_t> bytes) {
+      auto out = bytes.begin();
+      for (uint32_t i = 0; i < length; ++i) out = std::copy(views[i].begin(), views[i].end(), out);
       return backend_->submit_write(handle, bytes, op_id, WriteKeep::in_place());
     });
   }

@@ -19,6 +19,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <span>
 #include <string>
 #include <string_view>
@@ -158,16 +159,18 @@ struct BackendInfo {
 // What a write leaves for later goes through this first: submit_write gets the caller's bytes,
 // valid only while it runs, so what it sends inside the call needs no copy (an echo's write on
 // epoll, nearly always); the bytes it keeps past the call, it keeps from what this returns — a
-// copy in memory the caller owns until the write's completion (DESIGN.md, "The boundary").
+// copy in memory the caller owns until the write's completion (DESIGN.md, "The boundary"), or
+// nothing when no memory could be had for it: backends call it only through
+// SocketOperations::queue_write, which then fails the write with -ENOMEM.
 class WriteKeep {
  public:
-  using Copy = std::span<const uint8_t> (*)(void* context, std::span<const uint8_t> rest);
+  using Copy = std::optional<std::span<const uint8_t>> (*)(void* context, std::span<const uint8_t> rest);
   WriteKeep(Copy copy, void* context) : copy_(copy), context_(context) {}
   // For bytes that already live until the completion: kept where they are.
   static WriteKeep in_place() {
-    return {[](void*, std::span<const uint8_t> rest) { return rest; }, nullptr};
+    return {[](void*, std::span<const uint8_t> rest) -> std::optional<std::span<const uint8_t>> { return rest; }, nullptr};
   }
-  std::span<const uint8_t> operator()(std::span<const uint8_t> rest) const { return copy_(context_, rest); }
+  std::optional<std::span<const uint8_t>> operator()(std::span<const uint8_t> rest) const { return copy_(context_, rest); }
 
  private:
   Copy copy_;

@@ -63,24 +63,28 @@ struct FreeBytes {
 };
 using AlignedBytes = std::unique_ptr<uint8_t, FreeBytes>;
 
-// `size` bytes, not zeroed, aligned to a page or, if smaller, to the power of two at or below its size.
-// Aborts when memory is exhausted, as `new` does in this -fno-exceptions build.
+// `size` bytes, not zeroed, aligned to a page or, if smaller, to the power of two at or below its size;
+// null when memory is exhausted. Not an abort, as `new` would do in this -fno-exceptions build:
+// the size is a JavaScript caller's (a read of up to kMaxTransfer), and a 1 GiB block is refused
+// under RLIMIT_AS or with many such reads in flight, which must fail one operation, not the process.
 inline AlignedBytes allocate_aligned(size_t size) {
   size_t alignment = kMaxBlockAlignment;
   while (alignment > alignof(std::max_align_t) && size < alignment) alignment /= 2;
+  if (size > SIZE_MAX - alignment) return nullptr;  // no allocator has it, and the rounding would wrap
   size_t rounded = (std::max<size_t>(size, 1) + alignment - 1) / alignment * alignment;  // aligned_alloc's rule
-  auto* data = static_cast<uint8_t*>(aligned_bytes(alignment, rounded));
-  if (data == nullptr) std::abort();
-  return AlignedBytes(data);
+  return AlignedBytes(static_cast<uint8_t*>(aligned_bytes(alignment, rounded)));
 }
 
-// A block from the pool, returned to it on destruction. Movable, not copyable.
+// A block from the pool, returned to it on destruction. Movable, not copyable. Empty (false)
+// when default-made, moved from, or what acquire() gave when memory was exhausted.
 class OwnedBytes {
  public:
   OwnedBytes() = default;
   OwnedBytes(OwnedBytes&& other) noexcept { *this = std::move(other); }
   OwnedBytes& operator=(OwnedBytes&& other) noexcept;
   ~OwnedBytes() { release(); }
+
+  explicit operator bool() const { return data_ != nullptr; }
 
   std::span<uint8_t> span() const { return {data_.get(), size_}; }
   size_t size() const { return size_; }
@@ -104,10 +108,15 @@ class OwnedBytes {
 
 class BytePool {
  public:
-  // Memory of `size` bytes (at most kMaxTransfer), holding whatever it held before.
-  OwnedBytes acquire(size_t size) {
+  // Memory of `size` bytes (at most kMaxTransfer), holding whatever it held before; or, when
+  // memory is exhausted, an empty OwnedBytes, which the caller's operation fails with -ENOMEM.
+  [[nodiscard]] OwnedBytes acquire(size_t size) {
     int size_class = class_of(size);
-    if (size_class < 0) return OwnedBytes(this, allocate_aligned(size), size, -1);
+    if (size_class < 0) {
+      AlignedBytes block = allocate_aligned(size);
+      if (block == nullptr) return {};
+      return OwnedBytes(this, std::move(block), size, -1);
+    }
     auto& free = free_[static_cast<size_t>(size_class)];
     AlignedBytes block;
     if (!free.empty()) {
@@ -118,15 +127,16 @@ class BytePool {
       // a syscall memcheck can follow, so a block that began uninitialised made the valgrind run
       // report the bytes a proactor read delivered (1 run in 3, by which block came back).
       block = allocate_aligned(class_size(size_class));
+      if (block == nullptr) return {};
       std::fill_n(block.get(), class_size(size_class), uint8_t{0});
     }
     return OwnedBytes(this, std::move(block), size, size_class);
   }
 
-  // A copy of `bytes`.
-  OwnedBytes copy_of(std::span<const uint8_t> bytes) {
+  // A copy of `bytes`, or empty as acquire() is.
+  [[nodiscard]] OwnedBytes copy_of(std::span<const uint8_t> bytes) {
     OwnedBytes owned = acquire(bytes.size());
-    if (!bytes.empty()) std::copy(bytes.begin(), bytes.end(), owned.span().begin());
+    if (owned && !bytes.empty()) std::copy(bytes.begin(), bytes.end(), owned.span().begin());
     return owned;
   }
 

@@ -15,6 +15,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <span>
 #include <type_traits>
 #include <utility>
@@ -185,6 +186,18 @@ struct SocketOperations {
   // out: then the peer has a torn message, so the writes behind it fail with the same error and
   // later ones with EPIPE, rather than land after the gap.
   void fail_head_write(HandleId handle, int32_t error, EventOutbox& out);
+  // Backend::submit_write queues its write, with what `keep` keeps of the `rest` still to send
+  // after `sent` bytes went out inside the call. When `keep` has no memory for it, the write
+  // fails (-ENOMEM) and is not queued; if part of it went out, the stream is torn.
+  int queue_write(std::span<const uint8_t> rest, int32_t op_id, size_t sent, const WriteKeep& keep) {
+    std::optional<std::span<const uint8_t>> kept = keep(rest);
+    if (!kept) [[unlikely]] {
+      if (sent > 0) write_torn = true;
+      return kENOMEM;
+    }
+    writes.push_back({*kept, op_id, sent});
+    return 0;
+  }
   // The write just queued could not be started, and the backend returns the error for it: it
   // leaves the queue, and the stream is torn if a speculative send had put part of it out.
   void unqueue_last_write() {

@@ -186,6 +186,22 @@ TEST(a_write_that_cannot_be_started_after_a_speculative_prefix_tears_the_stream)
   CHECK_EQ(torn.check_write(), twinloop::kEPIPE);
 }
 
+TEST(a_write_whose_bytes_cannot_be_kept_fails_with_enomem_and_tears_the_stream_only_after_a_prefix) {
+  twinloop::WriteKeep no_memory([](void*, std::span<const uint8_t>) -> std::optional<std::span<const uint8_t>> { return std::nullopt; },
+                                nullptr);
+  SocketOperations whole;
+  CHECK_EQ(whole.queue_write(bytes(10), 1, 0, no_memory), twinloop::kENOMEM);
+  CHECK(whole.writes.empty());
+  CHECK_EQ(whole.check_write(), 0);  // nothing of it went out: the next write may go
+  CHECK_EQ(whole.queue_write(bytes(10), 2, 0, twinloop::WriteKeep::in_place()), 0);
+  CHECK_EQ(whole.writes.size(), size_t{1});
+  CHECK(whole.writes.front().rest.data() == bytes(10).data());
+  SocketOperations torn;
+  CHECK_EQ(torn.queue_write(bytes(6), 1, 4, no_memory), twinloop::kENOMEM);  // 4 bytes went out inside the call
+  CHECK(torn.writes.empty());
+  CHECK_EQ(torn.check_write(), twinloop::kEPIPE);
+}
+
 TEST(close_withdraws_every_operation_the_kernel_does_not_hold) {
   Harness h;
   SocketOperations s;
