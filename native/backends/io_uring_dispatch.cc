@@ -187,10 +187,7 @@ void IoUringBackend::finish_cancelled(HandleId handle, Socket& s, Tag op, const 
       s.connect_op = -1;
       break;
     case kAccept:
-      if (!s.accepts.empty()) {
-        outbox_.post({handle, EventKind::kCompleted, kECANCELED, s.accepts.front().op_id});
-        s.accepts.erase(s.accepts.begin());
-      }
+      if (int32_t op_id = s.accepts.pop_front(); op_id >= 0) outbox_.post({handle, EventKind::kCompleted, kECANCELED, op_id});
       break;
     default:
       break;

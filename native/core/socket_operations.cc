@@ -46,17 +46,16 @@ CancelOutcome SocketOperations::cancel(HandleId handle, int32_t op_id, EventOutb
     out.post({handle, EventKind::kCompleted, kECANCELED, op_id});
     return CancelOutcome::kSettled;
   }
-  for (size_t i = 0; i < accepts.size(); ++i) {
-    if (accepts[i].op_id != op_id) continue;
+  if (QueuedAccept* accept = accepts.find(op_id)) {
     // The kernel's accepts belong to no accept() in particular: if the others queued can take
     // every one it holds, this one just leaves; else what the kernel holds is recalled, and this
     // one ends with what comes back, so that a connection taken meanwhile is not lost.
     if (accepts.size() > accepts_held) {
-      erase_at(accepts, i);
+      accepts.erase(accept);
       out.post({handle, EventKind::kCompleted, kECANCELED, op_id});
       return CancelOutcome::kSettled;
     }
-    accepts[i].cancelled = true;
+    accept->cancelled = true;
     return CancelOutcome::kRecallAccept;
   }
   for (size_t i = 0; i < writes.size(); ++i) {
@@ -84,7 +83,15 @@ bool SocketOperations::withdraw_unheld(HandleId handle, EventOutbox& out) {
   };
   withdraw(reads, reads_held);
   withdraw(writes, writes_held);
-  withdraw(accepts, accepts_held);
+  size_t kept = 0;
+  accepts.erase_if([&](const QueuedAccept& accept) {
+    if (kept < accepts_held) {
+      ++kept;
+      return false;
+    }
+    out.post({handle, EventKind::kCompleted, kECANCELED, accept.op_id});
+    return true;
+  });
   if (connect_op >= 0 && !connect_held) {
     out.post({handle, EventKind::kCompleted, kECANCELED, connect_op});
     connect_op = -1;
@@ -143,9 +150,11 @@ void SocketOperations::tear_writes(HandleId handle, size_t index, EventOutbox& o
 
 void SocketOperations::fail_reads(HandleId handle, int32_t error, EventOutbox& out) {
   for (const QueuedRead& read : reads) out.post({handle, EventKind::kCompleted, error, read.op_id});
-  for (const QueuedAccept& accept : accepts) out.post({handle, EventKind::kCompleted, error, accept.op_id});
   reads.clear();
-  accepts.clear();
+  accepts.erase_if([&](const QueuedAccept& accept) {
+    out.post({handle, EventKind::kCompleted, error, accept.op_id});
+    return true;
+  });
 }
 
 void SocketOperations::complete_read(HandleId handle, int32_t result, EventOutbox& out) {
@@ -156,21 +165,21 @@ void SocketOperations::complete_read(HandleId handle, int32_t result, EventOutbo
 }
 
 int32_t SocketOperations::take_accept(bool cancelled_result) {
-  auto cancelled = [](const QueuedAccept& accept) { return accept.cancelled; };
-  auto taker = cancelled_result ? std::find_if(accepts.begin(), accepts.end(), cancelled)
-                                : std::find_if_not(accepts.begin(), accepts.end(), cancelled);
-  if (taker == accepts.end() && !cancelled_result) taker = accepts.begin();
-  if (taker == accepts.end()) return -1;
+  // A scan from the oldest that stops at once unless the kernel holds cancelled ones, of which
+  // there are never more than it holds.
+  QueuedAccept* taker = accepts.first_where([&](const QueuedAccept& accept) { return accept.cancelled == cancelled_result; });
+  if (taker == nullptr && !cancelled_result) taker = accepts.front();
+  if (taker == nullptr) return -1;
   int32_t op_id = taker->op_id;
   accepts.erase(taker);
   return op_id;
 }
 
 void SocketOperations::settle_cancelled_accepts(HandleId handle, EventOutbox& out) {
-  for (const QueuedAccept& accept : accepts) {
+  accepts.erase_if([&](const QueuedAccept& accept) {
     if (accept.cancelled) out.post({handle, EventKind::kCompleted, kECANCELED, accept.op_id});
-  }
-  std::erase_if(accepts, [](const QueuedAccept& accept) { return accept.cancelled; });
+    return accept.cancelled;
+  });
 }
 
 }  // namespace twinloop

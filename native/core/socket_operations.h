@@ -19,8 +19,8 @@
 #include <span>
 #include <type_traits>
 #include <utility>
-#include <vector>
 
+#include "accept_queue.h"
 #include "backend.h"
 #include "event_outbox.h"
 
@@ -36,11 +36,6 @@ struct QueuedWrite {
   std::span<const uint8_t> rest;  // what is left to send
   int32_t op_id;
   size_t sent = 0;  // > 0: the peer has a prefix, so withdrawing the rest would tear the stream
-  bool cancelled = false;
-};
-
-struct QueuedAccept {
-  int32_t op_id;
   bool cancelled = false;
 };
 
@@ -134,7 +129,7 @@ enum class CancelOutcome : uint8_t { kNotFound, kSettled, kRecallRead, kRecallWr
 struct SocketOperations {
   OperationQueue<QueuedRead> reads;
   OperationQueue<QueuedWrite> writes;
-  std::vector<QueuedAccept> accepts;
+  AcceptQueue accepts;
   int32_t connect_op = -1;  // >= 0 while a connect is in progress
   uint8_t reads_held = 0;
   uint8_t writes_held = 0;
