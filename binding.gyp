@@ -5,8 +5,17 @@
     # carry only twinloop.node (scripts/prebuild.sh sets npm_config_twinloop_bench=0, which is
     # node-gyp's --twinloop_bench=0). And only on Linux, where the load generator runs.
     "twinloop_bench%": "<!(node -p \"+require('fs').existsSync('bench/loadgen/loadgen.cc')\")",
-    # Where a kqueue emulation is installed, to build the kqueue backend on Linux (see below).
-    "twinloop_kqueue_prefix%": "",
+    # Where a kqueue emulation is installed, to build the kqueue backend on Linux as well: the
+    # addon and the benchmark's C++ echoes alike, so that every backend the addon has has its
+    # native ceiling too. node-gyp rebuild -- -Dtwinloop_kqueue_prefix=/path/to/prefix, with the
+    # emulation's include/kqueue/sys/event.h and lib/libkqueue.* under it.
+    # (Defined in an inner dict first, so that the conditions below can test it: gyp evaluates a
+    # dict's conditions before its own defaults.)
+    "variables": { "twinloop_kqueue_prefix%": "" },
+    "twinloop_kqueue_prefix%": "<(twinloop_kqueue_prefix)",
+    "kqueue_emulation_sources": [],
+    "kqueue_emulation_include_dirs": [],
+    "kqueue_emulation_libraries": [],
     # The native sources, listed once in native/sources.json (CMakeLists.txt reads the same file):
     # the core and the addon's binding, then for each OS the watcher of the backend's descriptor
     # and the backends, shared by the addon and the benchmark's native echo. A new backend is one
@@ -17,6 +26,11 @@
       ["OS=='linux'", {
         "watcher_sources": ["<!@(node -p \"require('./native/sources.json').watcher.posix.join(' ')\")"],
         "backend_sources": ["<!@(node -p \"require('./native/sources.json').backends.linux.join(' ')\")"]
+      }],
+      ["OS=='linux' and twinloop_kqueue_prefix!=''", {
+        "kqueue_emulation_sources": ["native/backends/kqueue.cc"],
+        "kqueue_emulation_include_dirs": ["<(twinloop_kqueue_prefix)/include/kqueue"],
+        "kqueue_emulation_libraries": ["-L<(twinloop_kqueue_prefix)/lib", "-lkqueue", "-Wl,-rpath,<(twinloop_kqueue_prefix)/lib"]
       }],
       ["OS=='mac' or OS=='freebsd'", {
         "watcher_sources": ["<!@(node -p \"require('./native/sources.json').watcher.posix.join(' ')\")"],
@@ -33,25 +47,14 @@
   "targets": [
     {
       "target_name": "twinloop",
-      "sources": ["<@(core_sources)", "<@(addon_sources)", "<@(watcher_sources)", "<@(backend_sources)"],
-      "include_dirs": ["<!(node -p \"require('node-addon-api').include_dir\")"],
+      "sources": ["<@(core_sources)", "<@(addon_sources)", "<@(watcher_sources)", "<@(backend_sources)", "<@(kqueue_emulation_sources)"],
+      "include_dirs": ["<!(node -p \"require('node-addon-api').include_dir\")", "<@(kqueue_emulation_include_dirs)"],
+      "libraries": ["<@(kqueue_emulation_libraries)"],
       "defines": ["NAPI_VERSION=8", "NAPI_DISABLE_CPP_EXCEPTIONS", "NODE_ADDON_API_DISABLE_DEPRECATED", "NODE_API_SWALLOW_UNTHROWABLE_EXCEPTIONS"],
       "cflags!": ["-fno-exceptions"],
       "cflags_cc!": ["-fno-exceptions", "-std=gnu++17", "-std=c++17"],
       "cflags_cc": ["-std=c++20", "-fno-exceptions", "-Wall", "-Wextra", "-Werror"],
       "conditions": [
-        # Optional: the kqueue backend on Linux as well, built against a kqueue emulation installed
-        # under this prefix (include/kqueue/sys/event.h, lib/libkqueue.*), to run the kqueue suite
-        # without a Mac: node-gyp rebuild -- -Dtwinloop_kqueue_prefix=/path/to/prefix
-        ["OS=='linux' and twinloop_kqueue_prefix!=''", {
-          "sources": ["native/backends/kqueue.cc"],
-          "include_dirs": ["<(twinloop_kqueue_prefix)/include/kqueue"],
-          "libraries": [
-            "-L<(twinloop_kqueue_prefix)/lib",
-            "-lkqueue",
-            "-Wl,-rpath,<(twinloop_kqueue_prefix)/lib"
-          ]
-        }],
         ["OS=='mac'", {
           # On macOS node-gyp takes the compiler flags from xcode_settings, not from cflags_cc.
           "xcode_settings": {
@@ -83,8 +86,9 @@
         {
           "target_name": "native_echo",
           "target_conditions": [["_type=='loadable_module'", {"product_extension": "so"}]],
-          "sources": ["<@(core_sources)", "native/binding/native_echo.cc", "<@(backend_sources)"],
-          "include_dirs": ["<!(node -p \"require('node-addon-api').include_dir\")"],
+          "sources": ["<@(core_sources)", "native/binding/native_echo.cc", "<@(backend_sources)", "<@(kqueue_emulation_sources)"],
+          "include_dirs": ["<!(node -p \"require('node-addon-api').include_dir\")", "<@(kqueue_emulation_include_dirs)"],
+          "libraries": ["<@(kqueue_emulation_libraries)"],
           "defines": ["NAPI_VERSION=8", "NAPI_DISABLE_CPP_EXCEPTIONS", "NODE_ADDON_API_DISABLE_DEPRECATED", "NODE_API_SWALLOW_UNTHROWABLE_EXCEPTIONS"],
           "cflags!": ["-fno-exceptions"],
           "cflags_cc!": ["-fno-exceptions", "-std=gnu++17", "-std=c++17"],
@@ -93,10 +97,11 @@
         {
           "target_name": "standalone_echo",
           "type": "executable",
-          "sources": ["<@(core_sources)", "native/binding/standalone_echo.cc", "<@(backend_sources)"],
+          "sources": ["<@(core_sources)", "native/binding/standalone_echo.cc", "<@(backend_sources)", "<@(kqueue_emulation_sources)"],
+          "include_dirs": ["<@(kqueue_emulation_include_dirs)"],
           "cflags_cc!": ["-fno-exceptions", "-std=gnu++17", "-std=c++17"],
           "cflags_cc": ["-std=c++20", "-O2", "-fno-exceptions", "-Wall", "-Wextra", "-Werror"],
-          "libraries": ["-pthread"]
+          "libraries": ["-pthread", "<@(kqueue_emulation_libraries)"]
         },
         {
           "target_name": "loadgen",
