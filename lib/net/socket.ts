@@ -3,7 +3,7 @@ import type { EventEmitter } from 'node:events';
 
 import type { NativeAddress } from '../binding.js';
 import { native, SocketOption } from '../binding.js';
-import { awaitCompletion, kDone, kInFlight, reportLater, resolveEmpty, withResolvers, WriteOperation, type LoopCore } from '../core.js';
+import { awaitCompletion, kDone, kInFlight, reportLater, resolveEmpty, withResolvers, WriteOperation, type LoopCore, type WriteOwner } from '../core.js';
 import {
   abortError,
   codedError,
@@ -53,6 +53,8 @@ export interface SocketOperationOptions {
 // wait for ever, so listening throws instead.
 const streamEvents: ReadonlySet<string | symbol> = new Set(['data', 'end', 'finish', 'prefinish', 'drain', 'readable', 'pipe', 'unpipe', 'pause', 'resume']);
 
+const writeAfterEnd = (): Error => codedError('ERR_STREAM_WRITE_AFTER_END', 'write after end');
+
 function notAStream(what: string): TypeError {
   const error = new TypeError(
     `A twinloop Socket is not a Node stream (${what}): pass socket.stream(), a stream.Duplex, to node:http, tls, stream.pipeline and pipe()`,
@@ -84,9 +86,10 @@ export class Socket extends Handle implements AsyncIterable<Buffer> {
   #readError: Error | null = null;
   #reader: ReadWaiter | undefined;   // the first waiting read() (one is the usual case) ...
   #readers: ReadWaiter[] = none;     // ... and those behind it
-  #writesInFlight = 0;
+  #writesInFlight = 0;  // of every API: end() sends FIN once none is left
   #writableLength = 0;
   #ending: Promise<void> | null = null;
+  #proactorWriter: WriteOwner | undefined;
   #writesDone: (() => void) | null = null;
   #remote: NativeAddress | null = null;
   #active = false;      // a byte moved since the last sweep
@@ -310,7 +313,7 @@ export class Socket extends Handle implements AsyncIterable<Buffer> {
     const signal = options === undefined ? undefined : validateOperationOptions(options);
     if (signal?.aborted) return Promise.reject(abortError(signal));
     if (this.closed) return Promise.reject(this.closedError());
-    if (this.#ending !== null) return Promise.reject(codedError('ERR_STREAM_WRITE_AFTER_END', 'write after end'));
+    if (this.#ending !== null) return Promise.reject(writeAfterEnd());
     if (bytes.length === 0) return resolved;
     if (bytes.length > maxTransfer) return this.#writeInPieces(bytes, options);
     // No closure here may name `bytes`: the write's callback would keep the caller's buffer, and
@@ -333,7 +336,7 @@ export class Socket extends Handle implements AsyncIterable<Buffer> {
    */
   writeThen(bytes: Uint8Array | readonly Uint8Array[], done: (error: Error | null) => void): boolean {
     if (this.closed) throw this.closedError();
-    if (this.#ending !== null) throw codedError('ERR_STREAM_WRITE_AFTER_END', 'write after end');
+    if (this.#ending !== null) throw writeAfterEnd();
     const length = Array.isArray(bytes) ? bytes.reduce((sum: number, piece: Uint8Array) => sum + piece.length, 0) : (bytes as Uint8Array).length;
     const rc = this.#startWrite(bytes, length, undefined);
     if (rc === kDone) return true;
@@ -362,13 +365,41 @@ export class Socket extends Handle implements AsyncIterable<Buffer> {
 
   /** @internal A write in flight completed with `result` (see WriteOperation), before its caller is told. */
   writeCompleted(length: number, result: number): void {
-    this.#writesInFlight -= 1;
     this.#writableLength -= length;
-    if (this.#writesInFlight === 0) this.#writesDone?.();
+    this.#writeSettled();
     if (result >= 0) {
       this.#active = true;
       this.#bytesWritten += result === 0 ? length : result;
     }
+  }
+
+  #writeSettled(): void {
+    this.#writesInFlight -= 1;
+    if (this.#writesInFlight === 0) this.#writesDone?.();
+  }
+
+  /**
+   * @internal Why a write of another API (the Proactor API's, the Reactor API's tryWrite) is
+   * refused before any I/O: after end(), its bytes would follow the FIN.
+   */
+  writeRefusal(): Error | null {
+    return this.#ending !== null ? writeAfterEnd() : null;
+  }
+
+  /**
+   * @internal A Proactor API write was left in flight on this socket: returns the owner its
+   * operation completes to, which end() waits for as for the socket's own writes. Its bytes count
+   * in neither `writableLength` nor `bytesWritten` (those are `write()`'s), and a torn one closes
+   * nothing: the Proactor API leaves that to its caller.
+   */
+  proactorWriteStarted(): WriteOwner {
+    this.#writesInFlight += 1;
+    return (this.#proactorWriter ??= this.#newProactorWriter());
+  }
+
+  // Apart from proactorWriteStarted: its closures would make every call allocate their context.
+  #newProactorWriter(): WriteOwner {
+    return { writeCompleted: () => this.#writeSettled(), close: () => {}, timedOut: false };
   }
 
   /** @internal Whether the socket was closed by its idle timeout or deadline. */
@@ -387,8 +418,10 @@ export class Socket extends Handle implements AsyncIterable<Buffer> {
   }
 
   /**
-   * Half-closes: after the queued writes, sends FIN. The peer reads EOF and may still write back;
-   * keep reading until null, then `close()`.
+   * Half-closes: after every write made before it — `write()`'s and the Proactor API's, awaited
+   * or not — sends FIN. Resolves once it has; a write made afterwards, by any API, fails with
+   * `ERR_STREAM_WRITE_AFTER_END`. The peer reads EOF and may still write back; keep reading until
+   * null, then `close()`.
    */
   end(data?: Uint8Array | string): Promise<void> {
     if (this.#ending !== null) return this.#ending;

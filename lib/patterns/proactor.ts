@@ -120,6 +120,8 @@ export class ProactorApi {
    * Writes all of `buffer` (continuing after short writes): completes with its length. One write
    * moves at most 1 GiB (`RangeError` beyond; `socket.write` splits longer data itself). The
    * bytes are copied when the write is submitted, so `buffer` is free for reuse at once.
+   * `socket.end()` sends FIN after it; once end() was called, a write fails with
+   * `ERR_STREAM_WRITE_AFTER_END`.
    */
   write(socket: Socket, buffer: Uint8Array, options?: ProactorOptions): Promise<number>;
   write(socket: Socket, buffer: Uint8Array, callback: Completion<number>): void;
@@ -138,14 +140,19 @@ export class ProactorApi {
     const signal = signalOf(optionsOrCallback);
     const done = validCallback(callbackOf(optionsOrCallback, callback));
     if (socket.closed && !signal?.aborted) return settleNow(this.#core, done, socket.closedError());
+    const refusal = signal?.aborted ? null : socket.writeRefusal();
+    if (refusal !== null) return settleNow(this.#core, done, refusal);
     const { handle } = socket;
     const { length } = buffer;
     // The write's operation is made only when it is needed: on a readiness backend the kernel
     // takes almost every write whole inside the call (see LoopCore.startWrite).
     const rc = this.#core.startWrite(handle, signal, buffer);
     if (rc === kDone) return settleNow(this.#core, done, null, length);
-    const operation = new WriteOperation(handle, signal, length, ignore);
-    if (rc === kInFlight) this.#core.keepWrite(operation);
+    if (rc !== kInFlight) return settleNow(this.#core, done, new WriteOperation(handle, signal, length, ignore).error(rc));
+    // Owned by the socket, so that its end() sends FIN only after this write (the backends shut a
+    // socket down at once, and what they still queue would then fail EPIPE).
+    const operation = new WriteOperation(handle, signal, length, ignore, socket.proactorWriteStarted());
+    this.#core.keepWrite(operation);
     return this.#settle(operation, rc, done);
   }
 

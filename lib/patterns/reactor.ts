@@ -80,7 +80,8 @@ export class ReactorApi {
 
   /**
    * Writes what the socket takes now of `buffer` — or of its `length` bytes from `offset`, which
-   * spares a `subarray()` per chunk: the byte count, or null if it takes nothing.
+   * spares a `subarray()` per chunk: the byte count, or null if it takes nothing. Throws
+   * `ERR_STREAM_WRITE_AFTER_END` once `socket.end()` was called.
    */
   tryWrite(socket: Socket, buffer: Uint8Array, offset?: number, length?: number): number | null {
     validateHandle(this.#core, 'socket', socket, Socket.isSocket, 'a twinloop Socket');
@@ -90,6 +91,8 @@ export class ReactorApi {
       length = validateRange(buffer.length, offset, length);
     }
     socket.assertOpen();
+    const refusal = socket.writeRefusal();
+    if (refusal !== null) throw refusal;
     const n = this.#core.tryWrite(socket.handle, buffer, offset, length);
     if (n === EAGAIN) return null;
     return socket.check(n, 'write');

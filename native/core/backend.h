@@ -195,6 +195,9 @@ class Backend {
   // With `local`, connect() binds the socket to that address first (port 0: any port).
   virtual int listen(const SocketAddress& address, const ListenOptions& options) = 0;
   virtual int connect(const SocketAddress& address, const SocketAddress* local, int32_t op_id) = 0;
+  // SHUT_WR at once: bytes a write still has queued in the backend (or in an SQE, or on the
+  // connection's thread) would then fail EPIPE, so the caller orders it after every write it
+  // submitted (lib/net/socket.ts, end()).
   virtual int shutdown(HandleId handle) = 0;
   // Releases the handle at once; operations still in flight complete with -ECANCELED.
   // `reset` closes with an RST instead of a FIN.
