@@ -52,12 +52,15 @@ describe.each(backends)('loop lifecycle on %s', (backend) => {
 
   it('a loop inside a worker thread echoes, and the thread exits cleanly', async () => {
     const worker = new Worker(new URL('./fixtures/worker-echo.mjs', import.meta.url), { workerData: { backend, distEntry } });
+    // Listened for from the start: a worker that exits at once has its last message and its
+    // 'exit' emitted in one go, before an await on the message could go on to listen for the exit.
+    const exited = new Promise((resolve) => worker.once('exit', resolve));
     const result = await new Promise<{ ok: boolean; bytes: number; backend: string }>((resolve, reject) => {
       worker.once('message', resolve);
       worker.once('error', reject);
     });
     expect(result).toEqual({ ok: true, bytes: 1 << 20, backend });
-    expect(await new Promise((resolve) => worker.once('exit', resolve))).toBe(0);
+    expect(await exited).toBe(0);
   });
 
   it('a worker that exits with its loop still open is cleaned up by the environment teardown', async () => {
