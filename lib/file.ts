@@ -139,6 +139,12 @@ export async function openFile(core: LoopCore, path: string, options: OpenFileOp
  * each operation is submitted to the kernel; on the reactor backends it runs on the loop's thread
  * pool (a regular file is always "ready", so readiness cannot wait for it).
  *
+ * Reads and writes at the current position (`position` null) share the file's one position, which
+ * each moves: they run one at a time, in the order they were called, on every backend — issued
+ * together without awaiting, they read the file's bytes in order and write (or append) them as a
+ * stream would. One that fails or is aborted is skipped and the next goes on from where the
+ * previous left the position. Positioned reads and writes do not wait for them, nor for each other.
+ *
  * @example
  * const file = await loop.openFile('data.bin');
  * const { bytesRead } = await file.read(buffer, 0, 4096, 8192);
@@ -163,7 +169,11 @@ export class File {
 
   /**
    * Reads up to `length` bytes into `buffer` at `offset`, from file `position` (the current
-   * position when null). Resolves with 0 bytes at the end of the file.
+   * position when null: after every earlier read and write at the current position, in call
+   * order). Resolves with 0 bytes at the end of the file.
+   *
+   * @example
+   * const [a, b] = await Promise.all([file.read(x), file.read(y)]);  // x gets the first bytes
    */
   async read<T extends Uint8Array>(
     buffer: T,
@@ -177,7 +187,11 @@ export class File {
     return { bytesRead, buffer };
   }
 
-  /** Writes `length` bytes of `buffer` from `offset`, at file `position` (current when null). */
+  /**
+   * Writes `length` bytes of `buffer` from `offset`, at file `position` (the current position when
+   * null — or the end for a file opened to append — after every earlier read and write at the
+   * current position, in call order).
+   */
   async write<T extends Uint8Array>(
     buffer: T,
     offset = 0,

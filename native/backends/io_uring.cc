@@ -312,7 +312,7 @@ int IoUringBackend::file_sync(HandleId file, bool data_only, int32_t op_id) {
 int IoUringBackend::file_close(HandleId file, int32_t op_id) { return files_.close([this] { return sqe(); }, file, op_id); }
 
 int IoUringBackend::file_cancel(HandleId file, int32_t op_id) {
-  return files_.cancel([this] { return sqe(); }, file, op_id);
+  return files_.cancel([this] { return sqe(); }, [this](const Event& event) { outbox_.post(event); }, file, op_id);
 }
 
 int IoUringBackend::start_timer(uint64_t delay_ms, int32_t op_id) {

@@ -111,8 +111,7 @@ bool IoUringBackend::complete_one(const io_uring_cqe& cqe, bool discarding) {
     return true;
   }
   if (kind == kFileOp) {
-    Event event;
-    if (files_.complete([this] { return sqe(); }, cqe, discarding, event)) outbox_.post(event);
+    files_.complete([this] { return sqe(); }, [this](const Event& event) { outbox_.post(event); }, cqe, discarding);
     return true;
   }
   auto handle = static_cast<HandleId>(tag_low(cqe.user_data));

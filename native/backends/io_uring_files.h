@@ -2,7 +2,9 @@
 // FSYNC, CLOSE) instead of to a thread pool. Unlike a socket, a file may have any number of
 // operations in flight (queue depth 32 on one file is the point), so each operation gets a slot of
 // its own, tagged kFileOp with the slot (io_uring_sqe.h). Their lifecycle (in flight,
-// close-when-idle, EMFILE) is core's FileTable.
+// close-when-idle, EMFILE) is core's FileTable, and so is the queue that runs the transfers at the
+// current position one at a time: a READ/WRITE with offset -1 takes the file position as it finds
+// it, and the kernel does not order the ones in flight together.
 #pragma once
 
 #include <linux/io_uring.h>
@@ -45,16 +47,14 @@ class RingFiles {
 
   template <typename GetSqe>
   int read(GetSqe&& get_sqe, HandleId file, std::span<uint8_t> buffer, int64_t position, int32_t op_id) {
-    return transfer(get_sqe, Kind::kRead, file, buffer.size(), op_id, [&](io_uring_sqe* entry, int fd) {
-      prep_read(entry, fd, buffer.first(std::min(buffer.size(), kMaxTransfer)), position);
-    });
+    return transfer(get_sqe, file, {buffer.first(std::min(buffer.size(), kMaxTransfer)), op_id, false}, position);
   }
 
   template <typename GetSqe>
   int write(GetSqe&& get_sqe, HandleId file, std::span<const uint8_t> buffer, int64_t position, int32_t op_id) {
-    return transfer(get_sqe, Kind::kWrite, file, buffer.size(), op_id, [&](io_uring_sqe* entry, int fd) {
-      prep_write(entry, fd, buffer.first(std::min(buffer.size(), kMaxTransfer)), position);
-    });
+    // The kernel only reads from it; one submission path serves both directions.
+    std::span<uint8_t> source{const_cast<uint8_t*>(buffer.data()), std::min(buffer.size(), kMaxTransfer)};
+    return transfer(get_sqe, file, {source, op_id, true}, position);
   }
 
   template <typename GetSqe>
@@ -80,9 +80,15 @@ class RingFiles {
   // its user_data; its own CQE then says what happened (-ECANCELED, or its result if it won the
   // race). The slot cannot be reused before the kernel sees the cancel: it is freed only when its
   // CQE is reaped, after the enter that carries the cancel. Returns -ENOENT if it is not in
-  // flight (its CQE may be waiting to be reaped), -EAGAIN if no SQE is free.
-  template <typename GetSqe>
-  int cancel(GetSqe&& get_sqe, HandleId file, int32_t op_id) {
+  // flight (its CQE may be waiting to be reaped), -EAGAIN if no SQE is free. A transfer waiting
+  // for its turn at the file position never reached the kernel: it is `post`ed -ECANCELED now.
+  template <typename GetSqe, typename Post>
+  int cancel(GetSqe&& get_sqe, Post&& post, HandleId file, int32_t op_id) {
+    if (Table::File* f = files_.find(file); f != nullptr && Table::withdraw_at_position(*f, op_id)) {
+      post(Event{file, EventKind::kCompleted, kECANCELED, op_id});
+      if (Table::File* closing = files_.finished(file, false)) submit_close(get_sqe, file, *closing);
+      return 0;
+    }
     for (uint32_t slot = 0; slot < ops_.size(); ++slot) {
       FileOp& op = ops_[slot];
       if (!op.in_flight || op.op_id != op_id || op.file != file || op.kind == Kind::kClose) continue;
@@ -105,10 +111,11 @@ class RingFiles {
     }
   }
 
-  // Turns the CQE of one of our operations into the event to report, or into nothing (false).
-  // At teardown (`discarding`), what the kernel finished is released instead of reported.
-  template <typename GetSqe>
-  bool complete(GetSqe&& get_sqe, const io_uring_cqe& cqe, bool discarding, Event& out) {
+  // Turns the CQE of one of our operations into the event to `post`; a transfer at the file
+  // position then starts the next one waiting. At teardown (`discarding`), what the kernel
+  // finished is released instead of reported, and nothing new starts.
+  template <typename GetSqe, typename Post>
+  void complete(GetSqe&& get_sqe, Post&& post, const io_uring_cqe& cqe, bool discarding) {
     uint32_t slot = tag_low(cqe.user_data);
     FileOp op = std::move(ops_[slot]);
     ops_[slot].in_flight = false;
@@ -121,17 +128,17 @@ class RingFiles {
       if (result >= 0) {
         if (discarding) {
           ::close(result);
-          return false;
+          return;
         }
         result = files_.insert(UniqueFd(result));
       }
-      out = {-1, EventKind::kCompleted, result, op.op_id};
-      return !discarding;
+      if (!discarding) post(Event{-1, EventKind::kCompleted, result, op.op_id});
+      return;
     }
+    if (!discarding) post(Event{op.file, EventKind::kCompleted, result, op.op_id});
+    if (op.at_position && !discarding) start_next_at_position(get_sqe, post, op.file);
     Table::File* closing = files_.finished(op.file, op.kind == Kind::kClose);
     if (closing != nullptr && !discarding) submit_close(get_sqe, op.file, *closing);
-    out = {op.file, EventKind::kCompleted, result, op.op_id};
-    return !discarding;
   }
 
   size_t in_flight() const { return in_flight_; }
@@ -146,23 +153,58 @@ class RingFiles {
     std::unique_ptr<std::string> path;  // on the heap: the kernel holds its address while ops_ grows
     bool in_flight = true;   // false: a free slot
     bool cancelled = false;  // an ASYNC_CANCEL for it went out
+    bool at_position = false;  // a transfer at the current position: its completion starts the next
   };
 
   using Table = FileTable<UniqueFd>;
 
-  // A read or a write: `prep(entry, fd)` fills the SQE.
-  template <typename GetSqe, typename Prep>
-  int transfer(GetSqe&& get_sqe, Kind kind, HandleId file, size_t size, int32_t op_id, Prep&& prep) {
+  // A read or a write at `position`, or at the current position (-1) once its turn comes.
+  template <typename GetSqe>
+  int transfer(GetSqe&& get_sqe, HandleId file, const PositionTransfer& request, int64_t position) {
     Table::File* f = files_.usable(file);
     if (!f) return kEBADF;
-    io_uring_sqe* entry = get_sqe();
-    if (entry == nullptr) return kEAGAIN;
-    prep(entry, f->descriptor.get());
+    io_uring_sqe* entry = nullptr;
+    if (position >= 0 || !f->position_busy) {
+      entry = get_sqe();
+      if (entry == nullptr) return kEAGAIN;
+    }
+    if (position >= 0) {
+      Table::started(*f);
+    } else if (!Table::queue_at_position(*f, request)) {
+      return 0;
+    }
+    prep_transfer(entry, f->descriptor.get(), file, request, position);
+    return 0;
+  }
+
+  void prep_transfer(io_uring_sqe* entry, int fd, HandleId file, const PositionTransfer& transfer, int64_t position) {
+    if (transfer.write) {
+      prep_write(entry, fd, transfer.buffer, position);
+    } else {
+      prep_read(entry, fd, transfer.buffer, position);
+    }
     // A buffered transfer the page cache can serve runs inline, on this thread, inside the enter:
     // large ones go to the kernel's workers instead, so that a batch of them copies on every core.
-    if (size >= kInlineTransferLimit) set_async(entry);
-    start(entry, *f, {kind, file, op_id, nullptr});
-    return 0;
+    if (transfer.buffer.size() >= kInlineTransferLimit) set_async(entry);
+    FileOp op{transfer.write ? Kind::kWrite : Kind::kRead, file, transfer.op_id, nullptr};
+    op.at_position = position < 0;
+    set_tag(entry, tag(kFileOp, take_slot(std::move(op))));
+  }
+
+  // Called before the transfer at the position that completed is finished(): the file is open.
+  // One that finds no SQE fails as its submission would have (-EAGAIN), and the next gets its turn.
+  template <typename GetSqe, typename Post>
+  void start_next_at_position(GetSqe&& get_sqe, Post&& post, HandleId file) {
+    Table::File* f = files_.find(file);
+    PositionTransfer next;
+    while (f != nullptr && Table::next_at_position(*f, next)) {
+      if (io_uring_sqe* entry = get_sqe()) {
+        prep_transfer(entry, f->descriptor.get(), file, next, -1);
+        return;
+      }
+      post(Event{file, EventKind::kCompleted, kEAGAIN, next.op_id});
+      (void)files_.finished(file, false);  // the completed one is still counted: never the last
+    }
   }
 
   template <typename GetSqe>

@@ -112,21 +112,18 @@ int IocpFiles::write(HandleId file, std::span<const uint8_t> buffer, int64_t pos
 int IocpFiles::transfer(HandleId id, bool write, std::span<uint8_t> buffer, int64_t position, int32_t op_id) {
   File* file = files_.usable(id);
   if (!file) return kEBADF;
-  Transfer next{write, buffer.first(std::min(buffer.size(), kMaxTransfer)), op_id};
-  files_.started(*file);  // queued or posted: close waits for it either way
+  PositionTransfer next{buffer.first(std::min(buffer.size(), kMaxTransfer)), op_id, write};
   OpenFile& open_file = file->descriptor;
   if (position >= 0) {
+    files_.started(*file);
     start_transfer(id, open_file, next, position, false);
-  } else if (open_file.sequential_busy) {
-    open_file.sequential.push_back(next);
-  } else {
-    open_file.sequential_busy = true;
+  } else if (files_.queue_at_position(*file, next)) {
     start_transfer(id, open_file, next, open_file.position, true);
   }
   return 0;
 }
 
-void IocpFiles::start_transfer(HandleId id, OpenFile& file, const Transfer& transfer, int64_t position, bool sequential) {
+void IocpFiles::start_transfer(HandleId id, OpenFile& file, const PositionTransfer& transfer, int64_t position, bool sequential) {
   Operation* op = acquire(transfer.write ? Kind::kWrite : Kind::kRead, id, transfer.op_id);
   op->sequential = sequential;
   if (file.directory) {
@@ -183,15 +180,11 @@ int IocpFiles::cancel(HandleId id, int32_t op_id) {
     if (File* file = files_.find(id)) CancelIoEx(file->descriptor.handle.get(), &op->overlapped);
     return 0;
   }
-  if (File* file = files_.find(id)) {
-    OperationQueue<Transfer>& waiting = file->descriptor.sequential;
-    for (auto it = waiting.begin(); it != waiting.end(); ++it) {
-      if (it->op_id != op_id) continue;
-      Operation* op = acquire(it->write ? Kind::kWrite : Kind::kRead, id, op_id);
-      waiting.erase(it);
-      post_result(op, kECANCELED);  // still counted in in_flight: complete() settles it
-      return 0;
-    }
+  PositionTransfer withdrawn;
+  if (File* file = files_.find(id); file != nullptr && files_.withdraw_at_position(*file, op_id, &withdrawn)) {
+    Operation* op = acquire(withdrawn.write ? Kind::kWrite : Kind::kRead, id, op_id);
+    post_result(op, kECANCELED);  // still counted in in_flight: complete() settles it
+    return 0;
   }
   for (Operation* op : working_ops_) {
     if (op->op_id == op_id && op->file == id && op->kind != Kind::kClose) return 0;
@@ -358,13 +351,8 @@ Event IocpFiles::complete(const OVERLAPPED_ENTRY& entry) {
       if (op->sequential) {
         OpenFile& open_file = file->descriptor;
         if (result > 0 && !(op->kind == Kind::kWrite && open_file.append)) open_file.position += result;
-        open_file.sequential_busy = false;
-        if (!open_file.sequential.empty()) {
-          Transfer next = open_file.sequential.front();
-          open_file.sequential.erase(open_file.sequential.begin());
-          open_file.sequential_busy = true;
-          start_transfer(id, open_file, next, open_file.position, true);
-        }
+        PositionTransfer next;
+        if (files_.next_at_position(*file, next)) start_transfer(id, open_file, next, open_file.position, true);
       }
       break;
   }

@@ -13,9 +13,10 @@
 //
 // Position -1 is the file's current position, as Node's FileHandle keeps it on Windows: this
 // keeps one per file, advanced by each completed transfer. Those transfers run one at a time in
-// submission order (the next waits for the previous one's count), as read(2) calls would; positioned
-// transfers run in parallel. A file opened for appending writes every byte at its end
-// (Offset = OffsetHigh = 0xFFFFFFFF, what FILE_APPEND_DATA access means), as O_APPEND does.
+// submission order (core's FileTable queues them: the next waits for the previous one's count), as
+// read(2) calls would; positioned transfers run in parallel. A file opened for appending writes
+// every byte at its end (Offset = OffsetHigh = 0xFFFFFFFF, what FILE_APPEND_DATA access means), as
+// O_APPEND does.
 #pragma once
 
 #include <winsock2.h>
@@ -30,7 +31,6 @@
 #include "../core/backend.h"
 #include "../core/file_table.h"
 #include "../core/handle_table.h"
-#include "../core/socket_operations.h"  // OperationQueue
 #include "iocp_socket.h"
 
 namespace twinloop::iocp {
@@ -103,12 +103,6 @@ class IocpFiles {
   };
   static_assert(offsetof(Operation, overlapped) == 0, "packets are mapped back by address");
 
-  struct Transfer {
-    bool write;
-    std::span<uint8_t> buffer;
-    int32_t op_id;
-  };
-
   // What FileTable keeps for a file beside its lifecycle: the handle, and the file position an
   // overlapped handle does not keep.
   struct OpenFile {
@@ -116,14 +110,12 @@ class IocpFiles {
     bool directory = false;
     bool append = false;
     int64_t position = 0;   // for position -1
-    bool sequential_busy = false;     // a position -1 transfer is in flight
-    OperationQueue<Transfer> sequential;  // position -1 transfers waiting for it, in order
     HANDLE release() { return handle.release(); }
   };
   using File = FileTable<OpenFile>::File;
 
   int transfer(HandleId file, bool write, std::span<uint8_t> buffer, int64_t position, int32_t op_id);
-  void start_transfer(HandleId id, OpenFile& file, const Transfer& transfer, int64_t position, bool sequential);
+  void start_transfer(HandleId id, OpenFile& file, const PositionTransfer& transfer, int64_t position, bool sequential);
   void start_close(HandleId id, File& file);
   void start_work(Operation* op);
   void post_result(Operation* op, int result);

@@ -56,11 +56,42 @@ int PooledFiles::open(const std::string& path, const FileOpenOptions& options, i
 int PooledFiles::submit(HandleId file, FileJob job) {
   Files::File* open_file = files_.usable(file);
   if (!open_file) return kEBADF;
-  job.fd = open_file->descriptor.get();
-  job.file = file;
-  Files::started(*open_file);
-  pool().submit(std::move(job));
+  bool transfer = job.kind == FileJob::Kind::kRead || job.kind == FileJob::Kind::kWrite;
+  if (transfer && job.position < 0) {
+    if (!Files::queue_at_position(*open_file, {job.buffer, job.op_id, job.kind == FileJob::Kind::kWrite})) return 0;
+  } else {
+    Files::started(*open_file);
+  }
+  start(file, *open_file, std::move(job));
   return 0;
+}
+
+void PooledFiles::start(HandleId file, Files::File& open_file, FileJob job) {
+  job.fd = open_file.descriptor.get();
+  job.file = file;
+  pool().submit(std::move(job));
+}
+
+// Called before the completed transfer at the position is finished(): the file is still open.
+void PooledFiles::start_next_at_position(HandleId file) {
+  Files::File* open_file = files_.find(file);
+  PositionTransfer next;
+  if (open_file == nullptr || !Files::next_at_position(*open_file, next)) return;
+  FileJob job;
+  job.kind = next.write ? FileJob::Kind::kWrite : FileJob::Kind::kRead;
+  job.op_id = next.op_id;
+  job.buffer = next.buffer;
+  job.position = -1;
+  start(file, *open_file, std::move(job));
+}
+
+int PooledFiles::cancel(HandleId file, int32_t op_id) {
+  if (Files::File* open_file = files_.find(file); open_file != nullptr && Files::withdraw_at_position(*open_file, op_id)) {
+    withdrawn_.push_back({file, EventKind::kCompleted, kECANCELED, op_id});
+    wake_(context_);  // the completion comes as an event, in the next drain
+    return 0;
+  }
+  return pool_ ? pool_->cancel(file, op_id) : kENOENT;
 }
 
 int PooledFiles::read(HandleId file, std::span<uint8_t> buffer, int64_t position, int32_t op_id) {
@@ -127,6 +158,11 @@ void PooledFiles::start_close(HandleId file, Files::File& open_file) {
 }
 
 void PooledFiles::collect(std::vector<Event>& out) {
+  for (const Event& event : withdrawn_) {
+    if (Files::File* closing = files_.finished(event.handle, false)) start_close(event.handle, *closing);
+    out.push_back(event);
+  }
+  withdrawn_.clear();
   if (!pool_) return;
   finished_.clear();
   pool_->take_finished(finished_);
@@ -144,6 +180,8 @@ void PooledFiles::collect(std::vector<Event>& out) {
       out.push_back({-1, EventKind::kCompleted, result, job.op_id});
       continue;
     }
+    bool transfer = job.kind == FileJob::Kind::kRead || job.kind == FileJob::Kind::kWrite;
+    if (transfer && job.position < 0) start_next_at_position(job.file);
     // The worker closed the descriptor of a close job: the table only forgets it.
     if (Files::File* closing = files_.finished(job.file, job.kind == FileJob::Kind::kClose)) start_close(job.file, *closing);
     out.push_back({job.file, EventKind::kCompleted, result, job.op_id});

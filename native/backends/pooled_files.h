@@ -35,9 +35,10 @@ class PooledFiles {
   int write(HandleId file, std::span<const uint8_t> buffer, int64_t position, int32_t op_id);
   int sync(HandleId file, bool data_only, int32_t op_id);
   int close(HandleId file, int32_t op_id);
-  // Cancels operation `op_id` of `file` (-1: an open) on the pool: see ThreadPool::cancel. A read
-  // that read_cached() served is already done (-ENOENT): it completes with its bytes.
-  int cancel(HandleId file, int32_t op_id) { return pool_ ? pool_->cancel(file, op_id) : kENOENT; }
+  // Cancels operation `op_id` of `file` (-1: an open): one waiting for its turn at the file's
+  // current position at once, else on the pool (see ThreadPool::cancel). A read that
+  // read_cached() served is already done (-ENOENT): it completes with its bytes.
+  int cancel(HandleId file, int32_t op_id);
 
   // Hands the jobs submitted since the last flush to the workers.
   void flush() {
@@ -54,6 +55,8 @@ class PooledFiles {
   using Files = FileTable<UniqueFd>;
 
   int submit(HandleId file, FileJob job);
+  void start(HandleId file, Files::File& open_file, FileJob job);
+  void start_next_at_position(HandleId file);
   void start_close(HandleId file, Files::File& open_file);
   ThreadPool& pool();
 
@@ -64,6 +67,7 @@ class PooledFiles {
   [[maybe_unused]] bool cached_reads_ = true;
   Files files_;
   std::vector<FileJob> finished_;
+  std::vector<Event> withdrawn_;  // cancelled while waiting at the position: reported by collect()
   uint64_t syscalls_ = 0;
   std::unique_ptr<ThreadPool> pool_;  // last: its threads stop before the files above close
 };

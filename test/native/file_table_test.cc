@@ -1,6 +1,7 @@
 // FileTable (native/core/file_table.h): the lifecycle every backend's regular files share — a
 // handle per open file or EMFILE, no new operation on a closing file, a close that waits for the
-// operations in flight, and the walk teardown makes over what is open.
+// operations in flight, the walk teardown makes over what is open, and the queue that runs the
+// transfers at the current position one at a time, in submission order.
 #include "../../native/core/file_table.h"
 
 #include <utility>
@@ -70,4 +71,33 @@ TEST(for_each_walks_every_open_file) {
   });
   CHECK(handles == opened);  // closing ones too: teardown still has to cancel their transfers
   CHECK(numbers == (std::vector<int>{3, 4}));
+}
+
+TEST(transfers_at_the_current_position_start_one_at_a_time_in_submission_order) {
+  using Files = FileTable<Descriptor>;
+  Files files;
+  int handle = files.insert(Descriptor(3, nullptr));
+  auto& file = *files.usable(handle);
+  CHECK(Files::queue_at_position(file, {{}, 1, false}));  // nothing running: starts now
+  CHECK(!Files::queue_at_position(file, {{}, 2, true}));
+  CHECK(!Files::queue_at_position(file, {{}, 3, false}));
+  CHECK(!Files::queue_at_position(file, {{}, 4, false}));
+  CHECK_EQ(file.in_flight, 4);  // queued ones count: a close waits for them
+  twinloop::PositionTransfer withdrawn{};
+  CHECK(Files::withdraw_at_position(file, 3, &withdrawn));  // cancelled while waiting
+  CHECK_EQ(withdrawn.op_id, 3);
+  CHECK(!Files::withdraw_at_position(file, 1));  // running: only the backend can cancel it
+  CHECK(files.finished(handle, false) == nullptr);  // the withdrawn one reported ECANCELED
+  twinloop::PositionTransfer next{};
+  CHECK(Files::next_at_position(file, next));  // 1 completed (whatever its result): 2 starts
+  CHECK_EQ(next.op_id, 2);
+  CHECK(next.write);
+  CHECK(files.finished(handle, false) == nullptr);
+  CHECK(Files::next_at_position(file, next));
+  CHECK_EQ(next.op_id, 4);
+  CHECK(files.finished(handle, false) == nullptr);
+  CHECK(!Files::next_at_position(file, next));  // 4 completed, none waiting: the position is idle
+  CHECK(files.finished(handle, false) == nullptr);
+  CHECK_EQ(file.in_flight, 0);
+  CHECK(Files::queue_at_position(file, {{}, 5, false}));  // so the next one starts at once
 }
