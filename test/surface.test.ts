@@ -160,6 +160,9 @@ describe.each(backends)('%s: socket surface', (backend) => {
       expect((await reading).equals(payload)).toBe(true);
       expect(client.bytesRead).toBe(payload.length);
       const peer = await acceptedSocket();
+      // The client can hold every byte before the server's loop has taken its last write's
+      // completion (on threads, the connection's own thread sent it): give that a moment.
+      for (let turn = 0; turn < 1000 && peer.bytesWritten < payload.length; turn++) await loop.sleep(1);
       expect(peer.bytesRead).toBe(payload.length);
       expect(peer.bytesWritten).toBe(payload.length);
     });
